@@ -1,0 +1,30 @@
+"""Server-side Pyramid sessions kept in MongoDB.
+
+``config.include('pyramid_mongosession')`` reads the ``mongodb_session.*``
+settings and installs the session factory; code-only applications build a
+:class:`MongoSessionFactory` themselves.
+"""
+from .exceptions import (
+    SessionBackendError,
+    SessionConflict,
+    SessionStoreError,
+    SessionValueError,
+)
+from .factory import MongoSessionFactory
+from .settings import session_factory_from_settings
+
+__all__ = [
+    'MongoSessionFactory',
+    'SessionBackendError',
+    'SessionConflict',
+    'SessionStoreError',
+    'SessionValueError',
+    'includeme',
+    'session_factory_from_settings',
+]
+
+
+def includeme(config):
+    """Install the session factory described by the ``mongodb_session.*`` settings."""
+    factory = session_factory_from_settings(config.get_settings())
+    config.set_session_factory(factory)

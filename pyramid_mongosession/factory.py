@@ -1,0 +1,131 @@
+"""MongoSessionFactory: options in, one session per request out."""
+import datetime
+
+from pyramid.interfaces import ISessionFactory
+from zope.interface import implementer
+
+from .cookie import SessionCookie
+from .options import finish_session, utcnow
+from .session import MongoSession
+from .store import SessionStore
+
+#: The factory's options and their defaults; the ini settings use the same names.
+DEFAULTS = {
+    'cookie_name': 'session',
+    'cookie_max_age': None,
+    'cookie_path': '/',
+    'cookie_domain': None,
+    'cookie_secure': False,
+    'cookie_httponly': True,
+    'cookie_samesite': 'Lax',
+    'timeout': 1200,
+    'reissue_time': 120,
+    'absolute_timeout': None,
+    'detect_conflicts': False,
+    'operation_timeout': 5.0,
+}
+
+
+def _seconds(name, value, allow_zero=False):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError('%s must be a number of seconds or None, not %r' % (name, value))
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError('%s must be a positive number of seconds or None, not %r' % (name, value))
+    return datetime.timedelta(seconds=value)
+
+
+@implementer(ISessionFactory)
+class MongoSessionFactory:
+    """A Pyramid session factory that keeps sessions in a MongoDB collection.
+
+    ``collection``
+        The sessions collection: a pymongo :class:`~pymongo.collection.Collection`,
+        or a callable returning one (evaluated on first use, once per process).
+    ``secret``
+        Signs the session cookie. Use a long random string and keep it secret.
+
+    Options, with their defaults (the ini settings of the same names are
+    described in the configuration reference):
+
+    - ``cookie_name='session'``, ``cookie_max_age=None`` (a browser-session
+      cookie), ``cookie_path='/'``, ``cookie_domain=None``,
+      ``cookie_secure=False``, ``cookie_httponly=True``,
+      ``cookie_samesite='Lax'``;
+    - ``timeout=1200``: idle seconds before a session expires, sliding; None
+      for no idle timeout;
+    - ``reissue_time=120``: a request that only reads moves the expiry
+      forward when that gains at least this many seconds, so read-only
+      traffic costs at most one write per window; 0 refreshes every request;
+    - ``absolute_timeout=None``: seconds after its creation when a session
+      ends however active it is;
+    - ``detect_conflicts=False``: raise :class:`~pyramid_mongosession.SessionConflict`
+      when another request wrote the session since this one loaded it,
+      instead of merging by key;
+    - ``operation_timeout=5.0``: the longest any one database call may take,
+      in seconds.
+
+    Constructing the factory does no I/O.
+    """
+
+    def __init__(self, collection, secret, **options):
+        unknown = set(options) - set(DEFAULTS)
+        if unknown:
+            raise TypeError('unknown option(s): %s' % ', '.join(sorted(unknown)))
+        settings = dict(DEFAULTS, **options)
+        self.options = settings
+        self.timeout = _seconds('timeout', settings['timeout'])
+        self.reissue_time = _seconds('reissue_time', settings['reissue_time'], allow_zero=True)
+        self.absolute_timeout = _seconds('absolute_timeout', settings['absolute_timeout'])
+        if self.timeout is not None and self.reissue_time is not None \
+                and self.reissue_time >= self.timeout:
+            raise ValueError('reissue_time must be shorter than timeout')
+        max_age = settings['cookie_max_age']
+        if max_age is not None:
+            _seconds('cookie_max_age', max_age)
+        self.cookie = SessionCookie(
+            secret, name=settings['cookie_name'], max_age=max_age,
+            path=settings['cookie_path'], domain=settings['cookie_domain'],
+            secure=settings['cookie_secure'], httponly=settings['cookie_httponly'],
+            samesite=settings['cookie_samesite'],
+        )
+        self.store = SessionStore(collection, operation_timeout=settings['operation_timeout'],
+                                  detect_conflicts=settings['detect_conflicts'])
+
+    def __call__(self, request):
+        session_id = self.cookie.read(request)
+        stored = None
+        if session_id is not None:
+            stored = self.store.load(session_id, utcnow())
+        session = MongoSession(self, request, session_id, stored,
+                               had_cookie=self.cookie.name in request.cookies)
+        request.add_response_callback(
+            lambda request, response: finish_session(session, request, response))
+        return session
+
+    def ensure_indexes(self):
+        """Create the TTL index now (it is otherwise created on first use)."""
+        return self.store.ensure_indexes()
+
+    # -- the session lifecycle -------------------------------------------------
+
+    def expiry(self, created, now):
+        """When a session created at ``created`` and active ``now`` expires (or None)."""
+        ends = [now + self.timeout] if self.timeout is not None else []
+        if self.absolute_timeout is not None:
+            ends.append(created + self.absolute_timeout)
+        return min(ends) if ends else None
+
+    def refreshed_expiry(self, session):
+        """The new expiry for a read-only request, or None when no refresh is due."""
+        if self.timeout is None:
+            return None
+        expires = self.expiry(session.created_at, utcnow())
+        stored = session.stored_expires
+        if stored is None:
+            return expires
+        gain = expires - stored
+        if gain > datetime.timedelta(0) and gain >= self.reissue_time:
+            return expires
+        return None

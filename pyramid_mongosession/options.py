@@ -1,0 +1,156 @@
+"""Plack::Middleware::Session's per-request options, and the end of a request.
+
+A view steers what happens to its session through ``request.session.options``:
+
+=============  ================================================================
+``change_id``  Store the session under a new id and delete the old document
+               (after login: the defence against session fixation).
+``expire``     Delete the session's document and clear the cookie. Wins over
+               everything, including data stored later in the request.
+``no_store``   Write nothing that this request changed. ``expire`` and
+               ``change_id`` win over it, as both must update the store.
+``late_store`` Write after the response body has been sent (when the WSGI
+               ``app_iter`` is closed), for streaming responses that change
+               the session while they stream.
+``id``         The session id, None while the session has none. Read-only.
+=============  ================================================================
+
+:func:`finish_session` is the one place that decides, at the end of the
+request, what is written to MongoDB and what the cookie says. The factory
+registers it as a response callback, so responses made by exception views
+follow the same rules.
+"""
+from collections.abc import MutableMapping
+import datetime
+
+from .cookie import new_session_id
+
+FLAGS = ('change_id', 'expire', 'no_store', 'late_store')
+
+
+class SessionOptions(MutableMapping):
+    """``request.session.options``: Plack's per-request controls."""
+
+    def __init__(self, session):
+        self._session = session
+        self._flags = dict.fromkeys(FLAGS, False)
+
+    def __getitem__(self, key):
+        if key == 'id':
+            return self._session.id
+        return self._flags[key]
+
+    def __setitem__(self, key, value):
+        if key == 'id':
+            raise TypeError("options['id'] is read-only: set options['change_id'] "
+                            "to give the session a new id")
+        if key not in self._flags:
+            raise KeyError('unknown session option %r (known: %s)' % (key, ', '.join(FLAGS)))
+        self._flags[key] = bool(value)
+
+    def __delitem__(self, key):
+        self[key] = False
+
+    def __iter__(self):
+        return iter(FLAGS + ('id',))
+
+    def __len__(self):
+        return len(FLAGS) + 1
+
+    def __repr__(self):
+        return repr(dict(self))
+
+
+def utcnow():
+    """Now, as the naive UTC datetime that BSON stores."""
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+def finish_session(session, request, response):
+    """Decide about the store and the cookie; write now, or when the body is sent."""
+    options = session.options
+    factory = session.factory
+    cookie = factory.cookie
+    old_id = session.loaded_id
+
+    if options['expire']:
+        if old_id is not None:
+            factory.store.remove(old_id)
+        if session.had_cookie or old_id is not None:
+            cookie.clear(response)
+        session.id = None
+        return
+
+    late = options['late_store']
+    # The data moves to a new id after change_id, and a new (or invalidated)
+    # session gets its first id when it has something to store.
+    carried = options['change_id'] and session.id is not None
+    starts = session.id is None and not options['no_store'] and (late or len(session))
+    if carried or starts or (options['change_id'] and len(session)):
+        target_id = new_session_id()
+    else:
+        target_id = session.id
+    retired_id = old_id if old_id is not None and old_id != target_id else None
+
+    refresh = None
+    if target_id is not None and target_id == old_id:
+        refresh = factory.refreshed_expiry(session)
+    if target_id is not None and target_id != old_id:
+        cookie.set(response, target_id)
+    elif target_id is None and (session.had_cookie or retired_id is not None):
+        cookie.clear(response)
+    elif refresh is not None and cookie.max_age is not None and not options['no_store']:
+        cookie.set(response, target_id)
+    session.id = target_id
+
+    def write():
+        _write(session, old_id, retired_id, target_id, bool(carried), refresh)
+
+    if late:
+        response.app_iter = _CloseHook(response.app_iter, write)
+    else:
+        write()
+
+
+def _write(session, old_id, retired_id, target_id, carried, refresh):
+    factory = session.factory
+    store = factory.store
+    now = utcnow()
+    created = session.created_at
+    if target_id is not None and target_id != old_id:
+        if carried or len(session):
+            store.insert(target_id, session.data, created, factory.expiry(created, now))
+        if retired_id is not None and store.remove(retired_id) is False and carried:
+            # Another request expired or re-keyed the old session first: it is
+            # gone, and the data carried over from it must not outlive it.
+            store.remove(target_id)
+        return
+    if retired_id is not None:
+        store.remove(retired_id)
+    if target_id is None or session.options['no_store']:
+        return
+    changed, removed = session.changes()
+    if changed or removed:
+        store.update(target_id, now, changed, removed,
+                     factory.expiry(created, now), session.version)
+    elif refresh is not None:
+        store.touch(target_id, now, refresh)
+
+
+class _CloseHook:
+    """Wraps a WSGI ``app_iter`` to run ``callback`` once the body has been sent."""
+
+    def __init__(self, app_iter, callback):
+        self._app_iter = app_iter
+        self._callback = callback
+
+    def __iter__(self):
+        return iter(self._app_iter)
+
+    def close(self):
+        try:
+            close = getattr(self._app_iter, 'close', None)
+            if close is not None:
+                close()
+        finally:
+            self._callback()

@@ -1,0 +1,169 @@
+"""``mongodb_session.*`` ini settings in, checked options out.
+
+Every setting is listed in one of the tables below with its converter; any
+other ``mongodb_session.*`` key, a missing required key or a value that does
+not convert raises :class:`pyramid.exceptions.ConfigurationError` naming the
+key, when the application starts rather than on its first request.
+``mongodb_session.client.<option>`` passes ``<option>`` to
+:class:`pymongo.MongoClient` (the Perl modules' "prefix it with mongodb_" rule).
+"""
+from urllib.parse import unquote, urlsplit
+
+import pymongo
+from pyramid.exceptions import ConfigurationError
+from pyramid.settings import falsey, truthy
+from pymongo.common import validate as validate_client_option
+
+from .factory import DEFAULTS, MongoSessionFactory
+from .store import ProcessLocalCollection
+
+PREFIX = 'mongodb_session.'
+CLIENT_PREFIX = PREFIX + 'client.'
+#: ``mongodb_session.url = mongomock://`` keeps sessions in this process's
+#: memory (mongomock), for development without a server: lost on restart,
+#: invisible to other processes.
+EMBEDDED_SCHEME = 'mongomock://'
+
+
+def _string(value):
+    return str(value).strip()
+
+
+def _string_or_none(value):
+    value = _string(value)
+    return None if value.lower() in ('', 'none') else value
+
+
+def _bool(value):
+    if isinstance(value, bool):
+        return value
+    value = str(value).strip().lower()
+    if value in truthy:
+        return True
+    if value in falsey:
+        return False
+    raise ValueError('expected true or false')
+
+
+def _int(value):
+    if isinstance(value, bool):
+        raise ValueError('expected an integer')
+    return int(value)
+
+
+def _int_or_none(value):
+    if value is None or str(value).strip().lower() in ('', 'none'):
+        return None
+    return _int(value)
+
+
+def _float_or_none(value):
+    if value is None or str(value).strip().lower() in ('', 'none'):
+        return None
+    return float(value)
+
+
+#: Where the sessions live. ``url`` and ``host``/``port`` are alternatives.
+CONNECTION = {
+    'url': _string,
+    'host': _string,
+    'port': _int,
+    'username': _string,
+    'password': str,
+    'db_name': _string,
+    'coll_name': _string,
+}
+#: Options of :class:`MongoSessionFactory`, by converter.
+FACTORY = {
+    'secret': str,
+    'cookie_name': _string,
+    'cookie_max_age': _int_or_none,
+    'cookie_path': _string,
+    'cookie_domain': _string_or_none,
+    'cookie_secure': _bool,
+    'cookie_httponly': _bool,
+    'cookie_samesite': _string_or_none,
+    'timeout': _int_or_none,
+    'reissue_time': _int,
+    'absolute_timeout': _int_or_none,
+    'detect_conflicts': _bool,
+    'operation_timeout': _float_or_none,
+}
+REQUIRED = ('secret',)
+
+
+def parse_settings(settings, prefix=PREFIX):
+    """Split ``settings`` into ``(connection, factory options, client options)``."""
+    connection, options, client = {}, {}, {}
+    for key, value in settings.items():
+        if not key.startswith(prefix):
+            continue
+        name = key[len(prefix):]
+        if name.startswith('client.'):
+            option = name[len('client.'):]
+            try:
+                validate_client_option(option, value)
+            except Exception as exc:
+                raise ConfigurationError('%s: %s' % (key, exc)) from exc
+            client[option] = value
+            continue
+        table = CONNECTION if name in CONNECTION else FACTORY if name in FACTORY else None
+        if table is None:
+            raise ConfigurationError('unknown setting %s' % key)
+        try:
+            (connection if table is CONNECTION else options)[name] = table[name](value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError('%s: bad value %r (%s)' % (key, value, exc)) from exc
+    for name in REQUIRED:
+        if not options.get(name):
+            raise ConfigurationError('%s%s is required' % (prefix, name))
+    return connection, options, client
+
+
+def _embedded_client_class():
+    try:
+        import mongomock
+    except ImportError:
+        raise ConfigurationError(
+            '%surl = %s needs mongomock: pip install "pyramid_mongosession[embedded]"'
+            % (PREFIX, EMBEDDED_SCHEME)) from None
+    return mongomock.MongoClient
+
+
+def session_factory_from_settings(settings, prefix=PREFIX):
+    """Build a :class:`MongoSessionFactory` from ``mongodb_session.*`` settings.
+
+    No connection is made here: the MongoClient is created on first use, once
+    per process.
+    """
+    connection, options, client = parse_settings(settings, prefix)
+    url = connection.get('url')
+    if url is not None:
+        for name in ('host', 'port', 'username', 'password'):
+            if name in connection:
+                raise ConfigurationError(
+                    '%s%s cannot be combined with %surl' % (prefix, name, prefix))
+        db_name = connection.get('db_name') or unquote(urlsplit(url).path.lstrip('/'))
+    else:
+        db_name = connection.get('db_name')
+    if not db_name:
+        raise ConfigurationError('%sdb_name is required (or name the database in %surl)'
+                                 % (prefix, prefix))
+
+    if url is not None and url.startswith(EMBEDDED_SCHEME):
+        client_class, client_args, client = _embedded_client_class(), (), {}
+    elif url is not None:
+        client_class, client_args = pymongo.MongoClient, (url,)
+    else:
+        client_class = pymongo.MongoClient
+        client_args = (connection.get('host', 'localhost'), connection.get('port', 27017))
+        for name in ('username', 'password'):
+            if name in connection:
+                client[name] = connection[name]
+    collection = ProcessLocalCollection(db_name, connection.get('coll_name', 'sessions'),
+                                        client_args, client, client_class)
+    secret = options.pop('secret')
+    try:
+        return MongoSessionFactory(collection, secret, **options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(prefix + str(exc)) from exc

@@ -1,0 +1,291 @@
+"""The only module that talks to MongoDB.
+
+One document per session::
+
+    {
+        "_id": "<sha256 hex digest of the session id>",
+        "data": {<the session's keys, as native BSON>},
+        "created": <datetime, UTC>,
+        "expires": <datetime, UTC, or null when no timeout applies>,
+        "v": <int, incremented by every write>
+    }
+
+The id itself is never stored, only its digest, so read access to the
+collection yields no cookie that would log anybody in. ``expires`` carries a
+TTL index, and every read checks it too, because MongoDB's TTL monitor runs
+only once a minute and some servers have no TTL indexes at all.
+
+Writes never upsert: a write to a session whose document has gone (expired,
+logged out, given a new id by a concurrent request) matches nothing and is
+dropped, so a stale request can never bring a session back.
+"""
+import hashlib
+import logging
+import os
+import threading
+
+import bson
+import pymongo
+from bson.codec_options import CodecOptions
+from pymongo.errors import DocumentTooLarge, DuplicateKeyError, OperationFailure, PyMongoError
+from bson.errors import InvalidDocument
+
+from .exceptions import SessionBackendError, SessionConflict, SessionValueError
+
+log = logging.getLogger(__name__)
+
+#: MongoDB's limit on one document; a larger session cannot be stored.
+MAX_DOCUMENT_SIZE = 16 * 1024 * 1024
+#: Server error codes meaning "the resulting document would be too large".
+_TOO_LARGE_CODES = frozenset((10334, 17419, 17420))
+
+_CODEC_OPTIONS = CodecOptions(tz_aware=False)
+
+
+class StoredSession:
+    """What :meth:`SessionStore.load` found: the data and its bookkeeping."""
+
+    __slots__ = ('data', 'created', 'expires', 'version')
+
+    def __init__(self, data, created, expires, version):
+        self.data = data
+        self.created = created
+        self.expires = expires
+        self.version = version
+
+
+def document_id(session_id):
+    """The ``_id`` under which a session id's document is stored."""
+    return hashlib.sha256(session_id.encode('ascii')).hexdigest()
+
+
+# Session keys become field names inside ``data``. MongoDB's update paths
+# split on '.', reject a leading '$' and empty names, and BSON cannot hold NUL,
+# so those characters are %-escaped; '%' itself is escaped to stay reversible.
+_ESCAPES = {'%': '%25', '.': '%2E', '$': '%24', '\x00': '%00'}
+_UNESCAPES = {v: k for k, v in _ESCAPES.items()}
+_EMPTY_KEY = '%'
+
+
+def field_name(key):
+    if not key:
+        return _EMPTY_KEY
+    if '%' in key or '.' in key or '$' in key or '\x00' in key:
+        return ''.join(_ESCAPES.get(char, char) for char in key)
+    return key
+
+
+def session_key(name):
+    if '%' not in name:
+        return name
+    if name == _EMPTY_KEY:
+        return ''
+    parts = name.split('%')
+    return parts[0] + ''.join(_UNESCAPES['%' + part[:2]] + part[2:] for part in parts[1:])
+
+
+def find_unstorable(values):
+    """Name the first key in ``values`` whose value BSON cannot encode, or None."""
+    for key, value in values.items():
+        try:
+            bson.encode({'v': value})
+        except (InvalidDocument, TypeError, OverflowError) as exc:
+            return key, exc
+    return None
+
+
+class ProcessLocalCollection:
+    """A callable returning the sessions collection, with one MongoClient per process.
+
+    The client is created on first use, never at import or configuration
+    time, and created again in a forked child (``gunicorn --preload``), which
+    must not share its parent's sockets.
+    """
+
+    def __init__(self, db_name, coll_name, client_args=(), client_kwargs=None,
+                 client_class=pymongo.MongoClient):
+        self.client_class = client_class
+        self.db_name = db_name
+        self.coll_name = coll_name
+        self._client_args = tuple(client_args)
+        self._client_kwargs = dict(client_kwargs or {})
+        self._pid = None
+        self._collection = None
+        self._lock = threading.Lock()
+
+    def __call__(self):
+        if self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid():
+                    client = self.client_class(*self._client_args, **self._client_kwargs)
+                    self._collection = client[self.db_name][self.coll_name]
+                    self._pid = os.getpid()
+        return self._collection
+
+    def close(self):
+        """Close this process's client, if it has one."""
+        with self._lock:
+            if self._collection is not None and self._pid == os.getpid():
+                self._collection.database.client.close()
+            self._pid = self._collection = None
+
+
+class SessionStore:
+    """Loads, writes and removes session documents.
+
+    ``collection`` is a pymongo :class:`~pymongo.collection.Collection`, or a
+    callable returning one (see :class:`ProcessLocalCollection`).
+    ``operation_timeout`` bounds every database call, in seconds (pymongo's
+    client-side operation timeout); None leaves the client's own limits.
+    """
+
+    def __init__(self, collection, operation_timeout=5.0, detect_conflicts=False):
+        if operation_timeout is not None and operation_timeout <= 0:
+            raise ValueError('operation_timeout must be a positive number of seconds or None')
+        if hasattr(collection, 'find_one'):  # a Collection (callable itself, but not a getter)
+            self._get_collection = lambda: collection
+        else:
+            self._get_collection = collection
+        self.operation_timeout = operation_timeout
+        self.detect_conflicts = detect_conflicts
+        self._indexed = False
+        self._source = self._collection = None
+
+    # -- plumbing -------------------------------------------------------
+
+    def collection(self):
+        """The sessions collection, its indexes ensured once per store."""
+        source = self._get_collection()
+        if source is not self._source:
+            self._source = source
+            self._collection = source.with_options(codec_options=_CODEC_OPTIONS)
+        collection = self._collection
+        if not self._indexed:
+            self._indexed = True
+            self.ensure_indexes(collection)
+        return collection
+
+    def _call(self, what, operation, *args, **kwargs):
+        try:
+            with pymongo.timeout(self.operation_timeout):
+                return operation(*args, **kwargs)
+        except OperationFailure as exc:
+            if exc.code in _TOO_LARGE_CODES:
+                raise SessionValueError(
+                    'the session is larger than MongoDB can store in one document') from exc
+            raise SessionBackendError('could not %s: %s' % (what, exc)) from exc
+        except DocumentTooLarge as exc:
+            raise SessionValueError(
+                'the session is larger than MongoDB can store in one document: %s' % exc
+            ) from exc
+        except PyMongoError as exc:
+            raise SessionBackendError('could not %s: %s' % (what, exc)) from exc
+
+    def ensure_indexes(self, collection=None):
+        """Create the TTL index on ``expires``; return False if the server refuses.
+
+        FerretDB 1.x answers NotImplemented and Cosmos DB allows TTL only on
+        ``_ts``: sessions there still expire (every read checks ``expires``),
+        but their documents stay until ``pmongosession purge`` removes them.
+        """
+        if collection is None:
+            collection = self._get_collection()
+        try:
+            self._call('create the TTL index', collection.create_index,
+                       'expires', expireAfterSeconds=0, name='expires_ttl')
+        except SessionBackendError as exc:
+            if isinstance(exc.__cause__, OperationFailure):
+                log.warning('the server refused a TTL index on %s.expires (%s); '
+                            'expired sessions are ignored on read but not deleted: '
+                            'run "pmongosession purge" periodically',
+                            collection.full_name, exc.__cause__)
+                return False
+            self._indexed = False  # not reached the server: try again next time
+            raise
+        return True
+
+    # -- the four operations ---------------------------------------------
+
+    def load(self, session_id, now):
+        """The session stored under ``session_id``, or None if absent or expired."""
+        collection = self.collection()
+        document = self._call('load a session', collection.find_one, {
+            '_id': document_id(session_id),
+            'expires': {'$not': {'$lte': now}},
+        })
+        if document is None:
+            return None
+        data = {session_key(name): value for name, value in document.get('data', {}).items()}
+        return StoredSession(data, document.get('created'), document.get('expires'),
+                             document.get('v', 0))
+
+    def insert(self, session_id, data, created, expires):
+        """Store a new session. Raises if it cannot be stored."""
+        document = {
+            '_id': document_id(session_id),
+            'data': {field_name(key): value for key, value in data.items()},
+            'created': created,
+            'expires': expires,
+            'v': 1,
+        }
+        collection = self.collection()
+        try:
+            self._call('store a session', collection.insert_one, document)
+        except DuplicateKeyError:
+            # Two 256-bit ids colliding means a broken random generator.
+            raise SessionBackendError('session id collision: refusing to overwrite') from None
+        except (InvalidDocument, TypeError) as exc:
+            raise _value_error(data, exc) from exc
+
+    def update(self, session_id, now, changed, removed, expires, version=None):
+        """Write ``changed`` keys, remove ``removed`` keys and set ``expires``.
+
+        Returns False, writing nothing, when the session has gone meanwhile.
+        With ``detect_conflicts``, ``version`` must still be the stored one,
+        or :class:`SessionConflict` is raised.
+        """
+        query = {'_id': document_id(session_id), 'expires': {'$not': {'$lte': now}}}
+        if self.detect_conflicts and version is not None:
+            query['v'] = version
+        sets = {'data.' + field_name(key): value for key, value in changed.items()}
+        sets['expires'] = expires
+        update = {'$set': sets, '$inc': {'v': 1}}
+        if removed:
+            update['$unset'] = {'data.' + field_name(key): '' for key in removed}
+        collection = self.collection()
+        try:
+            result = self._call('store a session', collection.update_one, query, update)
+        except (InvalidDocument, TypeError) as exc:
+            raise _value_error(changed, exc) from exc
+        if result.matched_count:
+            return True
+        if 'v' in query and self._call('check a session', collection.count_documents,
+                                       {'_id': query['_id'], 'expires': query['expires']},
+                                       limit=1):
+            raise SessionConflict('the session was changed by another request since it was loaded')
+        log.debug('dropped a write to a session that no longer exists')
+        return False
+
+    def touch(self, session_id, now, expires):
+        """Move a live session's expiry; no data changes, so no conflict either."""
+        self._call('refresh a session', self.collection().update_one,
+                   {'_id': document_id(session_id), 'expires': {'$not': {'$lte': now}}},
+                   {'$set': {'expires': expires}})
+
+    def remove(self, session_id):
+        """Delete a session. Returns whether it existed; None, with a warning, on failure."""
+        try:
+            result = self._call('remove a session', self.collection().delete_one,
+                                {'_id': document_id(session_id)})
+        except SessionBackendError as exc:
+            log.warning('%s; the session will expire on its own', exc)
+            return None
+        return bool(result.deleted_count)
+
+
+def _value_error(values, exc):
+    found = find_unstorable(values)
+    if found is None:
+        return SessionValueError('MongoDB cannot store this session: %s' % exc)
+    key, cause = found
+    return SessionValueError('session key %r holds a value MongoDB cannot store: %s' % (key, cause))

@@ -1,0 +1,53 @@
+import os
+
+from setuptools import find_packages, setup
+
+here = os.path.abspath(os.path.dirname(__file__))
+with open(os.path.join(here, 'README.rst')) as f:
+    README = f.read()
+with open(os.path.join(here, 'CHANGES.rst')) as f:
+    CHANGES = f.read()
+
+embedded_requires = ['mongomock>=4.1']
+tests_require = embedded_requires + [
+    'pytest>=7',
+    'WebTest>=3',
+    'hypothesis>=6',
+]
+docs_require = ['Sphinx>=7']
+demo_requires = embedded_requires + ['waitress', 'pyramid_jinja2>=2.10']
+
+setup(
+    name='pyramid_mongosession',
+    version='0.1.dev0',
+    description='Server-side sessions for Pyramid, kept in MongoDB',
+    long_description=README + '\n\n' + CHANGES,
+    long_description_content_type='text/x-rst',
+    classifiers=[
+        'Development Status :: 3 - Alpha',
+        'Framework :: Pyramid',
+        'Intended Audience :: Developers',
+        'License :: OSI Approved :: MIT License',
+        'Programming Language :: Python :: 3',
+        'Programming Language :: Python :: 3 :: Only',
+        'Topic :: Internet :: WWW/HTTP :: Session',
+    ],
+    keywords='pyramid session mongodb web wsgi',
+    license='MIT',
+    packages=find_packages(exclude=['tests', 'tests.*', 'demo', 'benchmarks']),
+    include_package_data=True,
+    zip_safe=False,
+    python_requires='>=3.9',
+    install_requires=[
+        'pyramid>=2.0,<3',
+        'pymongo>=4.2,<5',
+        'WebOb>=1.8',
+        'zope.interface',
+    ],
+    extras_require={
+        'embedded': embedded_requires,
+        'test': tests_require,
+        'docs': docs_require,
+        'demo': demo_requires,
+    },
+)

@@ -1,0 +1,155 @@
+import json
+import os
+import threading
+import uuid
+
+import pymongo
+import pytest
+import webtest
+from pymongo import monitoring
+from pyramid.config import Configurator
+from pyramid.response import Response
+
+from pyramid_mongosession import MongoSessionFactory
+
+from . import servers
+
+SECRET = 'test secret, long enough to be taken seriously: 0123456789abcdef'
+
+
+class CommandLog(monitoring.CommandListener):
+    """Records every command a client sends (pymongo command monitoring)."""
+
+    def __init__(self):
+        self.events = []
+        self._lock = threading.Lock()
+
+    def started(self, event):
+        with self._lock:
+            self.events.append(event)
+
+    def succeeded(self, event):
+        pass
+
+    def failed(self, event):
+        pass
+
+    def names(self, database):
+        with self._lock:
+            return [e.command_name for e in self.events if e.database_name == database]
+
+    def clear(self):
+        with self._lock:
+            self.events.clear()
+
+
+@pytest.fixture(scope='session')
+def mongodb_url():
+    try:
+        with servers.mongodb_url() as url:
+            yield url
+    except servers.NoServer as exc:
+        if os.environ.get('CI'):
+            pytest.fail('server-backed tests cannot run under CI: %s' % exc)
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope='session')
+def command_log():
+    return CommandLog()
+
+
+@pytest.fixture(scope='session')
+def client(mongodb_url, command_log):
+    client = pymongo.MongoClient(mongodb_url, event_listeners=[command_log],
+                                 serverSelectionTimeoutMS=5000)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def database(client):
+    """A database of this test's own, dropped afterwards."""
+    name = 'test_%s' % uuid.uuid4().hex[:16]
+    yield client[name]
+    client.drop_database(name)
+
+
+@pytest.fixture
+def collection(database):
+    return database['sessions']
+
+
+@pytest.fixture
+def round_trips(database, command_log):
+    """Call it to get the commands sent to this test's database since the last call."""
+    command_log.clear()
+
+    def since_last_call():
+        names = command_log.names(database.name)
+        command_log.clear()
+        return names
+    return since_last_call
+
+
+def session_view(request):
+    """Runs the session operations named in the query string, in order.
+
+    ``set=key:json``, ``append=key:json``, ``del=key``, ``read=key``,
+    ``opt=flag``, ``invalidate=``, ``flash=msg``; answers with the session's
+    id, newness and data as JSON.
+    """
+    session = request.session
+    for op, arg in request.GET.items():
+        if op == 'set':
+            key, value = arg.split(':', 1)
+            session[key] = json.loads(value)
+        elif op == 'append':
+            key, value = arg.split(':', 1)
+            session[key].append(json.loads(value))
+        elif op == 'del':
+            del session[arg]
+        elif op == 'read':
+            session.get(arg)
+        elif op == 'opt':
+            session.options[arg] = True
+        elif op == 'invalidate':
+            session.invalidate()
+        elif op == 'flash':
+            session.flash(arg)
+    body = {'id': session.options['id'], 'new': session.new}
+    if 'quiet' not in request.GET:
+        body['data'] = dict(session.items())
+    return Response(json=body)
+
+
+def make_config(factory):
+    config = Configurator()
+    config.set_session_factory(factory)
+    config.add_route('untouched', '/untouched')
+    config.add_view(lambda request: Response('ok'), route_name='untouched')
+    config.add_route('session', '/session')
+    config.add_view(session_view, route_name='session')
+    return config
+
+
+@pytest.fixture
+def make_app(collection):
+    def make(**options):
+        factory = MongoSessionFactory(collection, SECRET, **options)
+        return webtest.TestApp(make_config(factory).make_wsgi_app())
+    return make
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # Under CI a skipped test is a test that did not run: fail the run.
+    reporter = session.config.pluginmanager.get_plugin('terminalreporter')
+    skipped = reporter.stats.get('skipped') if reporter else None
+    if os.environ.get('CI') and skipped and exitstatus == 0:
+        reporter.write_line('CI: %d skipped test(s) count as failures' % len(skipped), red=True)
+        session.exitstatus = 1
