@@ -44,6 +44,9 @@ setup(
         'WebOb>=1.8',
         'zope.interface',
     ],
+    entry_points={
+        'console_scripts': ['pmongosession = pyramid_mongosession.cli:main'],
+    },
     extras_require={
         'embedded': embedded_requires,
         'test': tests_require,

@@ -283,6 +283,40 @@ class SessionStore:
         return bool(result.deleted_count)
 
 
+    # -- maintenance ---------------------------------------------------------
+
+    def revoke(self, query):
+        """Delete every session whose data matches ``query``; return how many.
+
+        ``query`` maps session keys to values or MongoDB query operators, e.g.
+        ``{'user_id': 42}`` or ``{'login_time': {'$lt': cutoff}}``: log a user
+        out everywhere after a password change.
+        """
+        if not query:
+            raise ValueError('refusing to revoke every session: the query is empty')
+        selector = {'data.' + field_name(key): value for key, value in query.items()}
+        result = self._call('revoke sessions', self.collection().delete_many, selector)
+        return result.deleted_count
+
+    def purge_expired(self, now, batch_size=1000):
+        """Delete expired sessions in batches; return how many.
+
+        The way to clean up on servers without TTL indexes (FerretDB 1.x,
+        Cosmos DB with a non-``_ts`` field).
+        """
+        collection = self.collection()
+        removed = 0
+        while True:
+            batch = [doc['_id'] for doc in self._call(
+                'find expired sessions', lambda: list(collection.find(
+                    {'expires': {'$lte': now}}, {'_id': 1}).limit(batch_size)))]
+            if not batch:
+                return removed
+            result = self._call('purge expired sessions', collection.delete_many,
+                                {'_id': {'$in': batch}, 'expires': {'$lte': now}})
+            removed += result.deleted_count
+
+
 def _value_error(values, exc):
     found = find_unstorable(values)
     if found is None:
