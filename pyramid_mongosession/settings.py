@@ -34,6 +34,12 @@ def _string_or_none(value):
     return None if value.lower() in ('', 'none') else value
 
 
+def _samesite(value):
+    # 'None' is a SameSite value here, not "no attribute": an empty value omits it.
+    value = _string(value)
+    return value.capitalize() if value else None
+
+
 def _bool(value):
     if isinstance(value, bool):
         return value
@@ -82,7 +88,7 @@ FACTORY = {
     'cookie_domain': _string_or_none,
     'cookie_secure': _bool,
     'cookie_httponly': _bool,
-    'cookie_samesite': _string_or_none,
+    'cookie_samesite': _samesite,
     'timeout': _int_or_none,
     'reissue_time': _int,
     'absolute_timeout': _int_or_none,

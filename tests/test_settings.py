@@ -1,0 +1,139 @@
+"""mongodb_session.* settings, includeme, and the code-only API."""
+import pytest
+import webtest
+from pyramid.config import Configurator
+from pyramid.exceptions import ConfigurationError
+from pyramid.response import Response
+
+from pyramid_mongosession import MongoSessionFactory, session_factory_from_settings
+from pyramid_mongosession.settings import parse_settings
+
+BASE = {'mongodb_session.secret': 'seekrit', 'mongodb_session.db_name': 'app'}
+
+
+def settings(**extra):
+    return dict(BASE, **{'mongodb_session.' + k: v for k, v in extra.items()})
+
+
+def test_defaults():
+    factory = session_factory_from_settings(BASE)
+    assert factory.options['cookie_name'] == 'session'
+    assert factory.options['cookie_httponly'] is True
+    assert factory.options['cookie_samesite'] == 'Lax'
+    assert factory.timeout.total_seconds() == 1200
+    collection = factory.store._get_collection
+    assert (collection.db_name, collection.coll_name) == ('app', 'sessions')
+    assert collection._client_args == ('localhost', 27017)
+
+
+def test_ini_strings_are_converted():
+    connection, options, client = parse_settings(settings(
+        port='27018', cookie_secure='true', cookie_httponly='off', cookie_max_age='3600',
+        timeout='none', reissue_time='0', absolute_timeout='86400',
+        cookie_domain='example.com', detect_conflicts='yes', operation_timeout='2.5',
+        **{'client.serverSelectionTimeoutMS': '2000'}))
+    assert connection == {'port': 27018, 'db_name': 'app'}
+    assert options['cookie_secure'] is True and options['cookie_httponly'] is False
+    assert options['cookie_max_age'] == 3600 and options['timeout'] is None
+    assert options['reissue_time'] == 0 and options['absolute_timeout'] == 86400
+    assert options['detect_conflicts'] is True and options['operation_timeout'] == 2.5
+    assert client == {'serverSelectionTimeoutMS': '2000'}
+
+
+def test_database_from_url():
+    factory = session_factory_from_settings({
+        'mongodb_session.secret': 's',
+        'mongodb_session.url': 'mongodb://u:p@h1:1,h2:2/fromurl?replicaSet=rs',
+        'mongodb_session.coll_name': 'web_sessions'})
+    collection = factory.store._get_collection
+    assert (collection.db_name, collection.coll_name) == ('fromurl', 'web_sessions')
+
+
+def test_host_port_credentials_go_to_the_client():
+    factory = session_factory_from_settings(settings(
+        host='db.example', port='27000', username='me', password='pw'))
+    collection = factory.store._get_collection
+    assert collection._client_args == ('db.example', 27000)
+    assert collection._client_kwargs == {'username': 'me', 'password': 'pw'}
+
+
+@pytest.mark.parametrize('bad, named', [
+    ({'mongodb_session.secret': None}, 'mongodb_session.secret'),
+    ({'mongodb_session.colour': 'blue'}, 'mongodb_session.colour'),
+    ({'mongodb_session.port': 'eleven'}, 'mongodb_session.port'),
+    ({'mongodb_session.cookie_secure': 'perhaps'}, 'mongodb_session.cookie_secure'),
+    ({'mongodb_session.timeout': '-5'}, 'mongodb_session.timeout'),
+    ({'mongodb_session.reissue_time': '5000'}, 'mongodb_session.reissue_time'),
+    ({'mongodb_session.cookie_samesite': 'sometimes'}, 'mongodb_session.cookie_samesite'),
+    ({'mongodb_session.cookie_samesite': 'None'}, 'mongodb_session.cookie_samesite'),
+    ({'mongodb_session.cookie_name': 'has space'}, 'mongodb_session.cookie_name'),
+    ({'mongodb_session.client.noSuchOption': '1'}, 'mongodb_session.client.noSuchOption'),
+    ({'mongodb_session.client.serverSelectionTimeoutMS': 'soon'},
+     'mongodb_session.client.serverSelectionTimeoutMS'),
+    ({'mongodb_session.url': 'mongodb://h/x', 'mongodb_session.host': 'h'},
+     'mongodb_session.host'),
+    ({'mongodb_session.db_name': ''}, 'mongodb_session.db_name'),
+])
+def test_bad_settings_fail_at_startup_naming_the_key(bad, named):
+    values = dict(BASE)
+    values.update(bad)
+    values = {k: v for k, v in values.items() if v is not None}
+    with pytest.raises(ConfigurationError) as info:
+        session_factory_from_settings(values)
+    assert named in str(info.value)
+
+
+def test_other_settings_are_ignored():
+    session_factory_from_settings(dict(BASE, **{'pyramid.reload_templates': 'true',
+                                                'mongodb_sessionx': '1'}))
+
+
+def test_factory_construction_does_no_io():
+    factory = session_factory_from_settings(settings(
+        url='mongodb://127.0.0.1:1/app', **{'client.serverSelectionTimeoutMS': '100'}))
+    assert factory.store._get_collection._collection is None   # no client yet
+
+
+def test_python_api_rejects_unknown_options(collection):
+    with pytest.raises(TypeError, match='cookie_nmae'):
+        MongoSessionFactory(collection, 'secret', cookie_nmae='x')
+
+
+def counter_app(settings):
+    def view(request):
+        request.session['n'] = request.session.get('n', 0) + 1
+        return Response(str(request.session['n']))
+    with Configurator(settings=settings) as config:
+        config.include('pyramid_mongosession')
+        config.add_route('count', '/')
+        config.add_view(view, route_name='count')
+    return webtest.TestApp(config.make_wsgi_app())
+
+
+def test_include_with_ini_strings_keeps_a_counter(mongodb_url, database):
+    app = counter_app({
+        'mongodb_session.url': mongodb_url,
+        'mongodb_session.db_name': database.name,
+        'mongodb_session.secret': 'seekrit',
+        'mongodb_session.cookie_max_age': '3600',
+        'mongodb_session.timeout': '1800',
+        'mongodb_session.client.serverSelectionTimeoutMS': '3000',
+    })
+    assert [app.get('/').text for _ in range(3)] == ['1', '2', '3']
+    assert database.sessions.count_documents({}) == 1
+    assert 'Max-Age=3600' in app.get('/').headers.get('Set-Cookie', 'Max-Age=3600')
+
+
+def test_embedded_backend_keeps_a_counter():
+    app = counter_app({'mongodb_session.url': 'mongomock:///demo',
+                       'mongodb_session.secret': 'seekrit'})
+    assert [app.get('/').text for _ in range(3)] == ['1', '2', '3']
+
+
+def test_one_client_per_process(monkeypatch):
+    factory = session_factory_from_settings(settings(url='mongomock:///x'))
+    lazy = factory.store._get_collection
+    first = lazy()
+    assert lazy() is first
+    monkeypatch.setattr('os.getpid', lambda: -1)   # as seen from a forked child
+    assert lazy() is not first
