@@ -84,12 +84,14 @@ class MongoSession:
         return self.id is None
 
     def changed(self):
-        """Mark every key as changed, so that all are written.
+        """Mark every value this request has read as changed, so it is written.
 
-        Never needed for in-place changes of values (they are detected), but
-        harmless.
+        Never needed: a value can only be changed in place after the request
+        read it from the session, and such changes are detected. Keys the
+        request never read are not rewritten, so a concurrent request's
+        changes to them survive.
         """
-        self._changed.update(self._data)
+        self._changed.update(key for key in self._snapshots if key in self._data)
 
     def invalidate(self):
         """Forget this session: its document is deleted at the end of the request.

@@ -80,6 +80,28 @@ def collection(database):
     return database['sessions']
 
 
+@pytest.fixture(scope='session')
+def serial_client(mongodb_url):
+    """A client with one connection, so the server applies its commands one at a time.
+
+    MongoDB applies every single-document update atomically. FerretDB 1.x does
+    not: it reads, modifies and writes back a document without isolation, so
+    two connections updating different fields of one document can lose one
+    update (reproduced with plain pymongo). Concurrency tests use this client
+    to get MongoDB's per-command atomicity from any server; the races they
+    test, between one request's load and its save, span many commands and are
+    not serialised by it.
+    """
+    client = pymongo.MongoClient(mongodb_url, maxPoolSize=1, serverSelectionTimeoutMS=5000)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def atomic_collection(serial_client, database):
+    return serial_client[database.name]['sessions']
+
+
 @pytest.fixture
 def round_trips(database, command_log):
     """Call it to get the commands sent to this test's database since the last call."""
