@@ -9,7 +9,8 @@ with open(os.path.join(here, 'CHANGES.rst')) as f:
     CHANGES = f.read()
 
 embedded_requires = ['mongomock>=4.1']
-tests_require = embedded_requires + [
+encryption_requires = ['cryptography>=41']
+tests_require = embedded_requires + encryption_requires + [
     'pytest>=7',
     'WebTest>=3',
     'hypothesis>=6',
@@ -49,6 +50,7 @@ setup(
     },
     extras_require={
         'embedded': embedded_requires,
+        'encryption': encryption_requires,
         'test': tests_require,
         'docs': docs_require,
         'demo': demo_requires,

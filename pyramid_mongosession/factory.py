@@ -1,13 +1,18 @@
 """MongoSessionFactory: options in, one session per request out."""
 import datetime
+import logging
 
 from pyramid.interfaces import ISessionFactory
 from zope.interface import implementer
 
 from .cookie import SessionCookie
-from .options import finish_session, utcnow
+from .crypto import ValueCipher
+from .exceptions import SessionBackendError
+from .options import finish_session, publicly_cacheable, utcnow
 from .session import MongoSession
 from .store import SessionStore
+
+log = logging.getLogger(__name__)
 
 #: The factory's options and their defaults; the ini settings use the same names.
 DEFAULTS = {
@@ -23,6 +28,10 @@ DEFAULTS = {
     'absolute_timeout': None,
     'detect_conflicts': False,
     'operation_timeout': 5.0,
+    'max_size': None,
+    'degrade_on_outage': False,
+    'is_cacheable': publicly_cacheable,
+    'encryption_keys': None,
 }
 
 
@@ -64,7 +73,18 @@ class MongoSessionFactory:
       when another request wrote the session since this one loaded it,
       instead of merging by key;
     - ``operation_timeout=5.0``: the longest any one database call may take,
-      in seconds.
+      in seconds;
+    - ``max_size=None``: refuse to store a session whose data exceeds this
+      many bytes of BSON (MongoDB's own limit is 16 MB per document);
+    - ``degrade_on_outage=False``: when MongoDB is down, serve an empty
+      session that is not saved, with a logged warning, instead of raising
+      :class:`~pyramid_mongosession.SessionBackendError`;
+    - ``is_cacheable=publicly_cacheable``: ``callable(request, response)``;
+      when it returns true the response gets no session cookie and nothing is
+      written (by default: responses marked ``Cache-Control: public``);
+    - ``encryption_keys=None``: a list of base64 AES-256 keys (or one string
+      of them separated by white space) to encrypt session values at rest;
+      the first encrypts, all decrypt. Needs the ``encryption`` extra.
 
     Constructing the factory does no I/O.
     """
@@ -90,19 +110,46 @@ class MongoSessionFactory:
             secure=settings['cookie_secure'], httponly=settings['cookie_httponly'],
             samesite=settings['cookie_samesite'],
         )
+        if settings['max_size'] is not None and settings['max_size'] <= 0:
+            raise ValueError('max_size must be a positive number of bytes or None')
+        keys = settings['encryption_keys']
         self.store = SessionStore(collection, operation_timeout=settings['operation_timeout'],
-                                  detect_conflicts=settings['detect_conflicts'])
+                                  detect_conflicts=settings['detect_conflicts'],
+                                  cipher=ValueCipher(keys) if keys else None,
+                                  max_size=settings['max_size'])
+        self.degrade_on_outage = settings['degrade_on_outage']
+        self.is_cacheable = settings['is_cacheable']
 
     def __call__(self, request):
         session_id = self.cookie.read(request)
         stored = None
+        degraded = False
         if session_id is not None:
-            stored = self.store.load(session_id, utcnow())
+            try:
+                stored = self.store.load(session_id, utcnow())
+            except SessionBackendError as exc:
+                if not self.degrade_on_outage:
+                    raise
+                log.warning('serving an empty session that will not be saved: %s', exc)
+                degraded = True
         session = MongoSession(self, request, session_id, stored,
-                               had_cookie=self.cookie.name in request.cookies)
+                               had_cookie=self.cookie.name in request.cookies,
+                               degraded=degraded)
         request.add_response_callback(
             lambda request, response: finish_session(session, request, response))
         return session
+
+    def revoke(self, query):
+        """Delete every session whose data matches ``query``; return how many.
+
+        ``query`` maps session keys to values or MongoDB query operators::
+
+            factory = request.registry.getUtility(ISessionFactory)
+            factory.revoke({'user_id': 42})     # log user 42 out everywhere
+
+        Encrypted values (``encryption_keys``) cannot be matched.
+        """
+        return self.store.revoke(query)
 
     def ensure_indexes(self):
         """Create the TTL index now (it is otherwise created on first use)."""

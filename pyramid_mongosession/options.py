@@ -22,8 +22,12 @@ follow the same rules.
 """
 from collections.abc import MutableMapping
 import datetime
+import logging
 
 from .cookie import new_session_id
+from .exceptions import SessionBackendError
+
+log = logging.getLogger(__name__)
 
 FLAGS = ('change_id', 'expire', 'no_store', 'late_store')
 
@@ -66,10 +70,24 @@ def utcnow():
     return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
 
 
+def publicly_cacheable(request, response):
+    """The default ``is_cacheable`` check: ``Cache-Control: public`` responses.
+
+    A shared cache would hand such a response, session cookie included, to
+    other users; so it gets no session cookie, and nothing is written.
+    """
+    return bool(response.cache_control.public)
+
+
 def finish_session(session, request, response):
     """Decide about the store and the cookie; write now, or when the body is sent."""
     options = session.options
     factory = session.factory
+    if session.degraded:
+        return
+    if factory.is_cacheable(request, response):
+        log.debug('left the session alone on a publicly cacheable response to %s', request.path)
+        return
     cookie = factory.cookie
     old_id = session.loaded_id
 
@@ -104,7 +122,12 @@ def finish_session(session, request, response):
     session.id = target_id
 
     def write():
-        _write(session, old_id, retired_id, target_id, bool(carried), refresh)
+        try:
+            _write(session, old_id, retired_id, target_id, bool(carried), refresh)
+        except SessionBackendError as exc:
+            if not factory.degrade_on_outage:
+                raise
+            log.warning('session not saved (degrade_on_outage): %s', exc)
 
     if late:
         response.app_iter = _CloseHook(response.app_iter, write)
@@ -131,6 +154,7 @@ def _write(session, old_id, retired_id, target_id, carried, refresh):
         return
     changed, removed = session.changes()
     if changed or removed:
+        store.check_size(session.data)
         store.update(target_id, now, changed, removed,
                      factory.expiry(created, now), session.version)
     elif refresh is not None:

@@ -49,8 +49,11 @@ class MongoSession:
     (see :class:`~pyramid_mongosession.options.SessionOptions`).
     """
 
-    def __init__(self, factory, request, session_id=None, stored=None, had_cookie=False):
+    def __init__(self, factory, request, session_id=None, stored=None, had_cookie=False,
+                 degraded=False):
         self.factory = factory
+        #: True when the store was down and this session will not be persisted.
+        self.degraded = degraded
         self.request = request
         self.had_cookie = had_cookie
         #: The id whose document this request loaded; it never changes.

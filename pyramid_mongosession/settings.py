@@ -11,7 +11,8 @@ from urllib.parse import unquote, urlsplit
 
 import pymongo
 from pyramid.exceptions import ConfigurationError
-from pyramid.settings import falsey, truthy
+from pyramid.path import DottedNameResolver
+from pyramid.settings import aslist, falsey, truthy
 from pymongo.common import validate as validate_client_option
 
 from .factory import DEFAULTS, MongoSessionFactory
@@ -69,6 +70,22 @@ def _float_or_none(value):
     return float(value)
 
 
+def _dotted(value):
+    if callable(value):
+        return value
+    try:
+        resolved = DottedNameResolver().resolve(_string(value))
+    except ImportError as exc:
+        raise ValueError(str(exc)) from None
+    if not callable(resolved):
+        raise ValueError('%r is not callable' % value)
+    return resolved
+
+
+def _list_or_none(value):
+    return aslist(value) or None if isinstance(value, str) else list(value or ()) or None
+
+
 #: Where the sessions live. ``url`` and ``host``/``port`` are alternatives.
 CONNECTION = {
     'url': _string,
@@ -94,6 +111,10 @@ FACTORY = {
     'absolute_timeout': _int_or_none,
     'detect_conflicts': _bool,
     'operation_timeout': _float_or_none,
+    'max_size': _int_or_none,
+    'degrade_on_outage': _bool,
+    'is_cacheable': _dotted,
+    'encryption_keys': _list_or_none,
 }
 REQUIRED = ('secret',)
 

@@ -30,6 +30,7 @@ from bson.codec_options import CodecOptions
 from pymongo.errors import DocumentTooLarge, DuplicateKeyError, OperationFailure, PyMongoError
 from bson.errors import InvalidDocument
 
+from .crypto import DecryptionError
 from .exceptions import SessionBackendError, SessionConflict, SessionValueError
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,8 @@ class SessionStore:
     client-side operation timeout); None leaves the client's own limits.
     """
 
-    def __init__(self, collection, operation_timeout=5.0, detect_conflicts=False):
+    def __init__(self, collection, operation_timeout=5.0, detect_conflicts=False,
+                 cipher=None, max_size=None):
         if operation_timeout is not None and operation_timeout <= 0:
             raise ValueError('operation_timeout must be a positive number of seconds or None')
         if hasattr(collection, 'find_one'):  # a Collection (callable itself, but not a getter)
@@ -148,6 +150,8 @@ class SessionStore:
             self._get_collection = collection
         self.operation_timeout = operation_timeout
         self.detect_conflicts = detect_conflicts
+        self.cipher = cipher
+        self.max_size = max_size
         self._indexed = False
         self._source = self._collection = None
 
@@ -204,6 +208,29 @@ class SessionStore:
             raise
         return True
 
+    def _fields(self, session_id, values, prefix):
+        """Session keys and values as stored: escaped names, values encrypted if asked."""
+        try:
+            if self.cipher is None:
+                return {prefix + field_name(key): value for key, value in values.items()}
+            return {prefix + field_name(key): self.cipher.encrypt(session_id, key, value)
+                    for key, value in values.items()}
+        except (InvalidDocument, TypeError, OverflowError) as exc:
+            raise _value_error(values, exc) from exc
+
+    def check_size(self, data):
+        """Refuse a session whose data is larger than ``max_size`` bytes of BSON."""
+        if self.max_size is None:
+            return
+        try:
+            size = len(bson.encode(data))
+        except (InvalidDocument, TypeError, OverflowError) as exc:
+            raise _value_error(data, exc) from exc
+        if size > self.max_size:
+            largest = max(data, key=lambda key: len(bson.encode({'v': data[key]})))
+            raise SessionValueError('the session holds %d bytes, more than max_size (%d); '
+                                    'its largest key is %r' % (size, self.max_size, largest))
+
     # -- the four operations ---------------------------------------------
 
     def load(self, session_id, now):
@@ -216,14 +243,22 @@ class SessionStore:
         if document is None:
             return None
         data = {session_key(name): value for name, value in document.get('data', {}).items()}
+        if self.cipher is not None:
+            try:
+                data = {key: self.cipher.decrypt(session_id, key, value)
+                        for key, value in data.items()}
+            except DecryptionError as exc:
+                log.warning('ignored a session that could not be decrypted: %s', exc)
+                return None
         return StoredSession(data, document.get('created'), document.get('expires'),
                              document.get('v', 0))
 
     def insert(self, session_id, data, created, expires):
         """Store a new session. Raises if it cannot be stored."""
+        self.check_size(data)
         document = {
             '_id': document_id(session_id),
-            'data': {field_name(key): value for key, value in data.items()},
+            'data': self._fields(session_id, data, ''),
             'created': created,
             'expires': expires,
             'v': 1,
@@ -247,7 +282,7 @@ class SessionStore:
         query = {'_id': document_id(session_id), 'expires': {'$not': {'$lte': now}}}
         if self.detect_conflicts and version is not None:
             query['v'] = version
-        sets = {'data.' + field_name(key): value for key, value in changed.items()}
+        sets = self._fields(session_id, changed, 'data.')
         sets['expires'] = expires
         update = {'$set': sets, '$inc': {'v': 1}}
         if removed:

@@ -1,0 +1,410 @@
+"""``pmongosession``: look after the sessions collection of a Pyramid application.
+
+It reads the application's ini file the way ``pserve`` does, builds the
+session store from its ``mongodb_session.*`` settings, and runs one command::
+
+    pmongosession ensure-indexes production.ini
+    pmongosession purge production.ini --batch-size 500
+    pmongosession stats production.ini
+    pmongosession revoke production.ini user_id=42
+
+Exit status: 0 when the command did its work, 1 when the database failed
+(unreachable, timed out, refused), 2 for a usage or configuration error.
+Errors are printed as one line on standard error.
+"""
+import argparse
+import configparser
+import logging
+import math
+import sys
+
+import pymongo
+from bson.codec_options import CodecOptions
+from bson.errors import BSONError
+from bson.json_util import loads as json_loads
+from bson.raw_bson import RawBSONDocument
+from pymongo.errors import OperationFailure, PyMongoError
+from pyramid.exceptions import ConfigurationError
+
+from .exceptions import SessionStoreError
+from .options import utcnow
+from .settings import EMBEDDED_SCHEME, PREFIX, session_factory_from_settings
+from .store import field_name
+
+PROG = 'pmongosession'
+#: Exit statuses.
+OK, FAILED, USAGE = 0, 1, 2
+#: The percentiles ``stats`` reports.
+PERCENTILES = (50, 90, 99)
+
+
+class UsageError(Exception):
+    """A bad command line or configuration: exit status 2."""
+
+    def __init__(self, message, prog=PROG):
+        super().__init__(message)
+        self.prog = prog
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line and no usage dump."""
+
+    def error(self, message):
+        raise UsageError('%s (see %s --help)' % (message, self.prog), self.prog)
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError('expected a positive integer, not %r' % text) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError('expected a positive integer, not %r' % text)
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError('expected a number of seconds, not %r' % text) from None
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError('expected a positive number of seconds, not %r' % text)
+    return value
+
+
+def _assignment(text):
+    name, sep, value = text.partition('=')
+    if not sep or not name:
+        raise argparse.ArgumentTypeError('expected NAME=VALUE, not %r' % text)
+    return name, value
+
+
+def build_parser():
+    """The argument parser of ``pmongosession`` and its subcommands."""
+    parser = _Parser(
+        prog=PROG,
+        description='Maintain the MongoDB sessions of a Pyramid application that uses '
+                    'pyramid_mongosession. Each command reads the mongodb_session.* '
+                    'settings from the application section of a Pyramid ini file, '
+                    'as pserve does.',
+        epilog='Exit status: 0 success, 1 database failure (unreachable, timed out, '
+               'refused), 2 usage or configuration error. "%s COMMAND --help" '
+               'describes each command.' % PROG)
+    common = _Parser(add_help=False)
+    common.add_argument(
+        'config_uri', metavar='CONFIG_URI',
+        help='the ini file, optionally with the application section: '
+             'production.ini or production.ini#myapp (default section: main)')
+    common.add_argument(
+        '-n', '--app-name', metavar='NAME',
+        help='the application section to read, as pserve --app-name '
+             '(overrides a #name in CONFIG_URI)')
+    common.add_argument(
+        '--var', metavar='NAME=VALUE', action='append', type=_assignment, default=[],
+        help='a value for %%(NAME)s in the ini file, as pserve\'s NAME=VALUE '
+             'arguments; may be repeated')
+    common.add_argument(
+        '--operation-timeout', metavar='SECONDS', type=_positive_float,
+        help='the longest one database call may take (default: the ini file\'s '
+             'mongodb_session.operation_timeout, else 5)')
+
+    commands = parser.add_subparsers(dest='command', metavar='COMMAND', required=True)
+    commands.add_parser(
+        'ensure-indexes', parents=[common],
+        help='create the TTL index that lets MongoDB delete expired sessions',
+        description='Create the TTL index on the expires field, which lets the '
+                    'server delete expired sessions by itself (MongoDB checks about '
+                    'once a minute). Servers without TTL indexes (FerretDB 1.x; '
+                    'Cosmos DB outside _ts) refuse it: the command says so and exits '
+                    '0, and "purge" must then be run periodically.')
+    purge = commands.add_parser(
+        'purge', parents=[common],
+        help='delete expired sessions, in batches',
+        description='Delete every session whose expiry has passed, in batches. '
+                    'Expired sessions are never served (every read checks the '
+                    'expiry); this removes their documents where no TTL index does, '
+                    'or ahead of the TTL monitor. Safe to run while the application '
+                    'serves requests, and from cron.')
+    purge.add_argument(
+        '--batch-size', metavar='N', type=_positive_int, default=1000,
+        help='sessions deleted per database call (default: %(default)s)')
+    stats = commands.add_parser(
+        'stats', parents=[common],
+        help='count sessions and show the spread of their sizes',
+        description='Print the number of sessions, how many have expired but are '
+                    'still stored, whether a TTL index removes them, and percentiles '
+                    'of the documents\' sizes in bytes. Sizes come from the server '
+                    '($bsonSize over a random $sample) where it can compute them; '
+                    'otherwise they are measured client-side from the first '
+                    'documents, and the output says which.')
+    stats.add_argument(
+        '--sample', metavar='N', type=_positive_int, default=1000,
+        help='the most documents whose sizes are measured (default: %(default)s)')
+    revoke = commands.add_parser(
+        'revoke', parents=[common],
+        help='delete the sessions whose data match a query',
+        description='Delete every session whose data match all the given session '
+                    'keys and values, e.g. to log a user out everywhere after a '
+                    'password change. An empty query is refused.',
+        epilog='Values of KEY=VALUE are read as JSON when they parse (42, true, '
+               'null, "42", [1, 2]) and as strings otherwise. --json takes a JSON '
+               'object of session keys; MongoDB Extended JSON ({"$date": ...}) and '
+               'query operators ({"$lt": ...}) are allowed there.')
+    revoke.add_argument(
+        'query', metavar='KEY=VALUE', nargs='*', type=_assignment,
+        help='a session key and the value it must hold')
+    revoke.add_argument(
+        '--json', metavar='OBJECT', dest='json_query',
+        help='the query as a JSON object, e.g. \'{"user_id": 42}\'; '
+             'combined with any KEY=VALUE arguments')
+    revoke.add_argument(
+        '--dry-run', action='store_true',
+        help='only count the matching sessions; delete nothing')
+    return parser
+
+
+# -- reading the ini file ------------------------------------------------------
+
+def load_settings(config_uri, app_name=None, variables=None):
+    """The settings of the ini file's application section, as ``pserve`` reads them."""
+    from pyramid.paster import get_appsettings
+    try:
+        return get_appsettings(config_uri, name=app_name, options=dict(variables or {}))
+    except FileNotFoundError as exc:
+        raise UsageError('cannot read %s: %s' % (exc.filename or config_uri,
+                                                 exc.strerror or exc)) from None
+    except (LookupError, ValueError, ImportError, configparser.Error, OSError) as exc:
+        message = ' '.join(str(exc).split())  # configparser's messages span lines
+        raise UsageError('cannot load %s: %s' % (config_uri, message)) from None
+
+
+def store_from_settings(settings, operation_timeout=None):
+    """The SessionStore described by ``settings`` (no connection is made yet)."""
+    settings = dict(settings)
+    url = str(settings.get(PREFIX + 'url', '')).strip()
+    if url.startswith(EMBEDDED_SCHEME):
+        raise UsageError(
+            '%surl = %s keeps sessions in the memory of each application process: '
+            'there is no database for %s to work on' % (PREFIX, EMBEDDED_SCHEME, PROG))
+    if operation_timeout is not None:
+        settings[PREFIX + 'operation_timeout'] = str(operation_timeout)
+    try:
+        return session_factory_from_settings(settings).store
+    except ConfigurationError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _close(store):
+    # The settings build a ProcessLocalCollection, which owns this process's
+    # MongoClient; SessionStore has no close() of its own.
+    source = getattr(store, '_get_collection', None)
+    close = getattr(source, 'close', None)
+    if close is not None:
+        close()
+
+
+# -- the commands ----------------------------------------------------------------
+
+def _timed(store, operation, *args, **kwargs):
+    """Run one database call under the store's operation timeout."""
+    with pymongo.timeout(store.operation_timeout):
+        return operation(*args, **kwargs)
+
+
+def ensure_indexes(store, args, out):
+    collection = store.collection()  # creates the index the first time
+    if store.ensure_indexes(collection):
+        out('TTL index on %s.expires is in place: the server deletes expired sessions '
+            'by itself (MongoDB checks about once a minute)' % collection.full_name)
+    else:
+        out('the server refused a TTL index on %s.expires: expired sessions are '
+            'ignored when read but stay stored; run "%s purge" periodically '
+            '(e.g. from cron)' % (collection.full_name, PROG))
+    return OK
+
+
+def purge(store, args, out):
+    removed = store.purge_expired(utcnow(), batch_size=args.batch_size)
+    out('purged %d expired session%s from %s'
+        % (removed, '' if removed == 1 else 's', store.collection().full_name))
+    return OK
+
+
+def _ttl_index(indexes):
+    for name, spec in indexes.items():
+        if spec.get('key') == [('expires', 1)] and 'expireAfterSeconds' in spec:
+            return name
+    return None
+
+
+def percentile(sorted_values, p):
+    """The ``p``-th percentile of ascending ``sorted_values`` (nearest rank)."""
+    rank = max(1, math.ceil(p / 100.0 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def document_sizes(store, collection, total, sample):
+    """``(sizes, how)``: BSON sizes of at most ``sample`` documents, and how they were got."""
+    pipeline = [{'$project': {'_id': 0, 'size': {'$bsonSize': '$$ROOT'}}}]
+    if total > sample:
+        pipeline.insert(0, {'$sample': {'size': sample}})
+    try:
+        sizes = [doc['size'] for doc in _timed(
+            store, lambda: list(collection.aggregate(pipeline)))]
+    except OperationFailure as exc:
+        # FerretDB 1.x implements neither $bsonSize nor $sample: measure the
+        # raw BSON of the first documents here instead.
+        raw = collection.with_options(
+            codec_options=CodecOptions(document_class=RawBSONDocument))
+        sizes = [len(doc.raw) for doc in _timed(
+            store, lambda: list(raw.find({}, limit=sample)))]
+        reason = one_line((exc.details or {}).get('errmsg') or exc)
+        how = ('measured client-side from the first %d of %d documents, in the '
+               'server\'s natural order (the server cannot compute them: %s)'
+               % (len(sizes), total, reason))
+    else:
+        if total > sample:
+            how = 'computed by the server for a random sample of %d of %d documents' % (
+                len(sizes), total)
+        else:
+            how = 'computed by the server for all %d documents' % len(sizes)
+    return sorted(sizes), how
+
+
+def stats(store, args, out):
+    collection = store.collection()
+    now = utcnow()
+    total = _timed(store, collection.count_documents, {})
+    expired = _timed(store, collection.count_documents, {'expires': {'$lte': now}})
+    ttl = _ttl_index(_timed(store, collection.index_information))
+    out('collection: %s' % collection.full_name)
+    out('sessions: %d' % total)
+    out('live: %d' % (total - expired))
+    out('expired, not yet removed: %d' % expired)
+    if ttl:
+        out('TTL index: %s (the server removes expired sessions)' % ttl)
+    else:
+        out('TTL index: none (expired sessions stay until "%s purge")' % PROG)
+    if not total:
+        out('document size: no documents')
+        return OK
+    sizes, how = document_sizes(store, collection, total, args.sample)
+    if not sizes:  # every document went between the count and the sample
+        out('document size: no documents')
+        return OK
+    parts = ['min %d' % sizes[0]]
+    parts += ['p%d %d' % (p, percentile(sizes, p)) for p in PERCENTILES]
+    parts.append('max %d' % sizes[-1])
+    out('document size (bytes): %s' % ', '.join(parts))
+    out('document sizes %s' % how)
+    return OK
+
+
+def parse_value(text):
+    """A ``KEY=VALUE`` value: JSON (Extended JSON too) when it parses, else the text."""
+    try:
+        return json_loads(text)
+    except (ValueError, TypeError, BSONError):
+        return text
+
+
+def revoke_query(args):
+    """The revoke query from ``--json`` and the ``KEY=VALUE`` arguments."""
+    query = {}
+    if args.json_query is not None:
+        try:
+            query = json_loads(args.json_query)
+        except (ValueError, TypeError, BSONError) as exc:
+            raise UsageError('--json: not valid JSON: %s' % exc) from None
+        if not isinstance(query, dict):
+            raise UsageError('--json: expected a JSON object of session keys, not %s'
+                             % type(query).__name__)
+    for key, value in args.query:
+        query[key] = parse_value(value)
+    if not query:
+        raise UsageError('refusing to revoke every session: give KEY=VALUE or --json')
+    return query
+
+
+def revoke(store, args, out):
+    query = revoke_query(args)
+    shown = _show(query)
+    if args.dry_run:
+        selector = {'data.' + field_name(key): value for key, value in query.items()}
+        collection = store.collection()
+        count = _timed(store, collection.count_documents, selector)
+        out('%d session%s match %s; nothing deleted (--dry-run)'
+            % (count, '' if count == 1 else 's', shown))
+        return OK
+    removed = store.revoke(query)
+    out('revoked %d session%s matching %s' % (removed, '' if removed == 1 else 's', shown))
+    return OK
+
+
+def _show(query):
+    from bson.json_util import dumps
+    try:
+        return dumps(query, sort_keys=True)
+    except (TypeError, ValueError):
+        return repr(query)
+
+
+def one_line(message):
+    """``message`` on one line, without pymongo's topology dump."""
+    text = ' '.join(str(message).split())
+    return text.split(', Topology Description: ')[0]
+
+
+COMMANDS = {
+    'ensure-indexes': ensure_indexes,
+    'purge': purge,
+    'stats': stats,
+    'revoke': revoke,
+}
+
+
+# -- the entry point ---------------------------------------------------------------
+
+def main(argv=None):
+    """Run ``pmongosession`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    def out(line):
+        print(line, file=sys.stdout)
+
+    def fail(status, message, prog=PROG):
+        print('%s: error: %s' % (prog, one_line(message)), file=sys.stderr)
+        return status
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        return fail(USAGE, exc, exc.prog)
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else USAGE
+
+    # The commands report what the store would log (a refused TTL index).
+    store_log = logging.getLogger('pyramid_mongosession.store')
+    level = store_log.level
+    store_log.setLevel(logging.ERROR)
+    store = None
+    try:
+        settings = load_settings(args.config_uri, args.app_name, args.var)
+        store = store_from_settings(settings, args.operation_timeout)
+        return COMMANDS[args.command](store, args, out)
+    except UsageError as exc:
+        return fail(USAGE, exc, exc.prog)
+    except (SessionStoreError, PyMongoError) as exc:
+        return fail(FAILED, exc)
+    except ValueError as exc:  # e.g. SessionStore.revoke's refusal of an empty query
+        return fail(USAGE, exc)
+    except KeyboardInterrupt:
+        return fail(FAILED, 'interrupted')
+    finally:
+        store_log.setLevel(level)
+        if store is not None:
+            _close(store)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

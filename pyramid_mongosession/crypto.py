@@ -1,0 +1,87 @@
+"""Optional encryption at rest of session values (AES-256-GCM).
+
+Each value is encrypted on its own, so writes still carry only the keys that
+changed and concurrent writes to different keys still merge. The session id
+and the key name are bound as associated data: a value copied into another
+session, or under another key, fails to decrypt. The key *names* stay in
+clear text, and encrypted values cannot be queried (``revoke`` cannot match
+them).
+
+Keys are 32 random bytes, base64-encoded. The first key encrypts; every key
+decrypts, so a new key is put first and an old one removed once the sessions
+it encrypted have expired.
+"""
+import base64
+import binascii
+import hashlib
+import os
+
+import bson
+
+_VERSION = b'\x01'
+_KEY_ID_SIZE = 4
+_NONCE_SIZE = 12
+
+
+class DecryptionError(ValueError):
+    """A stored value could not be decrypted with any configured key."""
+
+
+def new_key():
+    """A fresh key, base64-encoded, for the ``encryption_keys`` setting."""
+    return base64.urlsafe_b64encode(os.urandom(32)).decode('ascii')
+
+
+class ValueCipher:
+    """Encrypts and decrypts single session values."""
+
+    def __init__(self, keys):
+        try:
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        except ImportError:
+            raise ValueError('encryption_keys needs the cryptography package: '
+                             'pip install "pyramid_mongosession[encryption]"') from None
+        if isinstance(keys, str):
+            keys = keys.split()
+        self._ciphers = {}
+        self._encrypt_with = None
+        for text in keys:
+            try:
+                raw = base64.urlsafe_b64decode(text + '=' * (-len(text) % 4))
+            except (binascii.Error, ValueError):
+                raw = b''
+            if len(raw) != 32:
+                raise ValueError('encryption_keys: each key must be 32 bytes, base64-encoded '
+                                 '(make one with pyramid_mongosession.crypto.new_key())')
+            key_id = hashlib.sha256(raw).digest()[:_KEY_ID_SIZE]
+            self._ciphers[key_id] = AESGCM(raw)
+            if self._encrypt_with is None:
+                self._encrypt_with = key_id
+        if not self._ciphers:
+            raise ValueError('encryption_keys: give at least one key')
+
+    @staticmethod
+    def _associated_data(session_id, key):
+        return session_id.encode('ascii') + b'\x00' + key.encode('utf-8', 'surrogatepass')
+
+    def encrypt(self, session_id, key, value):
+        nonce = os.urandom(_NONCE_SIZE)
+        plain = bson.encode({'v': value})
+        sealed = self._ciphers[self._encrypt_with].encrypt(
+            nonce, plain, self._associated_data(session_id, key))
+        return bson.Binary(_VERSION + self._encrypt_with + nonce + sealed)
+
+    def decrypt(self, session_id, key, stored):
+        from cryptography.exceptions import InvalidTag
+        blob = bytes(stored) if isinstance(stored, (bytes, bytearray)) else b''
+        header = 1 + _KEY_ID_SIZE
+        cipher = self._ciphers.get(blob[1:header]) if blob[:1] == _VERSION else None
+        if cipher is None:
+            raise DecryptionError('session value %r is not encrypted with a configured key' % key)
+        nonce = blob[header:header + _NONCE_SIZE]
+        try:
+            plain = cipher.decrypt(nonce, blob[header + _NONCE_SIZE:],
+                                   self._associated_data(session_id, key))
+        except InvalidTag:
+            raise DecryptionError('session value %r failed authentication' % key) from None
+        return bson.decode(plain)['v']

@@ -1,0 +1,149 @@
+"""A server that is down, hung or restarted: bounded failures, recovery, no data lost.
+
+These tests start a server process of their own (mongod or FerretDB, as the
+rest of the suite would) so that they can kill, stop and restart it.
+"""
+import logging
+import os
+import time
+
+import pymongo
+import pytest
+import webtest
+from pyramid.response import Response
+
+from pyramid_mongosession import MongoSessionFactory, SessionBackendError, SessionStoreError
+
+from . import servers
+from .conftest import SECRET, make_config
+
+TIMEOUT = 1.0   # operation_timeout for these tests, in seconds
+
+
+@pytest.fixture(scope='module')
+def own_server():
+    try:
+        server = servers.start_server()
+    except servers.NoServer as exc:
+        if os.environ.get('CI'):
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def server(own_server):
+    if own_server.process.poll() is not None:
+        own_server.start()
+    yield own_server
+    own_server.resume()
+    if own_server.process.poll() is not None:
+        own_server.start()
+
+
+@pytest.fixture
+def fault_app(server):
+    client = pymongo.MongoClient(server.url, serverSelectionTimeoutMS=500)
+    collection = client['faults_%d' % time.monotonic_ns()]['sessions']
+
+    def make(**options):
+        factory = MongoSessionFactory(collection, SECRET, operation_timeout=TIMEOUT, **options)
+        config = make_config(factory)
+        config.add_exception_view(
+            lambda exc, request: Response('sessions unavailable', status=503),
+            context=SessionBackendError)
+        return webtest.TestApp(config.make_wsgi_app())
+    yield make
+    client.close()
+
+
+def timed(call):
+    start = time.monotonic()
+    try:
+        return call(), time.monotonic() - start
+    except Exception as exc:
+        return exc, time.monotonic() - start
+
+
+def test_killed_server_fails_fast_then_recovers(server, fault_app):
+    app = fault_app()
+    app.get('/session?set=before:1')
+    server.kill()
+    response, elapsed = timed(lambda: app.get('/session?read=before', status=503))
+    assert response.text == 'sessions unavailable'
+    assert elapsed < TIMEOUT + 2
+    server.start()                      # same port, same data directory
+    assert app.get('/session').json['data'] == {'before': 1}   # acknowledged write survived
+
+
+def test_store_failure_raises_session_store_error(server):
+    loaded = {}
+
+    def kill_then_write(request):
+        request.session.get('x')
+        server.kill()
+        request.session['x'] = 1
+        loaded['ok'] = True
+        return Response('ok')
+    config = make_config(MongoSessionFactory(
+        pymongo.MongoClient(server.url, serverSelectionTimeoutMS=500).faults.sessions,
+        SECRET, operation_timeout=TIMEOUT))
+    config.add_route('kill', '/kill')
+    config.add_view(kill_then_write, route_name='kill')
+    test_app = webtest.TestApp(config.make_wsgi_app())
+    test_app.get('/session?set=x:0')
+    error, elapsed = timed(lambda: test_app.get('/kill'))
+    assert loaded['ok']
+    assert isinstance(error, SessionStoreError)
+    assert isinstance(error.__cause__, pymongo.errors.PyMongoError)
+    assert elapsed < TIMEOUT + 2
+
+
+def test_hung_server_fails_within_the_timeout_then_recovers(server, fault_app):
+    app = fault_app()
+    app.get('/session?set=a:1')
+    server.pause()
+    try:
+        response, elapsed = timed(lambda: app.get('/session?read=a', status=503))
+        assert response.status_int == 503
+        assert elapsed < TIMEOUT + 2
+    finally:
+        server.resume()
+    assert app.get('/session').json['data'] == {'a': 1}
+
+
+def test_degrade_mode_serves_an_empty_unsaved_session(server, fault_app, caplog):
+    app = fault_app(degrade_on_outage=True)
+    app.get('/session?set=a:1')
+    cookie = app.cookies['session']
+    server.kill()
+    with caplog.at_level(logging.WARNING, logger='pyramid_mongosession'):
+        response = app.get('/session?set=b:2')
+    assert response.json['data'] == {'b': 2} and response.json['new'] is True
+    assert 'Set-Cookie' not in response.headers     # the user's cookie is kept
+    assert any('will not be saved' in r.getMessage() for r in caplog.records)
+    server.start()
+    assert app.cookies['session'] == cookie
+    assert app.get('/session').json['data'] == {'a': 1}
+
+
+def test_failed_remove_only_warns_and_still_clears_the_cookie(server, fault_app, caplog):
+    app = fault_app()
+    app.get('/session?set=a:1')
+
+    def expire_after_kill(request):
+        request.session.get('a')
+        server.kill()
+        request.session.options['expire'] = True
+        return Response('bye')
+    config = make_config(app.app.registry.queryUtility(
+        __import__('pyramid.interfaces').interfaces.ISessionFactory))
+    config.add_route('logout', '/logout')
+    config.add_view(expire_after_kill, route_name='logout')
+    logout = webtest.TestApp(config.make_wsgi_app())
+    logout.set_cookie('session', app.cookies['session'])
+    with caplog.at_level(logging.WARNING, logger='pyramid_mongosession'):
+        response = logout.get('/logout')
+    assert 'Max-Age=0' in response.headers['Set-Cookie']
+    assert any('expire on its own' in r.getMessage() for r in caplog.records)

@@ -1,0 +1,175 @@
+"""Bad cookies, data at rest, revocation and cookie hygiene, against the real server."""
+import logging
+
+import pytest
+import webtest
+from hypothesis import HealthCheck, given, settings, strategies as st
+from pyramid.response import Response
+
+from pyramid_mongosession import MongoSessionFactory, SessionValueError
+from pyramid_mongosession.crypto import new_key
+
+from .conftest import SECRET, make_config
+
+
+def cookie_header_values():
+    # As a WSGI server passes them on: bytes from the wire, decoded as latin-1.
+    printable = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7e,
+                                      blacklist_characters=';,'), max_size=200)
+    return st.one_of(
+        printable,
+        st.text(max_size=100).map(
+            lambda t: t.replace(';', '').replace(',', '').encode('utf-8').decode('latin-1')),
+        st.binary(max_size=300).map(lambda b: b.decode('latin-1')),
+        st.integers(4000, 20000).map(lambda n: 'A' * n),
+    )
+
+
+@pytest.fixture
+def fuzz_app(app, round_trips):
+    app.get('/session?set=warm:1')       # index created, a real cookie exists
+    real = app.cookies['session']
+    app.reset()
+    round_trips()
+    return app, real
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=cookie_header_values(), repeat=st.integers(1, 3), tamper=st.booleans())
+def test_fuzzed_cookies_give_a_fresh_session(fuzz_app, round_trips, value, repeat, tamper):
+    app, real = fuzz_app
+    if tamper:
+        value = real[:10] + value[:5] + real[15:]
+    header = '; '.join('session=%s' % value for _ in range(repeat))
+    response = app.get('/session?read=warm', headers={'Cookie': header})
+    assert response.status_int == 200
+    assert response.json['new'] is True and response.json['data'] == {}
+    # Nothing but a validly signed id may reach the database.
+    assert round_trips() == []
+
+
+def test_bad_cookies_are_logged_for_operators(app, caplog):
+    with caplog.at_level(logging.INFO, logger='pyramid_mongosession'):
+        app.get('/session', headers={'Cookie': 'session=forged'})
+    assert any('failed verification' in record.getMessage() for record in caplog.records)
+
+
+def test_id_the_server_never_issued_is_not_adopted(app, collection):
+    # A correctly signed id for which no document exists (say, from a leaked secret).
+    factory = app.app.registry.queryUtility(__import__('pyramid.interfaces').interfaces.ISessionFactory)
+    forged = factory.cookie._profile.serializer.dumps('A' * 43).decode('ascii')
+    app.set_cookie('session', forged)
+    app.get('/session?set=a:1')
+    assert app.cookies['session'] != forged
+    assert collection.count_documents({}) == 1
+
+
+def test_max_size_is_enforced_naming_the_largest_key(make_app, collection):
+    app = make_app(max_size=1000)
+    app.get('/session?set=small:1')
+    with pytest.raises(SessionValueError, match="'big'"):
+        app.get('/session?set=big:"%s"' % ('x' * 2000))
+    assert collection.find_one()['data'] == {'small': 1}
+
+
+# -- encryption at rest -----------------------------------------------------------
+
+def test_encrypted_values_round_trip_and_are_unreadable_at_rest(make_app, collection):
+    app = make_app(encryption_keys=[new_key()])
+    app.get('/session?set=user:"alice@example.com"&set=cart:["apple"]')
+    app.get('/session?append=cart:"pear"')
+    assert app.get('/session').json['data'] == {'user': 'alice@example.com',
+                                                'cart': ['apple', 'pear']}
+    raw = str(collection.find_one())
+    assert 'alice' not in raw and 'apple' not in raw
+
+
+def test_key_rotation(make_app, collection):
+    old, new = new_key(), new_key()
+    before = make_app(encryption_keys=[old])
+    before.get('/session?set=a:1')
+    cookie = before.cookies['session']
+    after = make_app(encryption_keys=[new, old])
+    after.set_cookie('session', cookie)
+    assert after.get('/session?set=b:2').json['data'] == {'a': 1, 'b': 2}
+    only_new = make_app(encryption_keys=[new])
+    only_new.set_cookie('session', cookie)
+    # 'a' was encrypted with the retired key: the session cannot be read.
+    assert only_new.get('/session').json['new'] is True
+
+
+def test_values_are_bound_to_their_session_and_key(make_app, collection):
+    app = make_app(encryption_keys=[new_key()])
+    app.get('/session?set=role:"user"')
+    victim = make_app(encryption_keys=app.app.registry.queryUtility(
+        __import__('pyramid.interfaces').interfaces.ISessionFactory).options['encryption_keys'])
+    victim.get('/session?set=role:"admin"')
+    docs = list(collection.find())
+    # Paste the admin's encrypted value into the user's session.
+    collection.update_one({'_id': docs[0]['_id']}, {'$set': {'data.role': docs[1]['data']['role']}})
+    assert app.get('/session').json['new'] is True
+
+
+def test_bad_encryption_keys_are_refused(collection):
+    with pytest.raises(ValueError, match='32 bytes'):
+        MongoSessionFactory(collection, SECRET, encryption_keys=['short'])
+
+
+# -- log out everywhere -------------------------------------------------------------
+
+def test_revoke_deletes_matching_sessions(make_app, collection):
+    apps = [make_app() for _ in range(3)]
+    apps[0].get('/session?set=user_id:42')
+    apps[1].get('/session?set=user_id:42')
+    apps[2].get('/session?set=user_id:7')
+    factory = apps[0].app.registry.queryUtility(
+        __import__('pyramid.interfaces').interfaces.ISessionFactory)
+    assert factory.revoke({'user_id': 42}) == 2
+    assert [a.get('/session').json['new'] for a in apps] == [True, True, False]
+    with pytest.raises(ValueError):
+        factory.revoke({})
+
+
+# -- cookie hygiene ------------------------------------------------------------------
+
+def test_cookie_attributes_and_vary(app):
+    response = app.get('/session?set=a:1')
+    cookie = response.headers['Set-Cookie']
+    assert 'HttpOnly' in cookie and 'SameSite=Lax' in cookie and 'Path=/' in cookie
+    assert 'Max-Age' not in cookie and 'secure' not in cookie.lower()
+    assert 'Cookie' in response.headers['Vary']
+
+
+def test_secure_strict_cookie(make_app):
+    response = make_app(cookie_secure=True, cookie_samesite='Strict',
+                        cookie_domain='example.com', cookie_path='/app').get('/session?set=a:1')
+    cookie = response.headers['Set-Cookie']
+    assert 'secure' in cookie.lower() and 'SameSite=Strict' in cookie
+    assert 'Domain=example.com' in cookie and 'Path=/app' in cookie
+
+
+def cacheable_app(collection, **options):
+    def public(request):
+        request.session['visited'] = True
+        response = Response('cache me')
+        response.cache_control.public = True
+        response.cache_control.max_age = 60
+        return response
+    config = make_config(MongoSessionFactory(collection, SECRET, **options))
+    config.add_route('public', '/public')
+    config.add_view(public, route_name='public')
+    return webtest.TestApp(config.make_wsgi_app())
+
+
+def test_publicly_cacheable_response_gets_no_cookie_and_no_write(collection):
+    app = cacheable_app(collection)
+    response = app.get('/public')
+    assert 'Set-Cookie' not in response.headers
+    assert collection.count_documents({}) == 0
+
+
+def test_cacheable_decision_can_be_overridden(collection):
+    app = cacheable_app(collection, is_cacheable=lambda request, response: False)
+    assert 'Set-Cookie' in app.get('/public').headers
+    assert collection.count_documents({}) == 1
