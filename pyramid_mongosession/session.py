@@ -96,6 +96,20 @@ class MongoSession:
         """
         self._changed.update(key for key in self._snapshots if key in self._data)
 
+    def change_id(self):
+        """Store the session under a new id at the end of the request (after login).
+
+        Short for ``self.options['change_id'] = True``.
+        """
+        self.options['change_id'] = True
+
+    def expire(self):
+        """Delete the session and clear its cookie at the end of the request (logout).
+
+        Short for ``self.options['expire'] = True``.
+        """
+        self.options['expire'] = True
+
     def invalidate(self):
         """Forget this session: its document is deleted at the end of the request.
 

@@ -147,3 +147,32 @@ def test_failed_remove_only_warns_and_still_clears_the_cookie(server, fault_app,
         response = logout.get('/logout')
     assert 'Max-Age=0' in response.headers['Set-Cookie']
     assert any('expire on its own' in r.getMessage() for r in caplog.records)
+
+
+def render_exceptions(environ, router):
+    """The execution policy the docs recommend: exception views for failed saves too."""
+    with router.request_context(environ) as request:
+        try:
+            return router.invoke_request(request)
+        except Exception:
+            return request.invoke_exception_view(reraise=True)
+
+
+def test_failed_save_maps_to_503_with_the_documented_execution_policy(server):
+    def kill_then_write(request):
+        request.session.get('x')
+        server.kill()
+        request.session['x'] = 1
+        return Response('ok')
+    client = pymongo.MongoClient(server.url, serverSelectionTimeoutMS=500)
+    config = make_config(MongoSessionFactory(client.faults_policy.sessions, SECRET,
+                                             operation_timeout=TIMEOUT))
+    config.add_route('kill', '/kill')
+    config.add_view(kill_then_write, route_name='kill')
+    config.add_exception_view(lambda exc, request: Response('try again', status=503),
+                              context=SessionBackendError)
+    config.set_execution_policy(render_exceptions)
+    app = webtest.TestApp(config.make_wsgi_app())
+    app.get('/session?set=x:0')
+    assert app.get('/kill', status=503).text == 'try again'
+    client.close()

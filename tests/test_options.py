@@ -281,3 +281,19 @@ def test_stale_request_cannot_resurrect(collection, racing_option, slow_request)
     else:
         # Only the racer's new id holds the session; the stale write went nowhere.
         assert documents == {document_id(racer_id): {'a': 1}}
+
+
+def test_convenience_methods_set_the_options(collection):
+    seen = {}
+
+    def view(request):
+        request.session.change_id()
+        request.session.expire()
+        seen.update(request.session.options)
+        return Response('ok')
+    config = make_config(MongoSessionFactory(collection, SECRET))
+    config.add_route('conv', '/conv')
+    config.add_view(view, route_name='conv')
+    webtest.TestApp(config.make_wsgi_app()).get('/conv')
+    assert seen == {'change_id': True, 'expire': True, 'no_store': False,
+                    'late_store': False, 'id': None}
