@@ -99,31 +99,31 @@ def finish_session(session, request, response):
         session.id = None
         return
 
-    late = options['late_store']
-    # The data moves to a new id after change_id, and a new (or invalidated)
-    # session gets its first id when it has something to store.
+    late, no_store = options['late_store'], options['no_store']
     carried = options['change_id'] and session.id is not None
-    starts = session.id is None and not options['no_store'] and (late or len(session))
-    if carried or starts or (options['change_id'] and len(session)):
-        target_id = new_session_id()
+    if options['change_id']:
+        # The data moves to a new id, even under no_store (Plack's documented precedence).
+        needs_new_id = carried or len(session)
     else:
-        target_id = session.id
+        # A new (or invalidated) session gets its first id when it has something to store.
+        needs_new_id = session.id is None and not no_store and (late or len(session))
+    target_id = new_session_id() if needs_new_id else session.id
     retired_id = old_id if old_id is not None and old_id != target_id else None
-
     refresh = None
-    if target_id is not None and target_id == old_id:
+    if target_id is not None and target_id == old_id and not no_store:
         refresh = factory.refreshed_expiry(session)
+
     if target_id is not None and target_id != old_id:
         cookie.set(response, target_id)
     elif target_id is None and (session.had_cookie or retired_id is not None):
         cookie.clear(response)
-    elif refresh is not None and cookie.max_age is not None and not options['no_store']:
-        cookie.set(response, target_id)
+    elif refresh is not None and cookie.max_age is not None:
+        cookie.set(response, target_id)   # the browser's copy slides with the stored expiry
     session.id = target_id
 
     def write():
         try:
-            _write(session, old_id, retired_id, target_id, bool(carried), refresh)
+            _write(session, old_id, retired_id, target_id, carried, refresh)
         except SessionBackendError as exc:
             if not factory.degrade_on_outage:
                 raise
