@@ -14,6 +14,9 @@ tests_require = embedded_requires + encryption_requires + [
     'pytest>=7',
     'WebTest>=3',
     'hypothesis>=6',
+    'Sphinx>=7',
+    'mockupdb>=1.8',
+    'playwright>=1.40',
 ]
 docs_require = ['Sphinx>=7']
 demo_requires = embedded_requires + ['waitress', 'pyramid_jinja2>=2.10']
@@ -54,5 +57,7 @@ setup(
         'test': tests_require,
         'docs': docs_require,
         'demo': demo_requires,
+        'bench': ['pyramid_session_redis>=1.8', 'redis>=5', 'pyramid_beaker>=0.9',
+                  'Beaker>=1.12'],
     },
 )

@@ -29,7 +29,6 @@ from pyramid.exceptions import ConfigurationError
 from .exceptions import SessionStoreError
 from .options import utcnow
 from .settings import EMBEDDED_SCHEME, PREFIX, session_factory_from_settings
-from .store import field_name
 
 PROG = 'pmongosession'
 #: Exit statuses.
@@ -164,6 +163,26 @@ def build_parser():
     return parser
 
 
+def parse_args(parser, argv=None):
+    """Parse ``argv``, letting revoke's ``KEY=VALUE`` arguments follow its options.
+
+    argparse gives a ``nargs='*'`` positional only the words before the first
+    option (``revoke app.ini --json '{}' role=user`` would leave ``role=user``
+    over), so the words left over are taken as more of revoke's query.
+    """
+    args, extras = parser.parse_known_args(argv)
+    if extras and args.command == 'revoke' and not any(w.startswith('-') for w in extras):
+        try:
+            args.query = list(args.query) + [_assignment(word) for word in extras]
+        except argparse.ArgumentTypeError as exc:
+            raise UsageError('argument KEY=VALUE: %s (see %s revoke --help)'
+                             % (exc, PROG), '%s revoke' % PROG) from None
+    elif extras:
+        raise UsageError('unrecognized arguments: %s (see %s --help)'
+                         % (' '.join(extras), PROG))
+    return args
+
+
 # -- reading the ini file ------------------------------------------------------
 
 def load_settings(config_uri, app_name=None, variables=None):
@@ -195,15 +214,6 @@ def store_from_settings(settings, operation_timeout=None):
         raise UsageError(str(exc)) from None
 
 
-def _close(store):
-    # The settings build a ProcessLocalCollection, which owns this process's
-    # MongoClient; SessionStore has no close() of its own.
-    source = getattr(store, '_get_collection', None)
-    close = getattr(source, 'close', None)
-    if close is not None:
-        close()
-
-
 # -- the commands ----------------------------------------------------------------
 
 def _timed(store, operation, *args, **kwargs):
@@ -213,8 +223,9 @@ def _timed(store, operation, *args, **kwargs):
 
 
 def ensure_indexes(store, args, out):
-    collection = store.collection()  # creates the index the first time
-    if store.ensure_indexes(collection):
+    created = store.ensure_indexes()
+    collection = store.collection()
+    if created:
         out('TTL index on %s.expires is in place: the server deletes expired sessions '
             'by itself (MongoDB checks about once a minute)' % collection.full_name)
     else:
@@ -331,14 +342,16 @@ def revoke(store, args, out):
     query = revoke_query(args)
     shown = _show(query)
     if args.dry_run:
-        selector = {'data.' + field_name(key): value for key, value in query.items()}
-        collection = store.collection()
-        count = _timed(store, collection.count_documents, selector)
+        count = store.count(query)
         out('%d session%s match %s; nothing deleted (--dry-run)'
             % (count, '' if count == 1 else 's', shown))
-        return OK
-    removed = store.revoke(query)
-    out('revoked %d session%s matching %s' % (removed, '' if removed == 1 else 's', shown))
+    else:
+        removed = store.revoke(query)
+        out('revoked %d session%s matching %s'
+            % (removed, '' if removed == 1 else 's', shown))
+    if store.cipher is not None:
+        out('note: session values are encrypted at rest (encryption_keys): only '
+            'operators such as {"$exists": true} can match them')
     return OK
 
 
@@ -377,7 +390,7 @@ def main(argv=None):
 
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parse_args(parser, argv)
     except UsageError as exc:
         return fail(USAGE, exc, exc.prog)
     except SystemExit as exc:  # --help
@@ -390,6 +403,13 @@ def main(argv=None):
     store = None
     try:
         settings = load_settings(args.config_uri, args.app_name, args.var)
+        if not any(key.startswith(PREFIX) for key in settings):
+            section = args.app_name or args.config_uri.partition('#')[2] or 'main'
+            raise UsageError(
+                'the application section %r of %s has no %s* settings (for a pipeline '
+                'or composite, name the application: %s#myapp)'
+                % (section, args.config_uri.partition('#')[0], PREFIX,
+                   args.config_uri.partition('#')[0]))
         store = store_from_settings(settings, args.operation_timeout)
         return COMMANDS[args.command](store, args, out)
     except UsageError as exc:
@@ -403,7 +423,7 @@ def main(argv=None):
     finally:
         store_log.setLevel(level)
         if store is not None:
-            _close(store)
+            store.close()
 
 
 if __name__ == '__main__':

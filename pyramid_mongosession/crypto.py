@@ -64,14 +64,15 @@ class ValueCipher:
     def _associated_data(session_id, key):
         return session_id.encode('ascii') + b'\x00' + key.encode('utf-8', 'surrogatepass')
 
-    def encrypt(self, session_id, key, value):
+    def encrypt(self, session_id, key, plain):
+        """Seal the bytes ``plain`` stored under ``key`` in session ``session_id``."""
         nonce = os.urandom(_NONCE_SIZE)
-        plain = bson.encode({'v': value})
         sealed = self._ciphers[self._encrypt_with].encrypt(
             nonce, plain, self._associated_data(session_id, key))
         return bson.Binary(_VERSION + self._encrypt_with + nonce + sealed)
 
     def decrypt(self, session_id, key, stored):
+        """The bytes :meth:`encrypt` sealed, or :class:`DecryptionError`."""
         from cryptography.exceptions import InvalidTag
         blob = bytes(stored) if isinstance(stored, (bytes, bytearray)) else b''
         header = 1 + _KEY_ID_SIZE
@@ -84,4 +85,4 @@ class ValueCipher:
                                    self._associated_data(session_id, key))
         except InvalidTag:
             raise DecryptionError('session value %r failed authentication' % key) from None
-        return bson.decode(plain)['v']
+        return plain

@@ -14,12 +14,12 @@ import os
 import uuid
 
 import bson
-from bson.errors import InvalidDocument
 from pyramid.interfaces import ISession
 from zope.interface import implementer
 
 from .exceptions import SessionValueError
 from .options import SessionOptions, utcnow
+from .store import ENCODING_ERRORS, encode_value
 
 _IMMUTABLE = (str, bytes, int, float, type(None), datetime.datetime,
               bson.ObjectId, bson.Decimal128, bson.Timestamp, uuid.UUID)
@@ -27,10 +27,6 @@ _IMMUTABLE = (str, bytes, int, float, type(None), datetime.datetime,
 _CSRF_KEY = '_csrft_'
 _FLASH_PREFIX = '_f_'
 _MISSING = object()
-
-
-def _snapshot(value):
-    return bson.encode({'v': value})
 
 
 def _checked_key(key):
@@ -160,7 +156,7 @@ class MongoSession:
     def _expose(self, key, value):
         if (not isinstance(value, _IMMUTABLE) and key not in self._changed
                 and key not in self._snapshots):
-            self._snapshots[key] = _snapshot(value)
+            self._snapshots[key] = encode_value(value)
         return value
 
     def _expose_all(self):
@@ -247,9 +243,9 @@ class MongoSession:
             if key in changed or key not in self._data:
                 continue
             try:
-                if _snapshot(self._data[key]) != snapshot:
+                if encode_value(self._data[key]) != snapshot:
                     changed.add(key)
-            except (InvalidDocument, TypeError, OverflowError) as exc:
+            except ENCODING_ERRORS as exc:
                 raise SessionValueError(
                     'session key %r holds a value MongoDB cannot store: %s' % (key, exc)
                 ) from exc

@@ -26,6 +26,7 @@ import threading
 
 import bson
 import pymongo
+from bson.binary import UuidRepresentation
 from bson.codec_options import CodecOptions
 from pymongo.errors import DocumentTooLarge, DuplicateKeyError, OperationFailure, PyMongoError
 from bson.errors import InvalidDocument
@@ -40,7 +41,11 @@ MAX_DOCUMENT_SIZE = 16 * 1024 * 1024
 #: Server error codes meaning "the resulting document would be too large".
 _TOO_LARGE_CODES = frozenset((10334, 17419, 17420))
 
-_CODEC_OPTIONS = CodecOptions(tz_aware=False)
+#: How session values are encoded everywhere: naive UTC datetimes, and
+#: uuid.UUID values as standard BSON UUIDs.
+CODEC_OPTIONS = CodecOptions(tz_aware=False, uuid_representation=UuidRepresentation.STANDARD)
+#: What BSON encoding raises for a value it cannot store.
+ENCODING_ERRORS = (InvalidDocument, TypeError, ValueError, OverflowError)
 
 
 class StoredSession:
@@ -85,12 +90,21 @@ def session_key(name):
     return parts[0] + ''.join(_UNESCAPES['%' + part[:2]] + part[2:] for part in parts[1:])
 
 
+def encode_value(value):
+    """One session value as BSON bytes."""
+    return bson.encode({'v': value}, codec_options=CODEC_OPTIONS)
+
+
+def decode_value(data):
+    return bson.decode(data, codec_options=CODEC_OPTIONS)['v']
+
+
 def find_unstorable(values):
     """Name the first key in ``values`` whose value BSON cannot encode, or None."""
     for key, value in values.items():
         try:
-            bson.encode({'v': value})
-        except (InvalidDocument, TypeError, OverflowError) as exc:
+            encode_value(value)
+        except ENCODING_ERRORS as exc:
             return key, exc
     return None
 
@@ -162,7 +176,11 @@ class SessionStore:
         source = self._get_collection()
         if source is not self._source:
             self._source = source
-            self._collection = source.with_options(codec_options=_CODEC_OPTIONS)
+            try:
+                self._collection = source.with_options(codec_options=CODEC_OPTIONS)
+            except NotImplementedError:
+                # mongomock (the embedded backend) keeps Python objects as they are.
+                self._collection = source
         collection = self._collection
         if not self._indexed:
             self._indexed = True
@@ -194,6 +212,7 @@ class SessionStore:
         """
         if collection is None:
             collection = self._get_collection()
+        self._indexed = True
         try:
             self._call('create the TTL index', collection.create_index,
                        'expires', expireAfterSeconds=0, name='expires_ttl')
@@ -213,9 +232,9 @@ class SessionStore:
         try:
             if self.cipher is None:
                 return {prefix + field_name(key): value for key, value in values.items()}
-            return {prefix + field_name(key): self.cipher.encrypt(session_id, key, value)
+            return {prefix + field_name(key): self.cipher.encrypt(session_id, key, encode_value(value))
                     for key, value in values.items()}
-        except (InvalidDocument, TypeError, OverflowError) as exc:
+        except ENCODING_ERRORS as exc:
             raise _value_error(values, exc) from exc
 
     def check_size(self, data):
@@ -223,11 +242,11 @@ class SessionStore:
         if self.max_size is None:
             return
         try:
-            size = len(bson.encode(data))
-        except (InvalidDocument, TypeError, OverflowError) as exc:
+            size = len(bson.encode(data, codec_options=CODEC_OPTIONS))
+        except ENCODING_ERRORS as exc:
             raise _value_error(data, exc) from exc
         if size > self.max_size:
-            largest = max(data, key=lambda key: len(bson.encode({'v': data[key]})))
+            largest = max(data, key=lambda key: len(encode_value(data[key])))
             raise SessionValueError('the session holds %d bytes, more than max_size (%d); '
                                     'its largest key is %r' % (size, self.max_size, largest))
 
@@ -245,7 +264,7 @@ class SessionStore:
         data = {session_key(name): value for name, value in document.get('data', {}).items()}
         if self.cipher is not None:
             try:
-                data = {key: self.cipher.decrypt(session_id, key, value)
+                data = {key: decode_value(self.cipher.decrypt(session_id, key, value))
                         for key, value in data.items()}
             except DecryptionError as exc:
                 log.warning('ignored a session that could not be decrypted: %s', exc)
@@ -269,7 +288,7 @@ class SessionStore:
         except DuplicateKeyError:
             # Two 256-bit ids colliding means a broken random generator.
             raise SessionBackendError('session id collision: refusing to overwrite') from None
-        except (InvalidDocument, TypeError) as exc:
+        except ENCODING_ERRORS as exc:
             raise _value_error(data, exc) from exc
 
     def update(self, session_id, now, changed, removed, expires, version=None):
@@ -290,7 +309,7 @@ class SessionStore:
         collection = self.collection()
         try:
             result = self._call('store a session', collection.update_one, query, update)
-        except (InvalidDocument, TypeError) as exc:
+        except ENCODING_ERRORS as exc:
             raise _value_error(changed, exc) from exc
         if result.matched_count:
             return True
@@ -327,11 +346,20 @@ class SessionStore:
         ``{'user_id': 42}`` or ``{'login_time': {'$lt': cutoff}}``: log a user
         out everywhere after a password change.
         """
-        if not query:
-            raise ValueError('refusing to revoke every session: the query is empty')
-        selector = {'data.' + field_name(key): value for key, value in query.items()}
-        result = self._call('revoke sessions', self.collection().delete_many, selector)
+        result = self._call('revoke sessions', self.collection().delete_many,
+                            _data_selector(query))
         return result.deleted_count
+
+    def count(self, query):
+        """How many sessions :meth:`revoke` would delete for ``query``."""
+        return self._call('count sessions', self.collection().count_documents,
+                          _data_selector(query))
+
+    def close(self):
+        """Close the MongoClient this store created, if it created one."""
+        close = getattr(self._get_collection, 'close', None)
+        if close is not None:
+            close()
 
     def purge_expired(self, now, batch_size=1000):
         """Delete expired sessions in batches; return how many.
@@ -350,6 +378,12 @@ class SessionStore:
             result = self._call('purge expired sessions', collection.delete_many,
                                 {'_id': {'$in': batch}, 'expires': {'$lte': now}})
             removed += result.deleted_count
+
+
+def _data_selector(query):
+    if not query:
+        raise ValueError('refusing to match every session: the query is empty')
+    return {'data.' + field_name(key): value for key, value in query.items()}
 
 
 def _value_error(values, exc):

@@ -235,3 +235,16 @@ def test_database_holds_only_the_digest_of_the_id(collection):
     doc = collection.find_one()
     assert doc['_id'] == document_id(session_id) != session_id
     assert session_id not in str(doc)
+
+
+def test_uuid_values_round_trip(collection):
+    import uuid
+    value = uuid.uuid4()
+    _, _, app = run(collection, lambda r: r.session.__setitem__('u', value))
+    loaded, _, _ = run(collection, lambda r: r.session['u'], app.cookies['session'])
+    assert loaded == value
+
+
+def test_integer_too_large_for_bson_names_the_key(collection):
+    with pytest.raises(SessionValueError, match="'huge'"):
+        run(collection, lambda r: r.session.__setitem__('huge', 2 ** 64))

@@ -1,0 +1,303 @@
+"""Failover, seen from the wire: the store against a scripted replica-set primary.
+
+MockupDB (the MongoDB driver team's wire-protocol mock server) plays the
+primary of a one-member replica set on 127.0.0.1; each test answers the
+commands pymongo sends exactly as a primary that steps down, or one that
+stops answering, would. The real server of the rest of the suite cannot be
+made to do either on cue.
+"""
+import threading
+import time
+
+import pymongo
+import pytest
+import webtest
+from mockupdb import MockupDB, OpMsg
+from pymongo.errors import PyMongoError
+from webob import Response
+
+from pyramid_mongosession import MongoSessionFactory, SessionBackendError, SessionStoreError
+from pyramid_mongosession.cookie import new_session_id
+from pyramid_mongosession.options import utcnow
+
+from .conftest import SECRET, make_config
+
+#: MongoDB 7.0 speaks wire version 21. From 4.4 on (wire version 9) the server, not the
+#: driver, labels an error RetryableWriteError, and pymongo retries only labelled errors.
+WIRE_VERSION = 21
+NOT_WRITABLE_PRIMARY = 10107
+TIMEOUT = 1.0  # the store's operation_timeout in the hanging-primary tests
+
+
+class Primary:
+    """A scripted replica-set primary: it answers the handshake and heartbeats
+    by itself and hands every other command to the test."""
+
+    def __init__(self):
+        self.server = MockupDB()
+        self.port = self.server.run()
+        hello = dict(setName='rs0', hosts=['localhost:%d' % self.port], secondary=False,
+                     minWireVersion=0, maxWireVersion=WIRE_VERSION,
+                     logicalSessionTimeoutMinutes=30, helloOk=True)
+        self.heartbeats = [
+            self.server.autoresponds('ismaster', ismaster=True, **hello),
+            self.server.autoresponds('hello', isWritablePrimary=True, **hello),
+        ]
+        self.server.autoresponds(self._end_sessions)
+        self.received = []
+
+    @staticmethod
+    def _end_sessions(request):
+        # MongoClient.close() ends its server sessions and waits for the answer.
+        if request.command_name == 'endSessions':
+            request.ok()
+            return True
+        return False
+
+    def client(self, **options):
+        return pymongo.MongoClient(
+            self.server.uri, replicaSet='rs0', serverSelectionTimeoutMS=5000,
+            heartbeatFrequencyMS=500, **options)
+
+    def receives(self, command, timeout=5):
+        request = self.server.receives(timeout=timeout)
+        assert isinstance(request, OpMsg), request
+        self.received.append(request)
+        assert request.command_name == command, request
+        return request
+
+    def commands(self):
+        return [request.command_name for request in self.received]
+
+    def go_silent(self):
+        """Stop answering anything, heartbeats included (a hung primary)."""
+        for responder in self.heartbeats:
+            responder.cancel()
+
+    def stop(self):
+        self.server.stop()
+
+
+class Background:
+    """Runs ``function`` in a thread, so the test can play the server meanwhile."""
+
+    def __init__(self, function, *args):
+        self.result = self.error = None
+        self.started = time.monotonic()
+        self.elapsed = None
+        self._thread = threading.Thread(target=self._run, args=(function,) + args, daemon=True)
+        self._thread.start()
+
+    def _run(self, function, *args):
+        try:
+            self.result = function(*args)
+        except BaseException as exc:  # handed to the test
+            self.error = exc
+        finally:
+            self.elapsed = time.monotonic() - self.started
+
+    def wait(self, timeout=15):
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), 'the call hangs'
+        return self
+
+
+@pytest.fixture
+def primary():
+    primary = Primary()
+    yield primary
+    primary.stop()
+
+
+@pytest.fixture
+def client(primary):
+    client = primary.client()
+    yield client
+    client.close()
+
+
+def transaction_id(request):
+    """What a server deduplicates a retried write by: the session and its txnNumber."""
+    return request.doc['lsid']['id'], request.doc['txnNumber']
+
+
+def not_writable_primary(request):
+    # What a MongoDB 4.4+ primary that has just stepped down answers.
+    request.command_err(code=NOT_WRITABLE_PRIMARY, errmsg='not primary',
+                        codeName='NotWritablePrimary', errorLabels=['RetryableWriteError'])
+
+
+class Applied:
+    """The primary's view of one session document, applying each write once per txnNumber."""
+
+    def __init__(self):
+        self.document = None
+        self.transactions = set()
+        self.applications = 0
+
+    def apply(self, request):
+        key = transaction_id(request)
+        if key in self.transactions:
+            return  # a retry of a write already applied: the server does not redo it
+        self.transactions.add(key)
+        self.applications += 1
+        if request.command_name == 'insert':
+            [document] = request.doc['documents']
+            self.document = dict(document)
+        else:
+            [statement] = request.doc['updates']
+            update = statement['u']
+            for path, value in update.get('$set', {}).items():
+                target = self.document
+                *parents, name = path.split('.')
+                for parent in parents:
+                    target = target.setdefault(parent, {})
+                target[name] = value
+            for path, step in update.get('$inc', {}).items():
+                self.document[path] = self.document.get(path, 0) + step
+
+
+def sent_documents(request):
+    return request.doc['documents']
+
+
+def sent_updates(request):
+    return request.doc['updates']
+
+
+def test_not_writable_primary_on_a_session_write_is_retried_once(primary, client):
+    """A new session's insert and a later update each meet a stepped-down
+    primary once: pymongo retries each exactly once, under the same session
+    and txnNumber, and the session ends up stored with both changes, applied
+    once each."""
+    factory = MongoSessionFactory(client['app']['sessions'], SECRET, operation_timeout=5)
+    app = webtest.TestApp(make_config(factory).make_wsgi_app())
+    stored = Applied()
+
+    # 1. A new visitor stores a cart: createIndexes, then the insert.
+    request = Background(app.get, '/session?set=cart:["apple"]')
+    primary.receives('createIndexes').ok()
+    first = primary.receives('insert')
+    not_writable_primary(first)
+    retry = primary.receives('insert')
+    assert transaction_id(retry) == transaction_id(first)
+    assert sent_documents(retry) == sent_documents(first)
+    stored.apply(retry)
+    retry.ok(n=1)
+    request.wait()
+    assert request.error is None, request.error
+    assert request.result.status_int == 200
+    assert request.result.json['data'] == {'cart': ['apple']}
+    assert primary.commands() == ['createIndexes', 'insert', 'insert']
+
+    # 2. The same visitor adds to the cart: find, then the update.
+    primary.received.clear()
+    request = Background(app.get, '/session?append=cart:"pear"')
+    find = primary.receives('find')
+    assert find.doc['filter']['_id'] == stored.document['_id']
+    find.ok(cursor={'id': 0, 'ns': 'app.sessions', 'firstBatch': [stored.document]})
+    first = primary.receives('update')
+    not_writable_primary(first)
+    retry = primary.receives('update')
+    assert transaction_id(retry) == transaction_id(first)
+    assert sent_updates(retry) == sent_updates(first)
+    [statement] = sent_updates(retry)
+    assert statement.get('upsert', False) is False  # a write never re-creates a session
+    stored.apply(retry)
+    retry.ok(n=1, nModified=1)
+    request.wait()
+    assert request.error is None, request.error
+    assert request.result.json['data'] == {'cart': ['apple', 'pear']}
+    assert primary.commands() == ['find', 'update', 'update']
+
+    # Nothing lost, nothing applied twice.
+    assert stored.applications == 2
+    assert stored.document['data'] == {'cart': ['apple', 'pear']}
+    assert stored.document['v'] == 2
+
+
+def test_a_write_whose_reply_is_lost_is_retried_and_applied_once(primary, client):
+    """The primary applies the update, then the connection drops before the
+    reply: pymongo retries under the same txnNumber, and a primary that has
+    already applied that transaction answers without applying it again."""
+    factory = MongoSessionFactory(client['app']['sessions'], SECRET, operation_timeout=5)
+    store = factory.store
+    stored = Applied()
+    now = utcnow()
+
+    insert = Background(store.insert, 'the-session-id', {'n': 1}, now, None)
+    primary.receives('createIndexes').ok()
+    request = primary.receives('insert')
+    stored.apply(request)
+    request.ok(n=1)
+    insert.wait()
+    assert insert.error is None, insert.error
+
+    update = Background(store.update, 'the-session-id', now, {'n': 2}, set(), None)
+    first = primary.receives('update')
+    stored.apply(first)
+    first.hangup()  # applied, but the answer never arrives
+    retry = primary.receives('update')
+    assert transaction_id(retry) == transaction_id(first)
+    stored.apply(retry)
+    retry.ok(n=1, nModified=1)
+    update.wait()
+    assert update.error is None, update.error
+    assert update.result is True
+    assert stored.applications == 2  # the insert and one update
+    assert stored.document['data'] == {'n': 2}
+    assert stored.document['v'] == 2
+
+
+def test_a_primary_that_stops_answering_a_write_fails_within_operation_timeout(
+        primary, client):
+    factory = MongoSessionFactory(client['app']['sessions'], SECRET, operation_timeout=TIMEOUT)
+    store = factory.store
+
+    update = Background(store.update, 'the-session-id', utcnow(), {'n': 2}, set(), None)
+    primary.receives('createIndexes').ok()
+    primary.receives('update')  # ... and never answered
+    primary.go_silent()
+    update.wait()
+    assert isinstance(update.error, SessionStoreError), update.error
+    assert isinstance(update.error, SessionBackendError)
+    assert isinstance(update.error.__cause__, PyMongoError)
+    assert update.error.__cause__.timeout, update.error.__cause__
+    assert update.elapsed < TIMEOUT + 1.5, update.elapsed
+
+
+def test_a_primary_that_stops_answering_mid_request_fails_the_request_in_time(
+        primary, client):
+    """A request whose session load hangs gets SessionStoreError (an exception
+    view can map it to 503) within operation_timeout, instead of hanging."""
+    factory = MongoSessionFactory(client['app']['sessions'], SECRET, operation_timeout=TIMEOUT)
+    app = webtest.TestApp(make_config(factory).make_wsgi_app())
+    # A valid cookie, as a returning visitor has (signed by the same secret).
+    app.set_cookie(factory.cookie.name, signed_cookie_value(factory))
+
+    request = Background(app.get, '/session?read=cart')
+    primary.receives('createIndexes').ok()
+    primary.receives('find')  # ... and never answered
+    primary.go_silent()
+    request.wait()
+    assert isinstance(request.error, SessionStoreError), request.error
+    assert isinstance(request.error.__cause__, PyMongoError)
+    assert request.error.__cause__.timeout
+    assert request.elapsed < TIMEOUT + 1.5, request.elapsed
+
+
+def signed_cookie_value(factory):
+    """The value of the session cookie the factory would set for a new id."""
+    response = Response()
+    factory.cookie.set(response, new_session_id())
+    header = response.headers['Set-Cookie']
+    return header.split(';', 1)[0].split('=', 1)[1]
+
+
+def test_mockupdb_speaks_the_installed_pymongo(primary, client):
+    """The premise of this module: MockupDB 1.8 and pymongo 4 understand each other."""
+    ping = Background(client.admin.command, 'ping')
+    primary.receives('ping').ok()
+    ping.wait()
+    assert ping.error is None, ping.error
+    assert ping.result['ok'] == 1
