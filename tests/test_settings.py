@@ -137,3 +137,16 @@ def test_one_client_per_process(monkeypatch):
     assert lazy() is first
     monkeypatch.setattr('os.getpid', lambda: -1)   # as seen from a forked child
     assert lazy() is not first
+
+
+def test_processes_share_sessions_through_one_collection(mongodb_url, database):
+    """Two application processes (two clients, two factories) serve one user."""
+    def app():
+        return counter_app({'mongodb_session.url': mongodb_url,
+                            'mongodb_session.db_name': database.name,
+                            'mongodb_session.secret': 'seekrit'})
+    first, second = app(), app()
+    assert first.get('/').text == '1'
+    second.set_cookie('session', first.cookies['session'])
+    assert second.get('/').text == '2'
+    assert first.get('/').text == '3'
