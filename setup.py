@@ -14,6 +14,7 @@ tests_require = embedded_requires + encryption_requires + [
     'pytest>=7',
     'WebTest>=3',
     'hypothesis>=6',
+    'pytest-timeout>=2',
     'Sphinx>=7',
     'mockupdb>=1.8',
     'playwright>=1.40',

@@ -7,12 +7,14 @@ cache directory. Servers started here listen on 127.0.0.1 only and are stopped
 by the code that started them.
 """
 import contextlib
+import ctypes
 import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -26,6 +28,15 @@ CACHE_DIR = os.environ.get('PYRAMID_MONGOSESSION_CACHE') or os.path.join(
 
 class NoServer(Exception):
     """No MongoDB-compatible server could be found or started."""
+
+
+def die_with_parent():
+    """``preexec_fn`` for servers: on Linux they get SIGTERM if the test process dies."""
+    if sys.platform.startswith('linux'):
+        try:
+            ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (AttributeError, OSError):
+            pass
 
 
 def free_port():
@@ -111,7 +122,7 @@ class ServerProcess:
     def start(self):
         log = open(self.log_path + '.out', 'ab')
         self.process = subprocess.Popen(self._argv(), stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL)
+                                        stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
         log.close()
         try:
             wait_until_up(self.url)

@@ -1,19 +1,26 @@
-"""A Pyramid application whose session lives in MongoDB (or, for development, in memory)."""
+"""A small Pyramid application whose sessions live in MongoDB.
+
+Each page shows one feature of pyramid_mongosession; ``views.py`` holds them
+all. Run it with ``pserve development.ini`` (sessions in memory, no server
+needed) or ``pserve production.ini MONGODB_URL=mongodb://host:27017/demo``.
+"""
 from pyramid.config import Configurator
-from pyramid.response import Response
-
-
-def counter(request):
-    session = request.session
-    session['visits'] = session.get('visits', 0) + 1
-    return Response(
-        '<!doctype html><title>pyramid_mongosession demo</title>'
-        '<h1>You have been here %d time(s).</h1>' % session['visits'])
 
 
 def main(global_config, **settings):
     with Configurator(settings=settings) as config:
+        config.include('pyramid_jinja2')
         config.include('pyramid_mongosession')
-        config.add_route('counter', '/')
-        config.add_view(counter, route_name='counter')
+        config.add_jinja2_search_path('mongosession_demo:templates')
+        # Every POST must carry the session's CSRF token (field csrf_token).
+        config.set_default_csrf_options(require_csrf=True)
+        config.add_static_view('static', 'mongosession_demo:static', cache_max_age=3600)
+        config.add_route('home', '/')
+        config.add_route('notes', '/notes')
+        config.add_route('login', '/login')
+        config.add_route('logout', '/logout')
+        config.add_route('private', '/private')
+        config.add_route('stream', '/stream')
+        config.add_route('inspect', '/inspect')
+        config.scan('.views')
     return config.make_wsgi_app()
