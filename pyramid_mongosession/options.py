@@ -85,6 +85,9 @@ def finish_session(session, request, response):
     factory = session.factory
     if session.degraded:
         return
+    if (session.loaded_id is None and session.id is None and not session.had_cookie
+            and not len(session) and not options['late_store']):
+        return  # a new session that stayed empty: no cookie, no write
     if factory.is_cacheable(request, response):
         log.debug('left the session alone on a publicly cacheable response to %s', request.path)
         return
