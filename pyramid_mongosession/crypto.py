@@ -8,8 +8,10 @@ clear text, and encrypted values cannot be queried (``revoke`` cannot match
 them).
 
 Keys are 32 random bytes, base64-encoded. The first key encrypts; every key
-decrypts, so a new key is put first and an old one removed once the sessions
-it encrypted have expired.
+decrypts, and a value found under an older key is encrypted again with the
+first one when its session is next loaded. So a new key is put first, and an
+old one removed once every session has been loaded since (or has expired):
+``absolute_timeout`` bounds how long that takes.
 """
 import base64
 import binascii
@@ -70,6 +72,15 @@ class ValueCipher:
         sealed = self._ciphers[self._encrypt_with].encrypt(
             nonce, plain, self._associated_data(session_id, key))
         return bson.Binary(_VERSION + self._encrypt_with + nonce + sealed)
+
+    def decrypt_all(self, session_id, values, decode):
+        """Decrypt and ``decode`` every value; also return the keys sealed with an old key."""
+        plain, stale = {}, []
+        for key, stored in values.items():
+            plain[key] = decode(self.decrypt(session_id, key, stored))
+            if bytes(stored)[1:1 + _KEY_ID_SIZE] != self._encrypt_with:
+                stale.append(key)
+        return plain, stale
 
     def decrypt(self, session_id, key, stored):
         """The bytes :meth:`encrypt` sealed, or :class:`DecryptionError`."""

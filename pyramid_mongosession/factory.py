@@ -96,10 +96,11 @@ class MongoSessionFactory:
         settings = dict(DEFAULTS, **options)
         self.options = settings
         self.timeout = _seconds('timeout', settings['timeout'])
+        if settings['reissue_time'] is None:
+            raise ValueError('reissue_time must be a number of seconds (0 refreshes every request)')
         self.reissue_time = _seconds('reissue_time', settings['reissue_time'], allow_zero=True)
         self.absolute_timeout = _seconds('absolute_timeout', settings['absolute_timeout'])
-        if self.timeout is not None and self.reissue_time is not None \
-                and self.reissue_time >= self.timeout:
+        if self.timeout is not None and self.reissue_time >= self.timeout:
             raise ValueError('reissue_time must be shorter than timeout')
         max_age = settings['cookie_max_age']
         if max_age is not None:

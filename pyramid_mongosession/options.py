@@ -25,7 +25,7 @@ import datetime
 import logging
 
 from .cookie import new_session_id
-from .exceptions import SessionBackendError
+from .exceptions import SessionBackendError, SessionConflict
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,13 @@ class SessionOptions(MutableMapping):
     def __delitem__(self, key):
         self[key] = False
 
+    def clear(self):
+        for flag in FLAGS:
+            self._flags[flag] = False
+
+    def popitem(self):
+        raise KeyError('session options keep their keys: set them to False instead')
+
     def __iter__(self):
         return iter(FLAGS + ('id',))
 
@@ -83,7 +90,12 @@ def finish_session(session, request, response):
     """Decide about the store and the cookie; write now, or when the body is sent."""
     options = session.options
     factory = session.factory
+    cookie = factory.cookie
     if session.degraded:
+        # The store was down when the session was asked for; a logout still logs out.
+        if options['expire'] or session.invalidated:
+            factory.store.remove(session.cookie_id)
+            cookie.clear(response)
         return
     if (session.loaded_id is None and session.id is None and not session.had_cookie
             and not len(session) and not options['late_store']):
@@ -91,7 +103,6 @@ def finish_session(session, request, response):
     if factory.is_cacheable(request, response):
         log.debug('left the session alone on a publicly cacheable response to %s', request.path)
         return
-    cookie = factory.cookie
     old_id = session.loaded_id
 
     if options['expire']:
@@ -106,19 +117,18 @@ def finish_session(session, request, response):
     carried = options['change_id'] and session.id is not None
     if options['change_id']:
         # The data moves to a new id, even under no_store (Plack's documented precedence).
-        needs_new_id = carried or len(session)
+        needs_new_id = carried or late or len(session)
     else:
         # A new (or invalidated) session gets its first id when it has something to store.
         needs_new_id = session.id is None and not no_store and (late or len(session))
     target_id = new_session_id() if needs_new_id else session.id
-    retired_id = old_id if old_id is not None and old_id != target_id else None
     refresh = None
     if target_id is not None and target_id == old_id and not no_store:
         refresh = factory.refreshed_expiry(session)
 
     if target_id is not None and target_id != old_id:
         cookie.set(response, target_id)
-    elif target_id is None and (session.had_cookie or retired_id is not None):
+    elif target_id is None and (session.had_cookie or old_id is not None):
         cookie.clear(response)
     elif refresh is not None and cookie.max_age is not None:
         cookie.set(response, target_id)   # the browser's copy slides with the stored expiry
@@ -126,53 +136,105 @@ def finish_session(session, request, response):
 
     def write():
         try:
-            _write(session, old_id, retired_id, target_id, carried, refresh)
+            _write(session, old_id, target_id, carried, refresh)
         except SessionBackendError as exc:
             if not factory.degrade_on_outage:
                 raise
             log.warning('session not saved (degrade_on_outage): %s', exc)
 
     if late:
+        length = response.content_length   # WebOb forgets it when app_iter changes
         response.app_iter = _CloseHook(response.app_iter, write)
+        response.content_length = length
     else:
         write()
 
 
-def _write(session, old_id, retired_id, target_id, carried, refresh):
+def _write(session, old_id, target_id, carried, refresh):
+    """Carry out what :func:`finish_session` decided, as the session now is."""
+    store = session.factory.store
+    options = session.options
+    if options['expire'] or session.id != target_id:
+        # Expired or invalidated after the headers were sent (late_store): the
+        # cookie can no longer change, so nothing is stored; the old id goes.
+        if old_id is not None:
+            store.remove(old_id)
+        return
+    if carried:
+        _move(session, old_id, target_id)
+    elif target_id != old_id:
+        if old_id is not None:
+            store.remove(old_id)   # invalidated: the old session goes, a new one starts
+        if target_id is not None and len(session) and not options['no_store']:
+            _insert(session, target_id)
+    elif not options['no_store']:
+        _update(session, target_id, refresh)
+
+
+def _insert(session, target_id):
     factory = session.factory
-    store = factory.store
-    now = utcnow()
     created = session.created_at
-    if target_id is not None and target_id != old_id:
-        if carried or len(session):
-            store.insert(target_id, session.data, created, factory.expiry(created, now))
-        if retired_id is not None and store.remove(retired_id) is False and carried:
-            # Another request expired or re-keyed the old session first: it is
-            # gone, and the data carried over from it must not outlive it.
-            store.remove(target_id)
-        return
-    if retired_id is not None:
-        store.remove(retired_id)
-    if target_id is None or session.options['no_store']:
-        return
+    factory.store.insert(target_id, session.data, created, factory.expiry(created, utcnow()))
+
+
+def _update(session, target_id, refresh):
+    factory = session.factory
+    now = utcnow()
     changed, removed = session.changes()
     if changed or removed:
-        store.check_size(session.data)
-        store.update(target_id, now, changed, removed,
-                     factory.expiry(created, now), session.version)
+        factory.store.check_size(session.data)
+        factory.store.update(target_id, now, changed, removed,
+                             factory.expiry(session.created_at, now), session.version)
     elif refresh is not None:
-        store.touch(target_id, now, refresh)
+        factory.store.touch(target_id, now, refresh)
+
+
+def _move(session, old_id, target_id):
+    """change_id: the session as this request leaves it, under a new id; the old one goes.
+
+    The new document is written before the old one is deleted, so a failure
+    in between loses nothing. Deleting returns the old document as it was at
+    that moment: if another request wrote it since this one loaded it, its
+    changes to keys this request did not change are carried over too. If the
+    old document was already gone (logged out, moved by another request),
+    the new one is deleted: a stale request cannot bring a session back.
+    """
+    store = session.factory.store
+    _insert(session, target_id)
+    try:
+        latest = store.take(old_id, session.version)
+    except SessionConflict:
+        store.remove(target_id)
+        raise
+    if latest is None:
+        store.remove(target_id)
+        return
+    if latest.version != session.version:
+        changed, removed = session.changes()
+        theirs = {key: value for key, value in latest.data.items()
+                  if key not in changed and key not in removed and session.data.get(key) != value}
+        dropped = [key for key in session.data if key not in latest.data and key not in changed]
+        if theirs or dropped:
+            now = utcnow()
+            store.update(target_id, now, theirs, dropped,
+                         session.factory.expiry(session.created_at, now))
 
 
 class _CloseHook:
-    """Wraps a WSGI ``app_iter`` to run ``callback`` once the body has been sent."""
+    """Wraps a WSGI ``app_iter`` to run ``callback`` once the body has been sent.
+
+    If the body was not sent completely (the stream raised, the client went
+    away), the callback does not run: the session keeps its state from before.
+    """
 
     def __init__(self, app_iter, callback):
         self._app_iter = app_iter
         self._callback = callback
+        self._complete = False
 
     def __iter__(self):
-        return iter(self._app_iter)
+        yield from self._app_iter
+        self._complete = True
 
     def close(self):
         try:
@@ -180,4 +242,8 @@ class _CloseHook:
             if close is not None:
                 close()
         finally:
-            self._callback()
+            if self._complete:
+                self._callback()
+            else:
+                log.warning('late_store: the response body was not sent completely; '
+                            'the session was not saved')

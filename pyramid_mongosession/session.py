@@ -50,6 +50,10 @@ class MongoSession:
         self.factory = factory
         #: True when the store was down and this session will not be persisted.
         self.degraded = degraded
+        #: The id the request's (validly signed) cookie named, found or not.
+        self.cookie_id = session_id
+        #: True once invalidate() was called.
+        self.invalidated = False
         self.request = request
         self.had_cookie = had_cookie
         #: The id whose document this request loaded; it never changes.
@@ -66,7 +70,8 @@ class MongoSession:
             self.created_at = stored.created or utcnow()
             self.stored_expires = stored.expires
             self.version = stored.version
-        self._changed = set()   # top-level keys set or deleted by this request
+        # Top-level keys set or deleted by this request (and values to re-encrypt).
+        self._changed = set(stored.stale_keys) if stored is not None else set()
         self._snapshots = {}    # key -> BSON of a mutable stored value, taken when first read
         self.options = SessionOptions(self)
 
@@ -114,6 +119,7 @@ class MongoSession:
         form: it also discards anything stored afterwards.
         """
         self.id = None
+        self.invalidated = True
         self._data = {}
         self._changed = set()
         self._snapshots = {}

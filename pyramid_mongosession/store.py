@@ -40,24 +40,33 @@ log = logging.getLogger(__name__)
 MAX_DOCUMENT_SIZE = 16 * 1024 * 1024
 #: Server error codes meaning "the resulting document would be too large".
 _TOO_LARGE_CODES = frozenset((10334, 17419, 17420))
+#: BadValue, DollarPrefixedFieldName, EmptyFieldName, DottedFieldName: the
+#: server refused a value (a nested key it does not accept), not an outage.
+_REFUSED_VALUE_CODES = frozenset((2, 52, 56, 57))
+#: Answers to createIndexes that mean "never here": Unauthorized, BadValue,
+#: CommandNotFound, CannotCreateIndex, IndexOptionsConflict,
+#: IndexKeySpecsConflict, CommandNotSupported, NotImplemented.
+_INDEX_REFUSED_CODES = frozenset((2, 13, 59, 67, 85, 86, 115, 238))
 
 #: How session values are encoded everywhere: naive UTC datetimes, and
 #: uuid.UUID values as standard BSON UUIDs.
 CODEC_OPTIONS = CodecOptions(tz_aware=False, uuid_representation=UuidRepresentation.STANDARD)
 #: What BSON encoding raises for a value it cannot store.
-ENCODING_ERRORS = (InvalidDocument, TypeError, ValueError, OverflowError)
+ENCODING_ERRORS = (InvalidDocument, TypeError, ValueError, OverflowError, RecursionError)
 
 
 class StoredSession:
     """What :meth:`SessionStore.load` found: the data and its bookkeeping."""
 
-    __slots__ = ('data', 'created', 'expires', 'version')
+    __slots__ = ('data', 'created', 'expires', 'version', 'stale_keys')
 
-    def __init__(self, data, created, expires, version):
+    def __init__(self, data, created, expires, version, stale_keys=()):
         self.data = data
         self.created = created
         self.expires = expires
         self.version = version
+        #: Keys whose values are encrypted with a retired key: rewrite them.
+        self.stale_keys = stale_keys
 
 
 def document_id(session_id):
@@ -166,26 +175,36 @@ class SessionStore:
         self.detect_conflicts = detect_conflicts
         self.cipher = cipher
         self.max_size = max_size
+        self._lock = threading.Lock()
+        self._process = None      # (pid, collection): published in one assignment
         self._indexed = False
-        self._source = self._collection = None
 
     # -- plumbing -------------------------------------------------------
 
     def collection(self):
-        """The sessions collection, its indexes ensured once per store."""
-        source = self._get_collection()
-        if source is not self._source:
-            self._source = source
-            try:
-                self._collection = source.with_options(codec_options=CODEC_OPTIONS)
-            except NotImplementedError:
-                # mongomock (the embedded backend) keeps Python objects as they are.
-                self._collection = source
-        collection = self._collection
+        """This process's sessions collection, its TTL index ensured on first use."""
+        collection = self._process_collection()
         if not self._indexed:
-            self._indexed = True
             self.ensure_indexes(collection)
         return collection
+
+    def _process_collection(self):
+        # A callable ``collection`` is called once per process, so that a
+        # forked worker gets a client of its own.
+        process = self._process
+        if process is None or process[0] != os.getpid():
+            with self._lock:
+                process = self._process
+                if process is None or process[0] != os.getpid():
+                    source = self._call('connect to MongoDB', self._get_collection)
+                    try:
+                        collection = source.with_options(codec_options=CODEC_OPTIONS)
+                    except NotImplementedError:
+                        # mongomock (the embedded backend) keeps Python objects as they are.
+                        collection = source
+                    process = self._process = (os.getpid(), collection)
+                    self._indexed = False
+        return process[1]
 
     def _call(self, what, operation, *args, **kwargs):
         try:
@@ -195,6 +214,9 @@ class SessionStore:
             if exc.code in _TOO_LARGE_CODES:
                 raise SessionValueError(
                     'the session is larger than MongoDB can store in one document') from exc
+            if exc.code in _REFUSED_VALUE_CODES:
+                raise SessionValueError('MongoDB refused the session\'s data: %s'
+                                        % (exc.details or {}).get('errmsg', exc)) from exc
             raise SessionBackendError('could not %s: %s' % (what, exc)) from exc
         except DocumentTooLarge as exc:
             raise SessionValueError(
@@ -209,22 +231,26 @@ class SessionStore:
         FerretDB 1.x answers NotImplemented and Cosmos DB allows TTL only on
         ``_ts``: sessions there still expire (every read checks ``expires``),
         but their documents stay until ``pmongosession purge`` removes them.
+        A refusal is final for this process; any other failure is retried on
+        the next use.
         """
         if collection is None:
-            collection = self._get_collection()
-        self._indexed = True
+            collection = self._process_collection()
         try:
             self._call('create the TTL index', collection.create_index,
                        'expires', expireAfterSeconds=0, name='expires_ttl')
         except SessionBackendError as exc:
-            if isinstance(exc.__cause__, OperationFailure):
-                log.warning('the server refused a TTL index on %s.expires (%s); '
-                            'expired sessions are ignored on read but not deleted: '
-                            'run "pmongosession purge" periodically',
-                            collection.full_name, exc.__cause__)
-                return False
-            self._indexed = False  # not reached the server: try again next time
-            raise
+            refusal = exc.__cause__
+            if not (isinstance(refusal, OperationFailure)
+                    and refusal.code in _INDEX_REFUSED_CODES):
+                raise
+            log.warning('the server refused a TTL index on %s.expires (%s); '
+                        'expired sessions are ignored on read but not deleted: '
+                        'run "pmongosession purge" periodically',
+                        collection.full_name, refusal)
+            self._indexed = True
+            return False
+        self._indexed = True
         return True
 
     def _fields(self, session_id, values, prefix):
@@ -242,7 +268,8 @@ class SessionStore:
         if self.max_size is None:
             return
         try:
-            size = len(bson.encode(data, codec_options=CODEC_OPTIONS))
+            size = len(bson.encode({field_name(key): value for key, value in data.items()},
+                                   codec_options=CODEC_OPTIONS))
         except ENCODING_ERRORS as exc:
             raise _value_error(data, exc) from exc
         if size > self.max_size:
@@ -261,16 +288,19 @@ class SessionStore:
         })
         if document is None:
             return None
+        return self._stored(session_id, document)
+
+    def _stored(self, session_id, document):
         data = {session_key(name): value for name, value in document.get('data', {}).items()}
+        stale = ()
         if self.cipher is not None:
             try:
-                data = {key: decode_value(self.cipher.decrypt(session_id, key, value))
-                        for key, value in data.items()}
+                data, stale = self.cipher.decrypt_all(session_id, data, decode_value)
             except DecryptionError as exc:
                 log.warning('ignored a session that could not be decrypted: %s', exc)
                 return None
         return StoredSession(data, document.get('created'), document.get('expires'),
-                             document.get('v', 0))
+                             document.get('v', 0), stale)
 
     def insert(self, session_id, data, created, expires):
         """Store a new session. Raises if it cannot be stored."""
@@ -326,6 +356,27 @@ class SessionStore:
                    {'_id': document_id(session_id), 'expires': {'$not': {'$lte': now}}},
                    {'$set': {'expires': expires}})
 
+    def take(self, session_id, version=None):
+        """Delete a live session and return it as it was, or None if it was gone.
+
+        ``change_id`` moves a session with this: what the delete returns is
+        the latest data, concurrent writes included. With ``detect_conflicts``
+        and a ``version``, a session written since is left alone and
+        :class:`SessionConflict` is raised. Raises on failure.
+        """
+        query = {'_id': document_id(session_id)}
+        if self.detect_conflicts and version is not None:
+            query['v'] = version
+        collection = self.collection()
+        document = self._call('move a session', collection.find_one_and_delete, query)
+        if document is None:
+            if 'v' in query and self._call('check a session', collection.count_documents,
+                                           {'_id': query['_id']}, limit=1):
+                raise SessionConflict(
+                    'the session was changed by another request since it was loaded')
+            return None
+        return self._stored(session_id, document)
+
     def remove(self, session_id):
         """Delete a session. Returns whether it existed; None, with a warning, on failure."""
         try:
@@ -360,6 +411,7 @@ class SessionStore:
         close = getattr(self._get_collection, 'close', None)
         if close is not None:
             close()
+        self._process = None
 
     def purge_expired(self, now, batch_size=1000):
         """Delete expired sessions in batches; return how many.

@@ -176,3 +176,13 @@ def test_failed_save_maps_to_503_with_the_documented_execution_policy(server):
     app.get('/session?set=x:0')
     assert app.get('/kill', status=503).text == 'try again'
     client.close()
+
+
+def test_degraded_logout_still_clears_the_cookie(server, fault_app):
+    app = fault_app(degrade_on_outage=True)
+    app.get('/session?set=user:"alice"')
+    server.kill()
+    response = app.get('/session?opt=expire')
+    assert 'Max-Age=0' in response.headers['Set-Cookie']
+    server.start()
+    assert app.get('/session').json['data'] == {}

@@ -65,7 +65,7 @@ def test_change_id_costs_three(warm_app, round_trips):
     warm_app.get('/session?set=a:1')
     round_trips()
     warm_app.get('/session?opt=change_id')
-    assert round_trips() == ['find', 'insert', 'delete']
+    assert round_trips() == ['find', 'insert', 'findAndModify']
 
 
 def test_expire_costs_two(warm_app, round_trips):

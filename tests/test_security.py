@@ -89,13 +89,19 @@ def test_key_rotation(make_app, collection):
     old, new = new_key(), new_key()
     before = make_app(encryption_keys=[old])
     before.get('/session?set=a:1')
-    cookie = before.cookies['session']
+    active = before.cookies['session']
+    idle = make_app(encryption_keys=[old])
+    idle.get('/session?set=b:2')
+
     after = make_app(encryption_keys=[new, old])
-    after.set_cookie('session', cookie)
-    assert after.get('/session?set=b:2').json['data'] == {'a': 1, 'b': 2}
+    after.set_cookie('session', active)
+    assert after.get('/session').json['data'] == {'a': 1}   # read, and sealed again with `new`
+
     only_new = make_app(encryption_keys=[new])
-    only_new.set_cookie('session', cookie)
-    # 'a' was encrypted with the retired key: the session cannot be read.
+    only_new.set_cookie('session', active)
+    assert only_new.get('/session').json['data'] == {'a': 1}
+    only_new.set_cookie('session', idle.cookies['session'])
+    # Not loaded since the rotation: still under the retired key, unreadable.
     assert only_new.get('/session').json['new'] is True
 
 
