@@ -111,3 +111,30 @@ def test_write_carries_only_the_changed_key(app, command_log, database, collecti
     assert len(updates) == 1
     assert len(bson.encode(updates[0])) < 2048
     assert collection.find_one()['data'] == {'big': big, 'small': 1}
+
+
+def test_every_session_command_targets_one_id(app, command_log, database):
+    """Each query names its document by _id: single-shard on a cluster sharded on _id."""
+    app.get('/session?set=a:1')
+    app.get('/session?read=a')
+    app.get('/session?set=b:2')
+    app.get('/session?opt=change_id')
+    app.get('/session?opt=expire')
+    filters = []
+    for event in command_log.events:
+        if event.database_name != database.name:
+            continue
+        command = event.command
+        name = event.command_name
+        if name == 'find':
+            filters.append(command['filter'])
+        elif name == 'update':
+            filters.extend(update['q'] for update in command['updates'])
+        elif name == 'delete':
+            filters.extend(delete['q'] for delete in command['deletes'])
+        elif name == 'findAndModify':
+            filters.append(command['query'])
+        elif name == 'insert':
+            filters.extend({'_id': doc['_id']} for doc in command['documents'])
+    assert len(filters) >= 8
+    assert all(isinstance(f.get('_id'), str) and len(f['_id']) == 64 for f in filters), filters
