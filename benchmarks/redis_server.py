@@ -11,15 +11,11 @@ import subprocess
 import tempfile
 import time
 
+from tests.servers import free_port, stop_process
+
 
 class NoRedis(Exception):
     """redis-server is not installed and could not be installed."""
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 def redis_server_binary():
@@ -75,11 +71,5 @@ def redis_server():
             time.sleep(0.05)
         yield port
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)
         shutil.rmtree(work, ignore_errors=True)

@@ -39,6 +39,18 @@ def die_with_parent():
             pass
 
 
+def stop_process(process, grace=10):
+    """Terminate ``process``, killing it if it has not exited after ``grace`` seconds."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))
@@ -145,13 +157,8 @@ class ServerProcess:
 
     def stop(self):
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            self.process.send_signal(signal.SIGCONT)   # a paused server cannot exit
+            stop_process(self.process)
 
     def close(self):
         self.stop()

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pymongo
 import pytest
 
-from ..servers import die_with_parent, free_port
+from ..servers import die_with_parent, free_port, stop_process
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO_DIR = os.path.join(REPO, 'demo')
@@ -98,14 +98,8 @@ class DemoServer:
 
     def stop(self):
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            stop_process(process)
 
     def restart(self):
         self.stop()
