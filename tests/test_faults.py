@@ -18,6 +18,7 @@ from . import servers
 from .conftest import SECRET, make_config
 
 TIMEOUT = 1.0   # operation_timeout for these tests, in seconds
+SLACK = 4.0     # scheduling headroom on a busy machine; pymongo's default wait is 30 s
 
 
 @pytest.fixture(scope='module')
@@ -72,7 +73,7 @@ def test_killed_server_fails_fast_then_recovers(server, fault_app):
     server.kill()
     response, elapsed = timed(lambda: app.get('/session?read=before', status=503))
     assert response.text == 'sessions unavailable'
-    assert elapsed < TIMEOUT + 2
+    assert elapsed < TIMEOUT + SLACK
     server.start()                      # same port, same data directory
     assert app.get('/session').json['data'] == {'before': 1}   # acknowledged write survived
 
@@ -97,7 +98,7 @@ def test_store_failure_raises_session_store_error(server):
     assert loaded['ok']
     assert isinstance(error, SessionStoreError)
     assert isinstance(error.__cause__, pymongo.errors.PyMongoError)
-    assert elapsed < TIMEOUT + 2
+    assert elapsed < TIMEOUT + SLACK
 
 
 def test_hung_server_fails_within_the_timeout_then_recovers(server, fault_app):
@@ -107,7 +108,7 @@ def test_hung_server_fails_within_the_timeout_then_recovers(server, fault_app):
     try:
         response, elapsed = timed(lambda: app.get('/session?read=a', status=503))
         assert response.status_int == 503
-        assert elapsed < TIMEOUT + 2
+        assert elapsed < TIMEOUT + SLACK
     finally:
         server.resume()
     assert app.get('/session').json['data'] == {'a': 1}
