@@ -15,7 +15,7 @@ from pyramid.path import DottedNameResolver
 from pyramid.settings import aslist, falsey, truthy
 from pymongo.common import validate as validate_client_option
 
-from .factory import DEFAULTS, MongoSessionFactory
+from .factory import MongoSessionFactory
 from .store import ProcessLocalCollection
 
 PREFIX = 'mongodb_session.'

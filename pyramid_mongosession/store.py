@@ -119,11 +119,11 @@ def find_unstorable(values):
 
 
 class ProcessLocalCollection:
-    """A callable returning the sessions collection, with one MongoClient per process.
+    """A callable that creates a MongoClient and returns the sessions collection.
 
-    The client is created on first use, never at import or configuration
-    time, and created again in a forked child (``gunicorn --preload``), which
-    must not share its parent's sockets.
+    :class:`SessionStore` calls it on first use in each process, never at
+    import or configuration time, and again in a forked child (``gunicorn
+    --preload``), which must not share its parent's sockets.
     """
 
     def __init__(self, db_name, coll_name, client_args=(), client_kwargs=None,
@@ -133,25 +133,17 @@ class ProcessLocalCollection:
         self.coll_name = coll_name
         self._client_args = tuple(client_args)
         self._client_kwargs = dict(client_kwargs or {})
-        self._pid = None
-        self._collection = None
-        self._lock = threading.Lock()
+        self._client = None
 
     def __call__(self):
-        if self._pid != os.getpid():
-            with self._lock:
-                if self._pid != os.getpid():
-                    client = self.client_class(*self._client_args, **self._client_kwargs)
-                    self._collection = client[self.db_name][self.coll_name]
-                    self._pid = os.getpid()
-        return self._collection
+        self._client = self.client_class(*self._client_args, **self._client_kwargs)
+        return self._client[self.db_name][self.coll_name]
 
     def close(self):
-        """Close this process's client, if it has one."""
-        with self._lock:
-            if self._collection is not None and self._pid == os.getpid():
-                self._collection.database.client.close()
-            self._pid = self._collection = None
+        """Close the client this process created, if any."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
 
 class SessionStore:

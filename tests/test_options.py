@@ -3,7 +3,6 @@ import threading
 
 import pytest
 import webtest
-from pyramid.config import Configurator
 from pyramid.response import Response
 
 from pyramid_mongosession import MongoSessionFactory

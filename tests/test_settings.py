@@ -91,7 +91,7 @@ def test_other_settings_are_ignored():
 def test_factory_construction_does_no_io():
     factory = session_factory_from_settings(settings(
         url='mongodb://127.0.0.1:1/app', **{'client.serverSelectionTimeoutMS': '100'}))
-    assert factory.store._get_collection._collection is None   # no client yet
+    assert factory.store._get_collection._client is None   # no client yet
 
 
 def test_python_api_rejects_unknown_options(collection):
@@ -132,11 +132,11 @@ def test_embedded_backend_keeps_a_counter():
 
 def test_one_client_per_process(monkeypatch):
     factory = session_factory_from_settings(settings(url='mongomock:///x'))
-    lazy = factory.store._get_collection
-    first = lazy()
-    assert lazy() is first
+    store = factory.store
+    first = store.collection()
+    assert store.collection() is first
     monkeypatch.setattr('os.getpid', lambda: -1)   # as seen from a forked child
-    assert lazy() is not first
+    assert store.collection() is not first
 
 
 def test_processes_share_sessions_through_one_collection(mongodb_url, database):
