@@ -27,7 +27,7 @@ from pymongo.errors import OperationFailure, PyMongoError
 from pyramid.exceptions import ConfigurationError
 
 from .exceptions import SessionStoreError
-from .options import utcnow
+from .encoding import utcnow
 from .settings import EMBEDDED_SCHEME, PREFIX, session_factory_from_settings
 
 PROG = 'pmongosession'

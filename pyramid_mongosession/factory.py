@@ -7,9 +7,10 @@ from zope.interface import implementer
 
 from .cookie import SessionCookie
 from .crypto import ValueCipher
+from .encoding import utcnow
 from .exceptions import SessionBackendError
-from .options import finish_session, publicly_cacheable, utcnow
-from .session import MongoSession
+from .lifecycle import Arrival, EndOfRequest, Expiry, publicly_cacheable
+from .session import MongoSession, SessionState
 from .store import SessionStore
 
 log = logging.getLogger(__name__)
@@ -94,32 +95,35 @@ class MongoSessionFactory:
         if unknown:
             raise TypeError('unknown option(s): %s' % ', '.join(sorted(unknown)))
         settings = dict(DEFAULTS, **options)
-        self.options = settings
-        self.timeout = _seconds('timeout', settings['timeout'])
+        timeout = _seconds('timeout', settings['timeout'])
         if settings['reissue_time'] is None:
             raise ValueError('reissue_time must be a number of seconds (0 refreshes every request)')
-        self.reissue_time = _seconds('reissue_time', settings['reissue_time'], allow_zero=True)
-        self.absolute_timeout = _seconds('absolute_timeout', settings['absolute_timeout'])
-        if self.timeout is not None and self.reissue_time >= self.timeout:
+        reissue_time = _seconds('reissue_time', settings['reissue_time'], allow_zero=True)
+        if timeout is not None and reissue_time >= timeout:
             raise ValueError('reissue_time must be shorter than timeout')
         max_age = settings['cookie_max_age']
         if max_age is not None:
             _seconds('cookie_max_age', max_age)
+        if settings['max_size'] is not None and settings['max_size'] <= 0:
+            raise ValueError('max_size must be a positive number of bytes or None')
+        keys = settings['encryption_keys']
+        #: The signed session-id cookie (:class:`~pyramid_mongosession.cookie.SessionCookie`).
         self.cookie = SessionCookie(
             secret, name=settings['cookie_name'], max_age=max_age,
             path=settings['cookie_path'], domain=settings['cookie_domain'],
             secure=settings['cookie_secure'], httponly=settings['cookie_httponly'],
             samesite=settings['cookie_samesite'],
         )
-        if settings['max_size'] is not None and settings['max_size'] <= 0:
-            raise ValueError('max_size must be a positive number of bytes or None')
-        keys = settings['encryption_keys']
+        #: The sessions collection (:class:`~pyramid_mongosession.store.SessionStore`).
         self.store = SessionStore(collection, operation_timeout=settings['operation_timeout'],
                                   detect_conflicts=settings['detect_conflicts'],
                                   cipher=ValueCipher(keys) if keys else None,
                                   max_size=settings['max_size'])
         self.degrade_on_outage = settings['degrade_on_outage']
-        self.is_cacheable = settings['is_cacheable']
+        self._end_of_request = EndOfRequest(
+            self.store, self.cookie,
+            Expiry(timeout, reissue_time, _seconds('absolute_timeout', settings['absolute_timeout'])),
+            is_cacheable=settings['is_cacheable'], degrade_on_outage=self.degrade_on_outage)
 
     def __call__(self, request):
         session_id = self.cookie.read(request)
@@ -133,12 +137,17 @@ class MongoSessionFactory:
                     raise
                 log.warning('serving an empty session that will not be saved: %s', exc)
                 degraded = True
-        session = MongoSession(self, request, session_id, stored,
-                               had_cookie=self.cookie.name in request.cookies,
-                               degraded=degraded)
+        if stored is None:
+            arrival = Arrival(session_id, self.cookie.name in request.cookies, None, None, degraded)
+            state = SessionState()
+        else:
+            arrival = Arrival(session_id, True, session_id, stored.version, False)
+            state = SessionState(session_id, stored.data, stored.created, stored.expires,
+                                 stored.stale_keys)
+        end_of_request = self._end_of_request
         request.add_response_callback(
-            lambda request, response: finish_session(session, request, response))
-        return session
+            lambda request, response: end_of_request(arrival, state, request, response))
+        return MongoSession(state)
 
     def revoke(self, query):
         """Delete every session whose data matches ``query``; return how many.
@@ -155,25 +164,3 @@ class MongoSessionFactory:
     def ensure_indexes(self):
         """Create the TTL index now (it is otherwise created on first use)."""
         return self.store.ensure_indexes()
-
-    # -- the session lifecycle -------------------------------------------------
-
-    def expiry(self, created, now):
-        """When a session created at ``created`` and active ``now`` expires (or None)."""
-        ends = [now + self.timeout] if self.timeout is not None else []
-        if self.absolute_timeout is not None:
-            ends.append(created + self.absolute_timeout)
-        return min(ends) if ends else None
-
-    def refreshed_expiry(self, session):
-        """The new expiry for a read-only request, or None when no refresh is due."""
-        if self.timeout is None:
-            return None
-        expires = self.expiry(session.created_at, utcnow())
-        stored = session.stored_expires
-        if stored is None:
-            return expires
-        gain = expires - stored
-        if gain > datetime.timedelta(0) and gain >= self.reissue_time:
-            return expires
-        return None

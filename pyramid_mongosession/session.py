@@ -7,19 +7,26 @@ first reads it; at the end of the request the snapshot is compared with the
 value, so ``request.session['cart'].append(item)`` is saved without a call to
 ``changed()``. Values that cannot change in place (strings, numbers, dates…)
 cost nothing.
+
+The bookkeeping lives in a :class:`SessionState`, which the factory hands to
+the end of the request (:mod:`pyramid_mongosession.lifecycle`) explicitly;
+applications see only :class:`MongoSession`'s documented attributes.
 """
 import binascii
 import datetime
 import os
 import uuid
+from collections.abc import MutableMapping
 
 import bson
 from pyramid.interfaces import ISession
 from zope.interface import implementer
 
+from .encoding import ENCODING_ERRORS, encode_value, utcnow
 from .exceptions import SessionValueError
-from .options import SessionOptions, utcnow
-from .store import ENCODING_ERRORS, encode_value
+
+#: Plack::Middleware::Session's per-request options that a view may set.
+FLAGS = ('change_id', 'expire', 'no_store', 'late_store')
 
 _IMMUTABLE = (str, bytes, int, float, type(None), datetime.datetime,
               bson.ObjectId, bson.Decimal128, bson.Timestamp, uuid.UUID)
@@ -29,6 +36,100 @@ _FLASH_PREFIX = '_f_'
 _MISSING = object()
 
 
+class SessionState:
+    """One request's bookkeeping for its session: what the end of the request reads.
+
+    ``id`` is the id the data belongs to (None for a new or invalidated
+    session; the end of the request assigns one). ``data`` maps keys to
+    values; ``changed`` holds the keys this request set or deleted, and
+    ``snapshots`` the BSON of mutable values as they were first read.
+    """
+
+    __slots__ = ('id', 'data', 'created', 'expires', 'invalidated', 'flags',
+                 'changed', 'snapshots')
+
+    def __init__(self, session_id=None, data=None, created=None, expires=None, stale_keys=()):
+        self.id = session_id
+        self.data = {} if data is None else data
+        self.created = created or utcnow()
+        self.expires = expires
+        self.invalidated = False
+        self.flags = dict.fromkeys(FLAGS, False)
+        self.changed = set(stale_keys)   # values sealed with a retired key are rewritten
+        self.snapshots = {}
+
+    def forget(self):
+        """invalidate(): the data is dissociated; what is stored next starts a new session."""
+        self.id = None
+        self.invalidated = True
+        self.data = {}
+        self.changed = set()
+        self.snapshots = {}
+        self.created = utcnow()
+        self.expires = None
+
+    def changes(self):
+        """Return ``(changed, removed)``: the values to write and the keys to delete."""
+        changed = set(self.changed)
+        data = self.data
+        for key, snapshot in self.snapshots.items():
+            if key in changed or key not in data:
+                continue
+            try:
+                if encode_value(data[key]) != snapshot:
+                    changed.add(key)
+            except ENCODING_ERRORS as exc:
+                raise SessionValueError(
+                    'session key %r holds a value MongoDB cannot store: %s' % (key, exc)
+                ) from exc
+        return ({key: data[key] for key in changed if key in data},
+                {key for key in changed if key not in data})
+
+
+class SessionOptions(MutableMapping):
+    """``request.session.options``: Plack's per-request controls.
+
+    ``change_id``, ``expire``, ``no_store`` and ``late_store`` are flags (see
+    :doc:`options`); ``id`` is the session id, read-only, None while the
+    session has none. An unknown key raises :exc:`KeyError`.
+    """
+
+    def __init__(self, state):
+        self._state = state
+
+    def __getitem__(self, key):
+        if key == 'id':
+            return self._state.id
+        return self._state.flags[key]
+
+    def __setitem__(self, key, value):
+        if key == 'id':
+            raise TypeError("options['id'] is read-only: set options['change_id'] "
+                            "to give the session a new id")
+        if key not in self._state.flags:
+            raise KeyError('unknown session option %r (known: %s)' % (key, ', '.join(FLAGS)))
+        self._state.flags[key] = bool(value)
+
+    def __delitem__(self, key):
+        self[key] = False
+
+    def clear(self):
+        for flag in FLAGS:
+            self._state.flags[flag] = False
+
+    def popitem(self):
+        raise KeyError('session options keep their keys: set them to False instead')
+
+    def __iter__(self):
+        return iter(FLAGS + ('id',))
+
+    def __len__(self):
+        return len(FLAGS) + 1
+
+    def __repr__(self):
+        return repr(dict(self))
+
+
 def _checked_key(key):
     if not isinstance(key, str):
         raise SessionValueError(
@@ -36,56 +137,46 @@ def _checked_key(key):
     return key
 
 
+def _epoch(when):
+    return when.replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
 @implementer(ISession)
 class MongoSession:
     """One request's view of one session.
 
     Built by :class:`~pyramid_mongosession.MongoSessionFactory`; views get it
-    as ``request.session``. ``options`` holds Plack's per-request controls
-    (see :class:`~pyramid_mongosession.options.SessionOptions`).
+    as ``request.session``. Besides :class:`pyramid.interfaces.ISession`, it
+    offers ``options`` (Plack's per-request controls, see
+    :class:`SessionOptions`), :attr:`expires`, and the shortcuts
+    :meth:`change_id` and :meth:`expire`.
     """
 
-    def __init__(self, factory, request, session_id=None, stored=None, had_cookie=False,
-                 degraded=False):
-        self.factory = factory
-        #: True when the store was down and this session will not be persisted.
-        self.degraded = degraded
-        #: The id the request's (validly signed) cookie named, found or not.
-        self.cookie_id = session_id
-        #: True once invalidate() was called.
-        self.invalidated = False
-        self.request = request
-        self.had_cookie = had_cookie
-        #: The id whose document this request loaded; it never changes.
-        self.loaded_id = session_id if stored is not None else None
-        #: The id the data now belongs to: None for a new or invalidated session.
-        self.id = self.loaded_id
-        if stored is None:
-            self._data = {}
-            self.created_at = utcnow()
-            self.stored_expires = None
-            self.version = None
-        else:
-            self._data = stored.data
-            self.created_at = stored.created or utcnow()
-            self.stored_expires = stored.expires
-            self.version = stored.version
-        # Top-level keys set or deleted by this request (and values to re-encrypt).
-        self._changed = set(stored.stale_keys) if stored is not None else set()
-        self._snapshots = {}    # key -> BSON of a mutable stored value, taken when first read
-        self.options = SessionOptions(self)
+    def __init__(self, state):
+        self._state = state
+        self.options = SessionOptions(state)
 
     # -- ISession ------------------------------------------------------------
 
     @property
     def created(self):
-        """When the session was created, in seconds since the epoch."""
-        return self.created_at.replace(tzinfo=datetime.timezone.utc).timestamp()
+        """When the session was created, in seconds since the epoch (to the millisecond)."""
+        return _epoch(self._state.created)
 
     @property
     def new(self):
         """True until the session's data is stored under an id."""
-        return self.id is None
+        return self._state.id is None
+
+    @property
+    def expires(self):
+        """When the stored session expires if left idle, in seconds since the epoch.
+
+        The expiry as this request loaded it (each write moves it forward);
+        None for a new session, or when no timeout applies.
+        """
+        expires = self._state.expires
+        return None if expires is None else _epoch(expires)
 
     def changed(self):
         """Mark every value this request has read as changed, so it is written.
@@ -95,7 +186,8 @@ class MongoSession:
         request never read are not rewritten, so a concurrent request's
         changes to them survive.
         """
-        self._changed.update(key for key in self._snapshots if key in self._data)
+        state = self._state
+        state.changed.update(key for key in state.snapshots if key in state.data)
 
     def change_id(self):
         """Store the session under a new id at the end of the request (after login).
@@ -118,25 +210,18 @@ class MongoSession:
         new session under a new id. ``options['expire']`` is the stronger
         form: it also discards anything stored afterwards.
         """
-        self.id = None
-        self.invalidated = True
-        self._data = {}
-        self._changed = set()
-        self._snapshots = {}
-        self.created_at = utcnow()
-        self.stored_expires = None
-        self.version = None
+        self._state.forget()
 
     # flash messages -------------------------------------------------------
 
     def flash(self, msg, queue='', allow_duplicate=True):
         key = _FLASH_PREFIX + queue
-        messages = self._data.get(key)
+        messages = self._state.data.get(key)
         if messages is None:
             self[key] = messages = []
         if allow_duplicate or msg not in messages:
             messages.append(msg)
-            self._changed.add(key)
+            self._state.changed.add(key)
 
     def pop_flash(self, queue=''):
         return self.pop(_FLASH_PREFIX + queue, [])
@@ -152,7 +237,7 @@ class MongoSession:
         return token
 
     def get_csrf_token(self):
-        token = self._data.get(_CSRF_KEY)
+        token = self._state.data.get(_CSRF_KEY)
         if token is None:
             token = self.new_csrf_token()
         return token
@@ -160,73 +245,75 @@ class MongoSession:
     # -- the dict --------------------------------------------------------------
 
     def _expose(self, key, value):
-        if (not isinstance(value, _IMMUTABLE) and key not in self._changed
-                and key not in self._snapshots):
-            self._snapshots[key] = encode_value(value)
+        state = self._state
+        if (not isinstance(value, _IMMUTABLE) and key not in state.changed
+                and key not in state.snapshots):
+            state.snapshots[key] = encode_value(value)
         return value
 
     def _expose_all(self):
-        for key, value in self._data.items():
+        for key, value in self._state.data.items():
             self._expose(key, value)
 
     def __getitem__(self, key):
-        return self._expose(key, self._data[key])
+        return self._expose(key, self._state.data[key])
 
     def get(self, key, default=None):
-        value = self._data.get(key, _MISSING)
+        value = self._state.data.get(key, _MISSING)
         if value is _MISSING:
             return default
         return self._expose(key, value)
 
     def __setitem__(self, key, value):
-        self._data[_checked_key(key)] = value
-        self._changed.add(key)
+        self._state.data[_checked_key(key)] = value
+        self._state.changed.add(key)
 
     def __delitem__(self, key):
-        del self._data[key]
-        self._changed.add(key)
+        del self._state.data[key]
+        self._state.changed.add(key)
 
     def __contains__(self, key):
-        return key in self._data
+        return key in self._state.data
 
     def __iter__(self):
-        return iter(self._data)
+        return iter(self._state.data)
 
     def __len__(self):
-        return len(self._data)
+        return len(self._state.data)
 
     def keys(self):
-        return self._data.keys()
+        return self._state.data.keys()
 
     def values(self):
         self._expose_all()
-        return self._data.values()
+        return self._state.data.values()
 
     def items(self):
         self._expose_all()
-        return self._data.items()
+        return self._state.data.items()
 
     def copy(self):
         self._expose_all()
-        return dict(self._data)
+        return dict(self._state.data)
 
     def setdefault(self, key, default=None):
-        if key in self._data:
+        if key in self._state.data:
             return self[key]
         self[key] = default
         return default
 
     def pop(self, key, default=_MISSING):
-        if key in self._data:
-            self._changed.add(key)
-            return self._data.pop(key)
+        data = self._state.data
+        if key in data:
+            self._state.changed.add(key)
+            return data.pop(key)
         if default is _MISSING:
             raise KeyError(key)
         return default
 
     def popitem(self):
-        key, value = self._data.popitem()
-        self._changed.add(key)
+        key, value = self._state.data.popitem()
+        self._state.changed.add(key)
         return key, value
 
     def update(self, *args, **kwargs):
@@ -234,32 +321,9 @@ class MongoSession:
             self[key] = value
 
     def clear(self):
-        self._changed.update(self._data)
-        self._data.clear()
+        self._state.changed.update(self._state.data)
+        self._state.data.clear()
 
     def __repr__(self):
-        return '<%s %s %r>' % (type(self).__name__, 'new' if self.new else 'stored', self._data)
-
-    # -- what the end of the request writes -------------------------------------
-
-    def changes(self):
-        """Return ``(changed, removed)``: the keys to write and the keys to delete."""
-        changed = set(self._changed)
-        for key, snapshot in self._snapshots.items():
-            if key in changed or key not in self._data:
-                continue
-            try:
-                if encode_value(self._data[key]) != snapshot:
-                    changed.add(key)
-            except ENCODING_ERRORS as exc:
-                raise SessionValueError(
-                    'session key %r holds a value MongoDB cannot store: %s' % (key, exc)
-                ) from exc
-        data = self._data
-        return ({key: data[key] for key in changed if key in data},
-                {key for key in changed if key not in data})
-
-    @property
-    def data(self):
-        """The session's data as a plain dict, without marking anything read."""
-        return self._data
+        return '<%s %s %r>' % (type(self).__name__, 'new' if self.new else 'stored',
+                               self._state.data)

@@ -19,7 +19,6 @@ from .factory import MongoSessionFactory
 from .store import ProcessLocalCollection
 
 PREFIX = 'mongodb_session.'
-CLIENT_PREFIX = PREFIX + 'client.'
 #: ``mongodb_session.url = mongomock://`` keeps sessions in this process's
 #: memory (mongomock), for development without a server: lost on restart,
 #: invisible to other processes.

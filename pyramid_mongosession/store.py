@@ -26,18 +26,16 @@ import threading
 
 import bson
 import pymongo
-from bson.binary import UuidRepresentation
-from bson.codec_options import CodecOptions
 from pymongo.errors import DocumentTooLarge, DuplicateKeyError, OperationFailure, PyMongoError
-from bson.errors import InvalidDocument
 
 from .crypto import DecryptionError
+from .encoding import (
+    CODEC_OPTIONS, ENCODING_ERRORS, decode_value, encode_value, field_name, session_key,
+    unstorable)
 from .exceptions import SessionBackendError, SessionConflict, SessionValueError
 
 log = logging.getLogger(__name__)
 
-#: MongoDB's limit on one document; a larger session cannot be stored.
-MAX_DOCUMENT_SIZE = 16 * 1024 * 1024
 #: Server error codes meaning "the resulting document would be too large".
 _TOO_LARGE_CODES = frozenset((10334, 17419, 17420))
 #: BadValue, DollarPrefixedFieldName, EmptyFieldName, DottedFieldName: the
@@ -47,12 +45,6 @@ _REFUSED_VALUE_CODES = frozenset((2, 52, 56, 57))
 #: CommandNotFound, CannotCreateIndex, IndexOptionsConflict,
 #: IndexKeySpecsConflict, CommandNotSupported, NotImplemented.
 _INDEX_REFUSED_CODES = frozenset((2, 13, 59, 67, 85, 86, 115, 238))
-
-#: How session values are encoded everywhere: naive UTC datetimes, and
-#: uuid.UUID values as standard BSON UUIDs.
-CODEC_OPTIONS = CodecOptions(tz_aware=False, uuid_representation=UuidRepresentation.STANDARD)
-#: What BSON encoding raises for a value it cannot store.
-ENCODING_ERRORS = (InvalidDocument, TypeError, ValueError, OverflowError, RecursionError)
 
 
 class StoredSession:
@@ -72,50 +64,6 @@ class StoredSession:
 def document_id(session_id):
     """The ``_id`` under which a session id's document is stored."""
     return hashlib.sha256(session_id.encode('ascii')).hexdigest()
-
-
-# Session keys become field names inside ``data``. MongoDB's update paths
-# split on '.', reject a leading '$' and empty names, and BSON cannot hold NUL,
-# so those characters are %-escaped; '%' itself is escaped to stay reversible.
-_ESCAPES = {'%': '%25', '.': '%2E', '$': '%24', '\x00': '%00'}
-_UNESCAPES = {v: k for k, v in _ESCAPES.items()}
-_EMPTY_KEY = '%'
-
-
-def field_name(key):
-    if not key:
-        return _EMPTY_KEY
-    if '%' in key or '.' in key or '$' in key or '\x00' in key:
-        return ''.join(_ESCAPES.get(char, char) for char in key)
-    return key
-
-
-def session_key(name):
-    if '%' not in name:
-        return name
-    if name == _EMPTY_KEY:
-        return ''
-    parts = name.split('%')
-    return parts[0] + ''.join(_UNESCAPES['%' + part[:2]] + part[2:] for part in parts[1:])
-
-
-def encode_value(value):
-    """One session value as BSON bytes."""
-    return bson.encode({'v': value}, codec_options=CODEC_OPTIONS)
-
-
-def decode_value(data):
-    return bson.decode(data, codec_options=CODEC_OPTIONS)['v']
-
-
-def find_unstorable(values):
-    """Name the first key in ``values`` whose value BSON cannot encode, or None."""
-    for key, value in values.items():
-        try:
-            encode_value(value)
-        except ENCODING_ERRORS as exc:
-            return key, exc
-    return None
 
 
 class ProcessLocalCollection:
@@ -253,7 +201,7 @@ class SessionStore:
             return {prefix + field_name(key): self.cipher.encrypt(session_id, key, encode_value(value))
                     for key, value in values.items()}
         except ENCODING_ERRORS as exc:
-            raise _value_error(values, exc) from exc
+            raise unstorable(values, exc) from exc
 
     def check_size(self, data):
         """Refuse a session whose data is larger than ``max_size`` bytes of BSON."""
@@ -263,7 +211,7 @@ class SessionStore:
             size = len(bson.encode({field_name(key): value for key, value in data.items()},
                                    codec_options=CODEC_OPTIONS))
         except ENCODING_ERRORS as exc:
-            raise _value_error(data, exc) from exc
+            raise unstorable(data, exc) from exc
         if size > self.max_size:
             largest = max(data, key=lambda key: len(encode_value(data[key])))
             raise SessionValueError('the session holds %d bytes, more than max_size (%d); '
@@ -311,7 +259,7 @@ class SessionStore:
             # Two 256-bit ids colliding means a broken random generator.
             raise SessionBackendError('session id collision: refusing to overwrite') from None
         except ENCODING_ERRORS as exc:
-            raise _value_error(data, exc) from exc
+            raise unstorable(data, exc) from exc
 
     def update(self, session_id, now, changed, removed, expires, version=None):
         """Write ``changed`` keys, remove ``removed`` keys and set ``expires``.
@@ -332,7 +280,7 @@ class SessionStore:
         try:
             result = self._call('store a session', collection.update_one, query, update)
         except ENCODING_ERRORS as exc:
-            raise _value_error(changed, exc) from exc
+            raise unstorable(changed, exc) from exc
         if result.matched_count:
             return True
         if 'v' in query and self._call('check a session', collection.count_documents,
@@ -348,22 +296,23 @@ class SessionStore:
                    {'_id': document_id(session_id), 'expires': {'$not': {'$lte': now}}},
                    {'$set': {'expires': expires}})
 
-    def take(self, session_id, version=None):
-        """Delete a live session and return it as it was, or None if it was gone.
+    def take(self, session_id, now, version=None):
+        """Delete a live session and return it as it was, or None if it was gone or expired.
 
         ``change_id`` moves a session with this: what the delete returns is
         the latest data, concurrent writes included. With ``detect_conflicts``
         and a ``version``, a session written since is left alone and
         :class:`SessionConflict` is raised. Raises on failure.
         """
-        query = {'_id': document_id(session_id)}
+        query = {'_id': document_id(session_id), 'expires': {'$not': {'$lte': now}}}
         if self.detect_conflicts and version is not None:
             query['v'] = version
         collection = self.collection()
         document = self._call('move a session', collection.find_one_and_delete, query)
         if document is None:
             if 'v' in query and self._call('check a session', collection.count_documents,
-                                           {'_id': query['_id']}, limit=1):
+                                           {'_id': query['_id'], 'expires': query['expires']},
+                                           limit=1):
                 raise SessionConflict(
                     'the session was changed by another request since it was loaded')
             return None
@@ -378,7 +327,6 @@ class SessionStore:
             log.warning('%s; the session will expire on its own', exc)
             return None
         return bool(result.deleted_count)
-
 
     # -- maintenance ---------------------------------------------------------
 
@@ -429,10 +377,3 @@ def _data_selector(query):
         raise ValueError('refusing to match every session: the query is empty')
     return {'data.' + field_name(key): value for key, value in query.items()}
 
-
-def _value_error(values, exc):
-    found = find_unstorable(values)
-    if found is None:
-        return SessionValueError('MongoDB cannot store this session: %s' % exc)
-    key, cause = found
-    return SessionValueError('session key %r holds a value MongoDB cannot store: %s' % (key, cause))

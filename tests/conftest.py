@@ -175,3 +175,12 @@ def pytest_sessionfinish(session, exitstatus):
     if os.environ.get('CI') and skipped and exitstatus == 0:
         reporter.write_line('CI: %d skipped test(s) count as failures' % len(skipped), red=True)
         session.exitstatus = 1
+
+
+@pytest.fixture(params=['server', 'embedded'])
+def backend_collection(request):
+    """The sessions collection on the real server, then on the embedded backend."""
+    if request.param == 'server':
+        return request.getfixturevalue('collection')
+    import mongomock
+    return mongomock.MongoClient()['test']['sessions']

@@ -13,7 +13,7 @@ import pytest
 from pyramid.config import Configurator
 
 from pyramid_mongosession.cli import main, parse_value, percentile
-from pyramid_mongosession.options import utcnow
+from pyramid_mongosession.encoding import utcnow
 from pyramid_mongosession.store import SessionStore, document_id
 
 from .conftest import SECRET

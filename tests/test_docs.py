@@ -8,6 +8,7 @@ pages really cover every setting and every public name.
 """
 import html
 import importlib.util
+import inspect
 import os
 import re
 import subprocess
@@ -16,7 +17,7 @@ import sys
 import pytest
 
 import pyramid_mongosession
-from pyramid_mongosession import settings
+from pyramid_mongosession import lifecycle, settings
 from pyramid_mongosession.factory import DEFAULTS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -111,7 +112,8 @@ def test_api_reference_documents_every_public_name(built):
     for name in pyramid_mongosession.__all__:
         assert 'id="pyramid_mongosession.%s"' % name in page, \
             'docs/api.rst does not document pyramid_mongosession.%s' % name
-    for name in ('pyramid_mongosession.options.SessionOptions',
+    for name in ('pyramid_mongosession.session.SessionOptions',
+                 'pyramid_mongosession.lifecycle.decide',
                  'pyramid_mongosession.store.SessionStore',
                  'pyramid_mongosession.session.MongoSession',
                  'pyramid_mongosession.cli.main'):
@@ -136,3 +138,15 @@ def test_every_page_is_in_the_table_of_contents(built):
     for page in pages:
         if page != 'index':
             assert 'href="%s.html"' % page in index, '%s.rst is not in the toctree' % page
+
+
+def test_precedence_table_and_decide_have_the_same_cases():
+    """docs/options.rst's precedence rows are decide()'s numbered cases, in order."""
+    with open(os.path.join(DOCS, 'options.rst')) as page:
+        text = page.read()
+    table = text[text.index('Precedence\n'):text.index('No resurrection')]
+    rows = re.findall(r'^   \* - (\d+)$', table, re.M)
+    code = inspect.getsource(lifecycle.decide)
+    cases = re.findall(r'^\s+# (\d+)\. ', code, re.M)
+    returns = code.count('return Plan(')
+    assert rows == cases == [str(n) for n in range(1, returns + 1)]

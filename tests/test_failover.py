@@ -18,7 +18,7 @@ from webob import Response
 
 from pyramid_mongosession import MongoSessionFactory, SessionBackendError, SessionStoreError
 from pyramid_mongosession.cookie import new_session_id
-from pyramid_mongosession.options import utcnow
+from pyramid_mongosession.encoding import utcnow
 
 from .conftest import SECRET, make_config
 

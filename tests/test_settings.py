@@ -17,10 +17,7 @@ def settings(**extra):
 
 def test_defaults():
     factory = session_factory_from_settings(BASE)
-    assert factory.options['cookie_name'] == 'session'
-    assert factory.options['cookie_httponly'] is True
-    assert factory.options['cookie_samesite'] == 'Lax'
-    assert factory.timeout.total_seconds() == 1200
+    assert (factory.cookie.name, factory.cookie.max_age) == ('session', None)
     collection = factory.store._get_collection
     assert (collection.db_name, collection.coll_name) == ('app', 'sessions')
     assert collection._client_args == ('localhost', 27017)

@@ -97,8 +97,11 @@ def stream(request):
                     content_type='text/html', charset='utf-8')
 
 
-def _utc(moment):
-    return moment.strftime('%Y-%m-%d %H:%M:%S UTC') if moment else None
+def _utc(seconds):
+    if seconds is None:
+        return None
+    moment = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+    return moment.strftime('%Y-%m-%d %H:%M:%S UTC')
 
 
 @view_config(route_name='inspect', renderer='inspect.jinja2')
@@ -108,11 +111,10 @@ def inspector(request):
     session_id = session.options['id']
     if session_id is None:
         return {'session_id': None}
-    created = datetime.datetime.fromtimestamp(session.created, datetime.timezone.utc)
     return {
         'session_id': session_id[:8],
-        'created': _utc(created),
-        'expires': _utc(session.stored_expires),
+        'created': _utc(session.created),
+        'expires': _utc(session.expires),
         'data': sorted(session.items()),
     }
 

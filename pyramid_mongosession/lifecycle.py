@@ -1,0 +1,287 @@
+"""The end of a request: what is written to MongoDB and what the cookie says.
+
+The factory registers :class:`EndOfRequest` as a response callback, so
+responses made by exception views follow the same rules. It works in two
+steps:
+
+1. :func:`decide` turns the session's options and state into a
+   :class:`Plan`, when the response's headers are still open: a cookie action
+   and a store action. Its cases are the precedence rules of
+   ``docs/options.rst``, in the same order.
+2. The plan is carried out at once, or, under ``late_store``, when the WSGI
+   server closes the response body. Deleting the document of a session that
+   ended (``expire``, ``invalidate()``) is never postponed: it happens with
+   the headers, and again at the end if the session ended while the body
+   streamed, whether or not the body was sent.
+"""
+import collections
+import datetime
+import functools
+import logging
+
+from .cookie import new_session_id
+from .encoding import utcnow
+from .exceptions import SessionBackendError, SessionConflict
+
+log = logging.getLogger(__name__)
+
+# What happens to the cookie.
+KEEP = 'keep'          # no Set-Cookie (but see Expiry: a persistent cookie slides)
+NEW_ID = 'new id'      # set a cookie naming a fresh id
+CLEAR = 'clear'        # clear the cookie
+# What happens in the store.
+NOTHING = 'nothing'
+INSERT = 'insert'      # a new document under the new id
+UPDATE = 'update'      # the changed keys, or else an expiry refresh when one is due
+MOVE = 'move'          # change_id: the data under the new id, the old document deleted
+
+
+class Plan(collections.namedtuple('Plan', 'cookie store remove_loaded')):
+    """A cookie action, a store action, and whether the loaded document is deleted."""
+
+
+def decide(flags, loaded, invalidated, has_data, had_cookie):
+    """The plan for a session at the end of a request.
+
+    ``flags`` are the session's options; ``loaded`` says whether the request
+    loaded a stored session, ``invalidated`` whether it called
+    ``invalidate()``, ``has_data`` whether the session holds any key now, and
+    ``had_cookie`` whether the request sent a session cookie at all. The
+    numbered cases are the rows of the precedence table in ``docs/options.rst``;
+    the first that applies wins.
+    """
+    ended = CLEAR if loaded or had_cookie else KEEP
+    # change_id beats no_store, as both must update the store.
+    stores = flags['change_id'] or not flags['no_store']
+    # 1. expire beats everything: the document goes, nothing is stored.
+    if flags['expire']:
+        return Plan(ended, NOTHING, loaded)
+    if loaded and not invalidated:
+        # 2. A stored session moves under a new id.
+        if flags['change_id']:
+            return Plan(NEW_ID, MOVE, False)
+        # 3. no_store: nothing is written.
+        if not stores:
+            return Plan(KEEP, NOTHING, False)
+        # 4. Otherwise its changes are written, or its expiry refreshed.
+        return Plan(KEEP, UPDATE, False)
+    # 5. A new or invalidated session gets an id once it has something to
+    #    store; under late_store the body may still store something, so it gets one now.
+    if stores and (has_data or flags['late_store']):
+        return Plan(NEW_ID, INSERT, loaded)
+    # 6. Nothing to store: a cookie that named a session is cleared.
+    return Plan(ended, NOTHING, loaded)
+
+
+#: What the request brought: the id its signed cookie named (found or not),
+#: whether it sent a session cookie at all, the id and version of the document
+#: it loaded (None when it loaded none), and whether the store was down then.
+Arrival = collections.namedtuple('Arrival', 'cookie_id had_cookie loaded_id version degraded')
+
+
+class Expiry:
+    """When a session expires: idle ``timeout``, its ``reissue_time``, ``absolute_timeout``.
+
+    All three are :class:`datetime.timedelta` or None (``reissue_time`` is
+    never None).
+    """
+
+    def __init__(self, timeout, reissue_time, absolute_timeout):
+        self.timeout = timeout
+        self.reissue_time = reissue_time
+        self.absolute_timeout = absolute_timeout
+
+    def at(self, created, now):
+        """When a session created at ``created`` and active ``now`` expires (or None)."""
+        ends = [now + self.timeout] if self.timeout is not None else []
+        if self.absolute_timeout is not None:
+            ends.append(created + self.absolute_timeout)
+        return min(ends) if ends else None
+
+    def refreshed(self, created, stored, now):
+        """The new expiry for a request that changed nothing, or None when no refresh is due.
+
+        A refresh is due when it moves the stored expiry forward by at least
+        ``reissue_time``, so read-only traffic costs at most one write per window.
+        """
+        if self.timeout is None:
+            return None
+        expires = self.at(created, now)
+        if stored is None:
+            return expires
+        gain = expires - stored
+        if gain > datetime.timedelta(0) and gain >= self.reissue_time:
+            return expires
+        return None
+
+
+def publicly_cacheable(request, response):
+    """The default ``is_cacheable`` check: ``Cache-Control: public`` responses.
+
+    A shared cache would hand such a response, session cookie included, to
+    other users; so it gets no session cookie, and nothing is written.
+    """
+    return bool(response.cache_control.public)
+
+
+class EndOfRequest:
+    """The response callback that decides and carries out the end of a request."""
+
+    def __init__(self, store, cookie, expiry, is_cacheable=publicly_cacheable,
+                 degrade_on_outage=False):
+        self.store = store
+        self.cookie = cookie
+        self.expiry = expiry
+        self.is_cacheable = is_cacheable
+        self.degrade_on_outage = degrade_on_outage
+
+    def __call__(self, arrival, state, request, response):
+        if arrival.degraded:
+            return self._degraded(arrival, state, response)
+        plan = decide(state.flags, arrival.loaded_id is not None, state.invalidated,
+                      bool(state.data), arrival.had_cookie)
+        if plan == (KEEP, NOTHING, False) and not state.flags['late_store']:
+            return   # nothing to do: a new session that stayed empty, or no_store
+        if self.is_cacheable(request, response):
+            log.debug('left the session alone on a publicly cacheable response to %s',
+                      request.path)
+            return
+
+        if plan.cookie == NEW_ID:
+            state.id = new_session_id()
+            self.cookie.set(response, state.id)
+        elif plan.cookie == CLEAR:
+            state.id = None
+            self.cookie.clear(response)
+        refresh = None
+        if plan.store == UPDATE:
+            refresh = self.expiry.refreshed(state.created, state.expires, utcnow())
+            if refresh is not None and self.cookie.max_age is not None:
+                self.cookie.set(response, state.id)   # the browser's copy slides too
+        if plan.remove_loaded:
+            self.store.remove(arrival.loaded_id)
+
+        finish = functools.partial(self._finish, plan, arrival, state, state.id, refresh)
+        if state.flags['late_store']:
+            length = response.content_length   # WebOb forgets it when app_iter changes
+            response.app_iter = _BodyThenFinish(response.app_iter, finish)
+            response.content_length = length
+        else:
+            finish()
+
+    def _degraded(self, arrival, state, response):
+        # The store was down when the session was asked for; a logout still logs out.
+        if state.flags['expire'] or state.invalidated:
+            self.store.remove(arrival.cookie_id)
+            self.cookie.clear(response)
+
+    def _finish(self, plan, arrival, state, planned_id, refresh, body_sent=True):
+        """Carry out the store action, now or when a late_store body has ended."""
+        if state.flags['expire'] or state.id != planned_id:
+            # The session ended while the body streamed: the cookie can no
+            # longer change, so nothing is stored, and the old document goes.
+            if arrival.loaded_id is not None and not plan.remove_loaded:
+                self.store.remove(arrival.loaded_id)
+        elif body_sent:
+            self._guarded(self._store, plan, arrival, state, refresh)
+        else:
+            log.warning('late_store: the response body raised; the session was not saved')
+
+    def _guarded(self, operation, *args):
+        try:
+            operation(*args)
+        except SessionBackendError as exc:
+            if not self.degrade_on_outage:
+                raise
+            log.warning('session not saved (degrade_on_outage): %s', exc)
+
+    def _store(self, plan, arrival, state, refresh):
+        now = utcnow()
+        if plan.store == INSERT:
+            self.store.insert(state.id, state.data, state.created,
+                              self.expiry.at(state.created, now))
+        elif plan.store == MOVE:
+            self._move(arrival, state, now)
+        elif plan.store == UPDATE:
+            changed, removed = state.changes()
+            if changed or removed:
+                self.store.check_size(state.data)
+                self.store.update(state.id, now, changed, removed,
+                                  self.expiry.at(state.created, now), arrival.version)
+            elif refresh is not None:
+                self.store.touch(state.id, now, refresh)
+
+    def _move(self, arrival, state, now):
+        """change_id: the session as this request leaves it, under a new id; the old one goes.
+
+        The new document is written before the old one is deleted, so a failure
+        in between loses nothing. Deleting returns the old document as it was at
+        that moment: if another request wrote it since this one loaded it, its
+        changes to keys this request did not change are carried over too. If the
+        old document was already gone (logged out, expired, moved by another
+        request), the new one is deleted: a stale request cannot bring a session back.
+        """
+        store, old_id = self.store, arrival.loaded_id
+        store.insert(state.id, state.data, state.created, self.expiry.at(state.created, now))
+        try:
+            latest = store.take(old_id, now, arrival.version)
+        except SessionConflict:
+            store.remove(state.id)
+            raise
+        if latest is None:
+            store.remove(state.id)
+            return
+        if latest.version != arrival.version:
+            changed, removed = state.changes()
+            theirs = {key: value for key, value in latest.data.items()
+                      if key not in changed and key not in removed
+                      and state.data.get(key) != value}
+            dropped = [key for key in state.data if key not in latest.data and key not in changed]
+            if theirs or dropped:
+                store.update(state.id, now, theirs, dropped, self.expiry.at(state.created, now))
+
+
+class _BodyThenFinish:
+    """Wraps a WSGI ``app_iter``; calls ``finish(body_sent)`` once the body has ended.
+
+    The body ends when the WSGI server closes it: sent completely, cut short
+    (a Range request, a client that went away), or never iterated at all
+    (HEAD, 304). Only a body that raised counts as not sent. The wrapper is
+    its own iterator, because WebOb's replacements for HEAD, 304 and Range
+    responses close the iterator they were given, not the iterable.
+    """
+
+    def __init__(self, app_iter, finish):
+        self._app_iter = app_iter
+        self._iterator = None
+        self._finish = finish
+        self._raised = False
+        self._closed = False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._iterator is None:
+            self._iterator = iter(self._app_iter)
+        try:
+            return next(self._iterator)
+        except StopIteration:
+            raise
+        except BaseException:
+            self._raised = True
+            raise
+
+    def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            close = getattr(self._app_iter, 'close', None)
+            if close is not None:
+                close()
+        except BaseException:
+            self._raised = True
+            raise
+        finally:
+            self._finish(not self._raised)
