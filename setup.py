@@ -15,6 +15,8 @@ tests_require = embedded_requires + encryption_requires + [
     'WebTest>=3',
     'hypothesis>=6',
     'pytest-timeout>=2',
+    'pyramid_retry>=2',
+    'radon',
     'Sphinx>=7',
     'mockupdb>=1.8',
     'playwright>=1.40',

@@ -4,6 +4,8 @@
 settings and installs the session factory; code-only applications build a
 :class:`MongoSessionFactory` themselves.
 """
+from pyramid.tweens import EXCVIEW
+
 from .exceptions import (
     SessionBackendError,
     SessionConflict,
@@ -25,6 +27,11 @@ __all__ = [
 
 
 def includeme(config):
-    """Install the session factory described by the ``mongodb_session.*`` settings."""
-    factory = session_factory_from_settings(config.get_settings())
-    config.set_session_factory(factory)
+    """Install the session factory described by the ``mongodb_session.*`` settings.
+
+    Also installs :func:`~pyramid_mongosession.lifecycle.session_tween_factory`,
+    so that a session that cannot be stored renders the application's
+    exception view for the error.
+    """
+    config.set_session_factory(session_factory_from_settings(config.get_settings()))
+    config.add_tween('pyramid_mongosession.lifecycle.session_tween_factory', over=EXCVIEW)

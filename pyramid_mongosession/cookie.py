@@ -69,7 +69,7 @@ class SessionCookie:
         A missing cookie, a bad signature and a malformed id all read as no
         cookie; the last two are logged at INFO for operators.
         """
-        raw = request.cookies.get(self.name)
+        raw = self.sent(request)
         if raw is None:
             return None
         try:
@@ -77,6 +77,18 @@ class SessionCookie:
         except ValueError:
             log.info('ignored a session cookie that failed verification (%s, %d bytes)',
                      request.client_addr, len(raw))
+            return None
+
+    def sent(self, request):
+        """The session cookie's raw value as the request sent it, or None.
+
+        A Cookie header that is not UTF-8 (WebOb cannot parse it) counts as
+        no cookie.
+        """
+        try:
+            return request.cookies.get(self.name)
+        except UnicodeDecodeError:
+            log.info('ignored a Cookie header that is not UTF-8 (%s)', request.client_addr)
             return None
 
     def set(self, response, session_id):

@@ -4,6 +4,9 @@ The session (to notice values changed in place) and the store (to write
 them) both encode values; the rules live here so that both agree.
 """
 import datetime
+import math
+import re
+import uuid
 
 import bson
 from bson.binary import UuidRepresentation
@@ -17,6 +20,12 @@ from .exceptions import SessionValueError
 CODEC_OPTIONS = CodecOptions(tz_aware=False, uuid_representation=UuidRepresentation.STANDARD)
 #: What BSON encoding raises for a value it cannot store.
 ENCODING_ERRORS = (InvalidDocument, TypeError, ValueError, OverflowError, RecursionError)
+#: MongoDB's limit on one document (its default ``maxBsonObjectSize``).
+MAX_DOCUMENT_SIZE = 16 * 1024 * 1024
+#: How deep a value may nest lists and dicts. MongoDB refuses documents
+#: nested more than 100 levels; the session document and its ``data`` field
+#: take two, and the rest is kept as a margin for update commands.
+MAX_VALUE_DEPTH = 95
 
 
 def utcnow():
@@ -30,20 +39,36 @@ def utcnow():
 
 
 # Session keys become field names inside ``data``. MongoDB's update paths
-# split on '.', reject a leading '$' and empty names, and BSON cannot hold NUL,
-# so those characters are %-escaped; '%' itself is escaped to stay reversible.
-_ESCAPES = {'%': '%25', '.': '%2E', '$': '%24', '\x00': '%00'}
-_UNESCAPES = {v: k for k, v in _ESCAPES.items()}
+# split on '.', reject a leading '$' and empty names, BSON cannot hold NUL, and
+# FerretDB trims white space from both ends of each path segment (so ``'a '``
+# could be inserted but never updated); so those characters are %-escaped
+# (white space only at either end), and '%' itself is escaped to stay
+# reversible. Ordinary keys pass through unchanged.
+_NEEDS_ESCAPE = re.compile(r'[%.$\x00]|^\s|\s$')
+_ESCAPED = re.compile(r'%(?:u([0-9A-F]{4})|U([0-9A-F]{8})|([0-9A-F]{2}))')
 _EMPTY_KEY = '%'
+
+
+def _escape(match):
+    code = ord(match.group())
+    if code < 0x100:
+        return '%%%02X' % code
+    if code < 0x10000:
+        return '%%u%04X' % code
+    return '%%U%08X' % code
+
+
+def _unescape(match):
+    return chr(int(match.group(1) or match.group(2) or match.group(3), 16))
 
 
 def field_name(key):
     """The field name under ``data`` that stores session key ``key``."""
     if not key:
         return _EMPTY_KEY
-    if '%' in key or '.' in key or '$' in key or '\x00' in key:
-        return ''.join(_ESCAPES.get(char, char) for char in key)
-    return key
+    if _NEEDS_ESCAPE.search(key) is None:
+        return key
+    return _NEEDS_ESCAPE.sub(_escape, key)
 
 
 def session_key(name):
@@ -52,8 +77,7 @@ def session_key(name):
         return name
     if name == _EMPTY_KEY:
         return ''
-    parts = name.split('%')
-    return parts[0] + ''.join(_UNESCAPES['%' + part[:2]] + part[2:] for part in parts[1:])
+    return _ESCAPED.sub(_unescape, name)
 
 
 def encode_value(value):
@@ -63,6 +87,57 @@ def encode_value(value):
 
 def decode_value(data):
     return bson.decode(data, codec_options=CODEC_OPTIONS)['v']
+
+
+#: Values that BSON stores as they are, on every server.
+_PLAIN = (str, bytes, bool, type(None), datetime.datetime, bson.ObjectId, bson.Decimal128,
+          bson.Timestamp, bson.Binary, uuid.UUID)
+_INT64 = (-2 ** 63, 2 ** 63 - 1)
+
+
+def check_value(key, value):
+    """Raise :class:`SessionValueError` naming ``key`` unless every server can store ``value``.
+
+    That is: BSON can encode it, its numbers are finite and fit in 64 bits,
+    it nests no deeper than :data:`MAX_VALUE_DEPTH`, and it fits in one
+    document. NaN and infinity are refused everywhere, as JSON (Pyramid's
+    session contract) has no such numbers and FerretDB drops the connection
+    on NaN. Returns the size of the value's BSON.
+    """
+    problem = _problem(value, 0)
+    if problem is None:
+        try:
+            size = len(encode_value(value))
+        except ENCODING_ERRORS as exc:
+            problem = str(exc) or type(exc).__name__
+        else:
+            if size > MAX_DOCUMENT_SIZE:
+                problem = ('it is larger than MongoDB stores in one document '
+                           '(%d bytes of BSON; the limit is %d)' % (size, MAX_DOCUMENT_SIZE))
+            else:
+                return size
+    raise SessionValueError('session key %r holds a value MongoDB cannot store: %s'
+                            % (key, problem))
+
+
+def _problem(value, depth):
+    """What no server stores in ``value`` (non-finite or huge numbers, deep nesting), or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else '%r is not a finite number' % value
+    if isinstance(value, int) and not isinstance(value, bool):
+        if _INT64[0] <= value <= _INT64[1]:
+            return None
+        return 'the integer %d does not fit in 64 bits' % value
+    if isinstance(value, (dict, list, tuple)):
+        if depth >= MAX_VALUE_DEPTH:
+            return 'it nests lists and dicts more than %d deep' % MAX_VALUE_DEPTH
+        items = value.values() if isinstance(value, dict) else value
+        for item in items:
+            if not isinstance(item, _PLAIN):
+                problem = _problem(item, depth + 1)
+                if problem is not None:
+                    return problem
+    return None
 
 
 def unstorable(values, exc):

@@ -4,6 +4,7 @@ Every error is a :class:`SessionStoreError`, so one ``except`` clause (or one
 exception view) covers them all; the subclasses say why the store refused.
 The pymongo error behind a failure is chained as ``__cause__``.
 """
+from zope.interface import classImplements
 
 
 class SessionStoreError(Exception):
@@ -25,8 +26,18 @@ class SessionConflict(SessionStoreError):
     """Another request wrote this session after this request loaded it.
 
     Raised only when ``detect_conflicts`` is on; by default concurrent writes
-    to different keys merge and the last writer of a key wins.
+    to different keys merge and the last writer of a key wins. Where
+    ``pyramid_retry`` is installed, it is a retryable error: the request is
+    replayed, and sees the other request's write.
     """
+
+
+try:
+    from pyramid_retry import IRetryableError
+except ImportError:  # without pyramid_retry, nothing retries
+    pass
+else:
+    classImplements(SessionConflict, IRetryableError)
 
 
 class SessionValueError(SessionStoreError, ValueError):

@@ -138,15 +138,14 @@ class MongoSessionFactory:
                 log.warning('serving an empty session that will not be saved: %s', exc)
                 degraded = True
         if stored is None:
-            arrival = Arrival(session_id, self.cookie.name in request.cookies, None, None, degraded)
+            arrival = Arrival(session_id, self.cookie.sent(request) is not None, None, None, 0,
+                              degraded)
             state = SessionState()
         else:
-            arrival = Arrival(session_id, True, session_id, stored.version, False)
+            arrival = Arrival(session_id, True, session_id, stored.version, stored.size, False)
             state = SessionState(session_id, stored.data, stored.created, stored.expires,
                                  stored.stale_keys)
-        end_of_request = self._end_of_request
-        request.add_response_callback(
-            lambda request, response: end_of_request(arrival, state, request, response))
+        self._end_of_request.register(request, arrival, state)
         return MongoSession(state)
 
     def revoke(self, query):

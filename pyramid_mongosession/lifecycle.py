@@ -21,7 +21,7 @@ import logging
 
 from .cookie import new_session_id
 from .encoding import utcnow
-from .exceptions import SessionBackendError, SessionConflict
+from .exceptions import SessionBackendError, SessionConflict, SessionStoreError
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +74,11 @@ def decide(flags, loaded, invalidated, has_data, had_cookie):
 
 
 #: What the request brought: the id its signed cookie named (found or not),
-#: whether it sent a session cookie at all, the id and version of the document
-#: it loaded (None when it loaded none), and whether the store was down then.
-Arrival = collections.namedtuple('Arrival', 'cookie_id had_cookie loaded_id version degraded')
+#: whether it sent a session cookie at all, the id, version and BSON size of
+#: the document it loaded (None, None, 0 when it loaded none), and whether the
+#: store was down then.
+Arrival = collections.namedtuple('Arrival',
+                                 'cookie_id had_cookie loaded_id version size degraded')
 
 
 class Expiry:
@@ -124,8 +126,12 @@ def publicly_cacheable(request, response):
     return bool(response.cache_control.public)
 
 
+#: Where a request keeps the end of its session until the tween or the response callback runs it.
+_FINISH = 'pyramid_mongosession.finish'
+
+
 class EndOfRequest:
-    """The response callback that decides and carries out the end of a request."""
+    """Decides and carries out the end of a request (see :meth:`register`)."""
 
     def __init__(self, store, cookie, expiry, is_cacheable=publicly_cacheable,
                  degrade_on_outage=False):
@@ -134,6 +140,22 @@ class EndOfRequest:
         self.expiry = expiry
         self.is_cacheable = is_cacheable
         self.degrade_on_outage = degrade_on_outage
+
+    def register(self, request, arrival, state):
+        """Have the end of ``request`` run once for this session.
+
+        As a response callback; or earlier, by :func:`session_tween_factory`
+        where it is installed, so that a failure to store renders the
+        application's exception view.
+        """
+        done = []
+
+        def finish(request, response):
+            if not done:
+                done.append(True)
+                self(arrival, state, request, response)
+        request.__dict__[_FINISH] = finish
+        request.add_response_callback(finish)
 
     def __call__(self, arrival, state, request, response):
         if arrival.degraded:
@@ -205,9 +227,9 @@ class EndOfRequest:
         elif plan.store == UPDATE:
             changed, removed = state.changes()
             if changed or removed:
-                self.store.check_size(state.data)
                 self.store.update(state.id, now, changed, removed,
-                                  self.expiry.at(state.created, now), arrival.version)
+                                  self.expiry.at(state.created, now), arrival.version,
+                                  data=state.data, stored_size=arrival.size)
             elif refresh is not None:
                 self.store.touch(state.id, now, refresh)
 
@@ -238,7 +260,34 @@ class EndOfRequest:
                       and state.data.get(key) != value}
             dropped = [key for key in state.data if key not in latest.data and key not in changed]
             if theirs or dropped:
-                store.update(state.id, now, theirs, dropped, self.expiry.at(state.created, now))
+                store.update(state.id, now, theirs, dropped, self.expiry.at(state.created, now),
+                             data=dict(state.data, **theirs), stored_size=latest.size)
+
+
+def session_tween_factory(handler, registry):
+    """A tween that ends the session where a failure can still become an error page.
+
+    Pyramid runs response callbacks after the exception views, so a session
+    that fails to store there gives the WSGI server's bare 500. Installed
+    over ``EXCVIEW`` (``config.include('pyramid_mongosession')`` does it),
+    this tween ends the session first; a
+    :class:`~pyramid_mongosession.SessionStoreError` then renders the
+    application's exception view for it (a 503 page, say). Under
+    ``pyramid_retry``, a retryable error rendered that way still retries
+    the request. Without an exception view for the error, it propagates as
+    before.
+    """
+    def session_tween(request):
+        response = handler(request)
+        finish = request.__dict__.get(_FINISH)
+        if finish is None:
+            return response
+        try:
+            finish(request, response)
+        except SessionStoreError:
+            return request.invoke_exception_view(reraise=True)
+        return response
+    return session_tween
 
 
 class _BodyThenFinish:

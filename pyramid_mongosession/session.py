@@ -22,7 +22,7 @@ import bson
 from pyramid.interfaces import ISession
 from zope.interface import implementer
 
-from .encoding import ENCODING_ERRORS, encode_value, utcnow
+from .encoding import ENCODING_ERRORS, check_value, encode_value, utcnow
 from .exceptions import SessionValueError
 
 #: Plack::Middleware::Session's per-request options that a view may set.
@@ -220,6 +220,7 @@ class MongoSession:
         if messages is None:
             self[key] = messages = []
         if allow_duplicate or msg not in messages:
+            check_value(key, msg)
             messages.append(msg)
             self._state.changed.add(key)
 
@@ -265,7 +266,9 @@ class MongoSession:
         return self._expose(key, value)
 
     def __setitem__(self, key, value):
-        self._state.data[_checked_key(key)] = value
+        """Set ``key``; a value no server can store raises :class:`SessionValueError` here."""
+        check_value(_checked_key(key), value)
+        self._state.data[key] = value
         self._state.changed.add(key)
 
     def __delitem__(self, key):

@@ -19,6 +19,7 @@ Writes never upsert: a write to a session whose document has gone (expired,
 logged out, given a new id by a concurrent request) matches nothing and is
 dropped, so a stale request can never bring a session back.
 """
+import contextlib
 import hashlib
 import logging
 import os
@@ -26,12 +27,14 @@ import threading
 
 import bson
 import pymongo
+from bson.binary import UuidRepresentation
+from bson.raw_bson import RawBSONDocument
 from pymongo.errors import DocumentTooLarge, DuplicateKeyError, OperationFailure, PyMongoError
 
 from .crypto import DecryptionError
 from .encoding import (
-    CODEC_OPTIONS, ENCODING_ERRORS, decode_value, encode_value, field_name, session_key,
-    unstorable)
+    CODEC_OPTIONS, ENCODING_ERRORS, MAX_DOCUMENT_SIZE, check_value, decode_value, encode_value,
+    field_name, session_key, unstorable)
 from .exceptions import SessionBackendError, SessionConflict, SessionValueError
 
 log = logging.getLogger(__name__)
@@ -45,20 +48,48 @@ _REFUSED_VALUE_CODES = frozenset((2, 52, 56, 57))
 #: CommandNotFound, CannotCreateIndex, IndexOptionsConflict,
 #: IndexKeySpecsConflict, CommandNotSupported, NotImplemented.
 _INDEX_REFUSED_CODES = frozenset((2, 13, 59, 67, 85, 86, 115, 238))
+#: Room in a document for what is not session data (_id, times, version).
+DOCUMENT_HEADROOM = 1024
+#: What encryption adds to a value: version, key id, nonce and tag.
+ENCRYPTION_OVERHEAD = 40
+#: mongomock stores Python objects and refuses native UUIDs; it gets the
+#: decoded BSON of each document, with UUIDs as the BSON binaries they are.
+_EMBEDDED_CODEC_OPTIONS = CODEC_OPTIONS.with_options(
+    uuid_representation=UuidRepresentation.UNSPECIFIED)
+_RAW_CODEC_OPTIONS = CODEC_OPTIONS.with_options(document_class=RawBSONDocument)
+
+
+class _RefusedValue(SessionValueError):
+    """The server refused a value that other servers store (see _naming_refused)."""
+
+
+@contextlib.contextmanager
+def _naming_refused(values):
+    """Re-raise the server's refusal of a value naming the session key(s) it may be."""
+    try:
+        yield
+    except _RefusedValue as exc:
+        keys = ', '.join(repr(key) for key in values)
+        raise SessionValueError('session key %s holds a value this server refuses: %s'
+                                % (keys, exc) if len(values) == 1 else
+                                'one of the session keys %s holds a value this server '
+                                'refuses: %s' % (keys, exc)) from exc.__cause__
 
 
 class StoredSession:
     """What :meth:`SessionStore.load` found: the data and its bookkeeping."""
 
-    __slots__ = ('data', 'created', 'expires', 'version', 'stale_keys')
+    __slots__ = ('data', 'created', 'expires', 'version', 'stale_keys', 'size')
 
-    def __init__(self, data, created, expires, version, stale_keys=()):
+    def __init__(self, data, created, expires, version, stale_keys=(), size=0):
         self.data = data
         self.created = created
         self.expires = expires
         self.version = version
         #: Keys whose values are encrypted with a retired key: rewrite them.
         self.stale_keys = stale_keys
+        #: The document's size in BSON, as loaded.
+        self.size = size
 
 
 def document_id(session_id):
@@ -118,6 +149,7 @@ class SessionStore:
         self._lock = threading.Lock()
         self._process = None      # (pid, collection): published in one assignment
         self._indexed = False
+        self._embedded = False
 
     # -- plumbing -------------------------------------------------------
 
@@ -139,12 +171,21 @@ class SessionStore:
                     source = self._call('connect to MongoDB', self._get_collection)
                     try:
                         collection = source.with_options(codec_options=CODEC_OPTIONS)
+                        raw = source.with_options(codec_options=_RAW_CODEC_OPTIONS)
+                        self._embedded = False
                     except NotImplementedError:
-                        # mongomock (the embedded backend) keeps Python objects as they are.
-                        collection = source
-                    process = self._process = (os.getpid(), collection)
+                        # mongomock (the embedded backend) keeps Python objects:
+                        # documents pass through BSON on their way (see _sent).
+                        collection = raw = source
+                        self._embedded = True
+                    process = self._process = (os.getpid(), collection, raw)
                     self._indexed = False
         return process[1]
+
+    def _raw_collection(self):
+        """The collection, answering with raw BSON: its size is known, and it is decoded once."""
+        self.collection()
+        return self._process[2]
 
     def _call(self, what, operation, *args, **kwargs):
         try:
@@ -155,8 +196,7 @@ class SessionStore:
                 raise SessionValueError(
                     'the session is larger than MongoDB can store in one document') from exc
             if exc.code in _REFUSED_VALUE_CODES:
-                raise SessionValueError('MongoDB refused the session\'s data: %s'
-                                        % (exc.details or {}).get('errmsg', exc)) from exc
+                raise _RefusedValue((exc.details or {}).get('errmsg') or str(exc)) from exc
             raise SessionBackendError('could not %s: %s' % (what, exc)) from exc
         except DocumentTooLarge as exc:
             raise SessionValueError(
@@ -194,34 +234,60 @@ class SessionStore:
         return True
 
     def _fields(self, session_id, values, prefix):
-        """Session keys and values as stored: escaped names, values encrypted if asked."""
-        try:
-            if self.cipher is None:
-                return {prefix + field_name(key): value for key, value in values.items()}
-            return {prefix + field_name(key): self.cipher.encrypt(session_id, key, encode_value(value))
-                    for key, value in values.items()}
-        except ENCODING_ERRORS as exc:
-            raise unstorable(values, exc) from exc
+        """Session keys and values as stored, and an upper bound of their size in BSON.
 
-    def check_size(self, data):
-        """Refuse a session whose data is larger than ``max_size`` bytes of BSON."""
-        if self.max_size is None:
+        Names are escaped and values encrypted if asked; every value is
+        checked first (:func:`~pyramid_mongosession.encoding.check_value`),
+        so a value no server stores is refused here, naming its key.
+        """
+        fields, size = {}, 0
+        cipher = self.cipher
+        for key, value in values.items():
+            name = prefix + field_name(key)
+            size += check_value(key, value) + len(name.encode('utf-8', 'surrogatepass')) + 2
+            if cipher is not None:
+                value = cipher.encrypt(session_id, key, encode_value(value))
+                size += ENCRYPTION_OVERHEAD
+            fields[name] = value
+        return fields, size
+
+    def _check_size(self, bound, data):
+        """Refuse to store ``data`` if it exceeds ``max_size`` or MongoDB's document limit.
+
+        ``bound`` is an upper bound of the stored document's size; the data
+        is measured exactly only when the bound is over a limit, so a small
+        write to a large session costs no encoding of the whole session.
+        """
+        limit = MAX_DOCUMENT_SIZE - DOCUMENT_HEADROOM
+        if self.max_size is not None:
+            limit = min(limit, self.max_size)
+        if bound <= limit:
             return
-        try:
-            size = len(bson.encode({field_name(key): value for key, value in data.items()},
-                                   codec_options=CODEC_OPTIONS))
-        except ENCODING_ERRORS as exc:
-            raise unstorable(data, exc) from exc
-        if size > self.max_size:
-            largest = max(data, key=lambda key: len(encode_value(data[key])))
+        sizes = {key: len(encode_value(value)) for key, value in data.items()}
+        size = sum(sizes.values()) + sum(
+            len(field_name(key).encode('utf-8', 'surrogatepass')) + 2 for key in data)
+        if self.cipher is not None:
+            size += ENCRYPTION_OVERHEAD * len(data)
+        largest = max(sizes, key=sizes.get) if sizes else None
+        if self.max_size is not None and size > self.max_size:
             raise SessionValueError('the session holds %d bytes, more than max_size (%d); '
                                     'its largest key is %r' % (size, self.max_size, largest))
+        if size > MAX_DOCUMENT_SIZE - DOCUMENT_HEADROOM:
+            raise SessionValueError('the session would be larger than MongoDB stores in one '
+                                    'document (%d bytes; its largest key is %r)' % (size, largest))
+
+    def _sent(self, document):
+        """``document`` as the server will get it (mongomock: through BSON, as a server would)."""
+        if not self._embedded:
+            return document
+        return bson.decode(bson.encode(document, codec_options=CODEC_OPTIONS),
+                           codec_options=_EMBEDDED_CODEC_OPTIONS)
 
     # -- the four operations ---------------------------------------------
 
     def load(self, session_id, now):
         """The session stored under ``session_id``, or None if absent or expired."""
-        collection = self.collection()
+        collection = self._raw_collection()
         document = self._call('load a session', collection.find_one, {
             '_id': document_id(session_id),
             'expires': {'$not': {'$lte': now}},
@@ -231,6 +297,11 @@ class SessionStore:
         return self._stored(session_id, document)
 
     def _stored(self, session_id, document):
+        if isinstance(document, RawBSONDocument):
+            raw = document.raw
+        else:   # mongomock
+            raw = bson.encode(document, codec_options=_EMBEDDED_CODEC_OPTIONS)
+        document = bson.decode(raw, codec_options=CODEC_OPTIONS)
         data = {session_key(name): value for name, value in document.get('data', {}).items()}
         stale = ()
         if self.cipher is not None:
@@ -240,45 +311,54 @@ class SessionStore:
                 log.warning('ignored a session that could not be decrypted: %s', exc)
                 return None
         return StoredSession(data, document.get('created'), document.get('expires'),
-                             document.get('v', 0), stale)
+                             document.get('v', 0), stale, len(raw))
 
     def insert(self, session_id, data, created, expires):
         """Store a new session. Raises if it cannot be stored."""
-        self.check_size(data)
+        fields, size = self._fields(session_id, data, '')
+        self._check_size(size, data)
         document = {
             '_id': document_id(session_id),
-            'data': self._fields(session_id, data, ''),
+            'data': fields,
             'created': created,
             'expires': expires,
             'v': 1,
         }
         collection = self.collection()
         try:
-            self._call('store a session', collection.insert_one, document)
+            with _naming_refused(data):
+                self._call('store a session', collection.insert_one, self._sent(document))
         except DuplicateKeyError:
             # Two 256-bit ids colliding means a broken random generator.
             raise SessionBackendError('session id collision: refusing to overwrite') from None
         except ENCODING_ERRORS as exc:
             raise unstorable(data, exc) from exc
 
-    def update(self, session_id, now, changed, removed, expires, version=None):
+    def update(self, session_id, now, changed, removed, expires, version=None,
+               data=None, stored_size=0):
         """Write ``changed`` keys, remove ``removed`` keys and set ``expires``.
 
         Returns False, writing nothing, when the session has gone meanwhile.
         With ``detect_conflicts``, ``version`` must still be the stored one,
-        or :class:`SessionConflict` is raised.
+        or :class:`SessionConflict` is raised. ``data`` (the whole session
+        after the write) and ``stored_size`` (the document's size when it was
+        loaded) let the write be refused if it would make the document too large.
         """
         query = {'_id': document_id(session_id), 'expires': {'$not': {'$lte': now}}}
         if self.detect_conflicts and version is not None:
             query['v'] = version
-        sets = self._fields(session_id, changed, 'data.')
+        sets, size = self._fields(session_id, changed, 'data.')
+        if data is not None:
+            self._check_size(stored_size + size, data)
         sets['expires'] = expires
         update = {'$set': sets, '$inc': {'v': 1}}
         if removed:
             update['$unset'] = {'data.' + field_name(key): '' for key in removed}
         collection = self.collection()
         try:
-            result = self._call('store a session', collection.update_one, query, update)
+            with _naming_refused(changed):
+                result = self._call('store a session', collection.update_one, query,
+                                    self._sent(update))
         except ENCODING_ERRORS as exc:
             raise unstorable(changed, exc) from exc
         if result.matched_count:
@@ -307,7 +387,7 @@ class SessionStore:
         query = {'_id': document_id(session_id), 'expires': {'$not': {'$lte': now}}}
         if self.detect_conflicts and version is not None:
             query['v'] = version
-        collection = self.collection()
+        collection = self._raw_collection()
         document = self._call('move a session', collection.find_one_and_delete, query)
         if document is None:
             if 'v' in query and self._call('check a session', collection.count_documents,
