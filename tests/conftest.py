@@ -12,7 +12,7 @@ from pyramid.response import Response
 
 from pyramid_mongosession import MongoSessionFactory
 
-from . import servers
+from . import probes, servers
 
 SECRET = 'test secret, long enough to be taken seriously: 0123456789abcdef'
 
@@ -43,15 +43,20 @@ class CommandLog(monitoring.CommandListener):
             self.events.clear()
 
 
+def not_available(message):
+    """Fail under CI, where every test must run; skip elsewhere."""
+    if os.environ.get('CI'):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 @pytest.fixture(scope='session')
 def mongodb_url():
     try:
         with servers.mongodb_url() as url:
             yield url
     except servers.NoServer as exc:
-        if os.environ.get('CI'):
-            pytest.fail('server-backed tests cannot run under CI: %s' % exc)
-        pytest.skip(str(exc))
+        not_available('server-backed tests cannot run: %s' % exc)
 
 
 @pytest.fixture(scope='session')
@@ -81,25 +86,101 @@ def collection(database):
 
 
 @pytest.fixture(scope='session')
+def mongo_java_server_url():
+    """mongo-java-server, started for the tests that need what the main server lacks."""
+    try:
+        server = servers.start_mongo_java_server()
+    except servers.NoServer as exc:
+        not_available('mongo-java-server cannot run: %s' % exc)
+    yield server.url
+    server.close()
+
+
+@pytest.fixture(scope='session')
+def probed():
+    """``probed(url)``: what the server at ``url`` can do (see tests/probes.py),
+    probed once per test session."""
+    found = {}
+
+    def capabilities(url):
+        if url not in found:
+            found[url] = probes.probe(url)
+        return found[url]
+    return capabilities
+
+
+# The servers the suite can use, by fixture name, in order of preference: the
+# main server (MONGODB_URL, a mongod on PATH or FerretDB), then mongo-java-server.
+PROVISIONED = ('mongodb_url', 'mongo_java_server_url')
+
+
+def server_with(request, has, what):
+    """The URL of the first provisioned server whose probe says it ``has`` a capability."""
+    probed = request.getfixturevalue('probed')
+    for name in PROVISIONED:
+        url = request.getfixturevalue(name)
+        if has(probed(url)):
+            return url
+    not_available('no server the suite can start has %s' % what)
+
+
+@pytest.fixture(scope='session')
+def atomic_server_url(request):
+    """A server that applies each update of one document atomically, under concurrent
+    connections: the main server if it does (MongoDB), else mongo-java-server."""
+    return server_with(request, lambda found: found.atomic_updates,
+                       'atomic single-document updates')
+
+
+@pytest.fixture(scope='session')
+def ttl_server_url(request):
+    """A server that accepts and keeps a TTL index on ``expires``."""
+    return server_with(request, lambda found: found.ttl_index in ('accepted', 'expires'),
+                       'TTL indexes')
+
+
+@pytest.fixture(scope='session')
 def serial_client(mongodb_url):
-    """A client with one connection, so the server applies its commands one at a time.
+    """A client of the main server with one connection, so that the server applies
+    its commands one at a time.
 
     MongoDB applies every single-document update atomically. FerretDB 1.x does
     not: it reads, modifies and writes back a document without isolation, so
     two connections updating different fields of one document can lose one
-    update (reproduced with plain pymongo). Concurrency tests use this client
-    to get MongoDB's per-command atomicity from any server; the races they
-    test, between one request's load and its save, span many commands and are
-    not serialised by it.
+    update (see tests/probes.py). One connection gets MongoDB's per-command
+    atomicity from any server; the races the concurrency tests test, between
+    one request's load and its save, span many commands and are not
+    serialised by it.
     """
     client = pymongo.MongoClient(mongodb_url, maxPoolSize=1, serverSelectionTimeoutMS=5000)
     yield client
     client.close()
 
 
-@pytest.fixture
-def atomic_collection(serial_client, database):
-    return serial_client[database.name]['sessions']
+@pytest.fixture(scope='session')
+def pooled_atomic_client(atomic_server_url):
+    """A client with a default connection pool, of a server whose updates are atomic."""
+    client = pymongo.MongoClient(atomic_server_url, serverSelectionTimeoutMS=5000)
+    yield client
+    client.close()
+
+
+@pytest.fixture(params=['one-connection', 'atomic-server'])
+def atomic_collection(request):
+    """A collection on which each command is applied atomically, in two ways:
+
+    ``one-connection``: the main server, through ``serial_client``;
+    ``atomic-server``: a server whose probe found its updates atomic
+    (``atomic_server_url``), through a default connection pool, so that
+    concurrent requests reach the server concurrently.
+    """
+    if request.param == 'one-connection':
+        database = request.getfixturevalue('database')
+        return request.getfixturevalue('serial_client')[database.name]['sessions']
+    client = request.getfixturevalue('pooled_atomic_client')
+    name = 'test_%s' % uuid.uuid4().hex[:16]
+    request.addfinalizer(lambda: client.drop_database(name))
+    return client[name]['sessions']
 
 
 @pytest.fixture

@@ -1,13 +1,22 @@
-"""A MongoDB-compatible server for the test suite and the benchmark.
+"""MongoDB-compatible servers for the test suite and the benchmark.
 
-In this order: the server ``MONGODB_URL`` names; a ``mongod`` found on PATH,
-started on a free port in a temporary directory; FerretDB 1.24.2 (Apache-2.0,
-MongoDB wire-compatible) with its SQLite backend, built once with Go into a
-cache directory. Servers started here listen on 127.0.0.1 only and are stopped
-by the code that started them.
+The main server, in this order: the server ``MONGODB_URL`` names; a ``mongod``
+found on PATH, started on a free port in a temporary directory; FerretDB 1.24.2
+(Apache-2.0, MongoDB wire-compatible) with its SQLite backend, built once with
+Go into a cache directory.
+
+A second server for the tests that need a capability the main server may lack
+(see ``tests/probes.py``): mongo-java-server (BSD) with its in-memory backend,
+which applies each update to a document atomically. Its jars are fetched once
+with Maven from Maven Central into the cache directory, and its launcher
+(``tests/java/MongoJavaServerLauncher.java``) is compiled there with javac.
+
+Servers started here listen on 127.0.0.1 only and are stopped by the code that
+started them.
 """
 import contextlib
 import ctypes
+import hashlib
 import json
 import os
 import shutil
@@ -19,9 +28,14 @@ import tempfile
 import time
 
 import pymongo
+import pymongo.common
 
 FERRETDB_MODULE = 'github.com/FerretDB/FerretDB'
 FERRETDB_VERSION = 'v1.24.2'
+MONGO_JAVA_SERVER_VERSION = '1.47.0'
+MAVEN_DEPENDENCY_PLUGIN_VERSION = '3.8.1'
+LAUNCHER_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'java',
+                               'MongoJavaServerLauncher.java')
 CACHE_DIR = os.environ.get('PYRAMID_MONGOSESSION_CACHE') or os.path.join(
     os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache'), 'pyramid_mongosession')
 
@@ -111,6 +125,84 @@ def ferretdb_binary():
     return binary
 
 
+POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.tests</groupId>
+  <artifactId>mongo-java-server-jars</artifactId>
+  <version>0</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>de.bwaldvogel</groupId>
+      <artifactId>mongo-java-server-memory-backend</artifactId>
+      <version>{version}</version>
+    </dependency>
+  </dependencies>
+  <build>
+    <plugins>
+      <plugin>
+        <groupId>org.apache.maven.plugins</groupId>
+        <artifactId>maven-dependency-plugin</artifactId>
+        <version>{plugin}</version>
+      </plugin>
+    </plugins>
+  </build>
+</project>
+"""
+
+
+def _run(argv, what, **kwargs):
+    done = subprocess.run(argv, capture_output=True, text=True, check=False,
+                          stdin=subprocess.DEVNULL, **kwargs)
+    if done.returncode != 0:
+        raise NoServer('%s failed (%s exited with %d): %s' % (
+            what, os.path.basename(argv[0]), done.returncode, (done.stdout + done.stderr)[-4000:]))
+
+
+def _publish(built, target):
+    """Move a finished directory into place; another process may have done so first."""
+    try:
+        os.replace(built, target)
+    except OSError:
+        if not os.path.isdir(target):
+            raise
+
+
+def mongo_java_server_classpath():
+    """Java classpath of mongo-java-server and its launcher, fetching and compiling them once."""
+    tools = {name: shutil.which(name) for name in ('java', 'javac', 'mvn')}
+    missing = sorted(name for name, path in tools.items() if path is None)
+    if missing:
+        raise NoServer('mongo-java-server needs %s: run tests/setup.sh' % ', '.join(missing))
+    home = os.path.join(CACHE_DIR, 'mongo-java-server-' + MONGO_JAVA_SERVER_VERSION)
+    lib = os.path.join(home, 'lib')
+    if not os.path.isdir(lib):
+        os.makedirs(home, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=home) as work:
+            with open(os.path.join(work, 'pom.xml'), 'w') as out:
+                out.write(POM.format(version=MONGO_JAVA_SERVER_VERSION,
+                                     plugin=MAVEN_DEPENDENCY_PLUGIN_VERSION))
+            _run([tools['mvn'], '-B', '-q', '--strict-checksums',
+                  '-f', os.path.join(work, 'pom.xml'),
+                  '-Dmaven.repo.local=' + os.path.join(CACHE_DIR, 'maven-repository'),
+                  'dependency:copy-dependencies', '-DincludeScope=runtime',
+                  '-DoutputDirectory=' + os.path.join(work, 'lib')],
+                 'fetching mongo-java-server with Maven', cwd=work)
+            _publish(os.path.join(work, 'lib'), lib)
+    jars = os.path.join(lib, '*')
+    # The launcher is compiled into a directory named after its source's
+    # digest, so that an edited launcher is compiled afresh.
+    with open(LAUNCHER_SOURCE, 'rb') as source:
+        digest = hashlib.sha256(source.read()).hexdigest()[:16]
+    classes = os.path.join(home, 'launcher-' + digest)
+    if not os.path.isdir(classes):
+        with tempfile.TemporaryDirectory(dir=home) as work:
+            _run([tools['javac'], '-d', os.path.join(work, 'classes'), '-cp', jars,
+                  LAUNCHER_SOURCE], 'compiling the mongo-java-server launcher')
+            _publish(os.path.join(work, 'classes'), classes)
+    return os.pathsep.join([classes, jars])
+
+
 class ServerProcess:
     """A mongod or FerretDB process on 127.0.0.1, which tests may stop, hang and restart."""
 
@@ -163,6 +255,42 @@ class ServerProcess:
     def close(self):
         self.stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+class MongoJavaServerProcess(ServerProcess):
+    """mongo-java-server's in-memory backend on 127.0.0.1: its data dies with the process."""
+
+    def __init__(self, classpath):
+        super().__init__('mongo-java-server', shutil.which('java'))
+        self.classpath = classpath
+
+    def _argv(self):
+        version, wire_version = announced_version()
+        return [self.binary, '-XX:+UseSerialGC', '-XX:TieredStopAtLevel=1', '-Xmx512m',
+                '-cp', self.classpath, 'MongoJavaServerLauncher',
+                '127.0.0.1', str(self.port), version, str(wire_version)]
+
+
+# MongoDB releases and their wire versions. mongo-java-server announces itself
+# as 5.0 with wire version 8, which current pymongo refuses; its launcher
+# announces instead the oldest release the installed pymongo accepts, so that
+# pymongo sends it nothing newer than it needs to.
+WIRE_VERSIONS = [(9, '4.4.0'), (13, '5.0.0'), (17, '6.0.0'), (21, '7.0.0'), (25, '8.0.0')]
+
+
+def announced_version():
+    """The version and wire version that the mongo-java-server launcher announces."""
+    minimum = getattr(pymongo.common, 'MIN_SUPPORTED_WIRE_VERSION', 9)
+    for wire_version, version in WIRE_VERSIONS:
+        if wire_version >= minimum:
+            return version, wire_version
+    raise NoServer('pymongo %s needs wire version %d or later; add it to WIRE_VERSIONS'
+                   % (pymongo.version, minimum))
+
+
+def start_mongo_java_server():
+    """Start mongo-java-server (fetching and compiling it the first time); the caller closes it."""
+    return MongoJavaServerProcess(mongo_java_server_classpath()).start()
 
 
 def start_server():

@@ -7,8 +7,10 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 
 import bson
+import pymongo
 import pytest
 from pyramid.config import Configurator
 
@@ -406,3 +408,22 @@ def test_revoke_says_when_values_are_encrypted(run, tmp_path, mongodb_url, datab
     assert (status, err) == (0, '')
     assert 'revoked 2 sessions' in out
     assert collection.count_documents({}) == 1
+
+
+def test_ensure_indexes_on_a_server_that_keeps_ttl_indexes(run, tmp_path, ttl_server_url):
+    # The main server may refuse TTL indexes (FerretDB 1.x): this runs the
+    # other branch of test_ensure_indexes on a server that keeps them.
+    client = pymongo.MongoClient(ttl_server_url, serverSelectionTimeoutMS=5000)
+    name = 'test_%s' % uuid.uuid4().hex[:16]
+    try:
+        ini = write_ini(tmp_path / 'ttl.ini', ttl_server_url, name)
+        status, out, err = run('ensure-indexes', ini)
+        assert (status, err) == (0, '')
+        assert 'is in place' in out
+        ttl = [spec for spec in client[name]['sessions'].index_information().values()
+               if spec.get('key') == [('expires', 1)]]
+        assert [spec.get('expireAfterSeconds') for spec in ttl] == [0]
+        assert run('ensure-indexes', ini)[:2] == (status, out)
+    finally:
+        client.drop_database(name)
+        client.close()

@@ -1,7 +1,11 @@
 """Concurrent requests on one session, against the real server.
 
 The tests use ``atomic_collection`` (see conftest): a server that applies each
-command atomically, as MongoDB does.
+command atomically, as MongoDB does. Each test runs twice: on the main server
+through a client with one connection (FerretDB 1.x applies updates atomically
+only so), and on a server whose probe found its updates atomic
+(``atomic_server_url``: MongoDB, or else mongo-java-server) through a default
+connection pool, so that concurrent requests also reach the server at once.
 """
 import os
 import threading
