@@ -98,6 +98,7 @@ CONNECTION = {
 #: Options of :class:`MongoSessionFactory`, by converter.
 FACTORY = {
     'secret': str,
+    'old_secrets': _list_or_none,
     'cookie_name': _string,
     'cookie_max_age': _int_or_none,
     'cookie_path': _string,
