@@ -86,7 +86,7 @@ SETTINGS = {
         process and host of the application, and keep it out of version
         control. Changing it makes every existing cookie invalid, unless the
         former secret is kept in ``old_secrets`` for a while: see
-        :doc:`security`.'''),
+        :ref:`rotation`.'''),
     'old_secrets': ('cookie', 'old_secrets = %(SESSION_SECRET_OLD)s', '''
         Former values of ``secret``, still accepted when a cookie is verified,
         so that the secret can change without logging anybody out. The
@@ -98,7 +98,7 @@ SETTINGS = {
         the application at start-up. In an ini file the list is separated by
         white space, so these secrets cannot contain any. Remove a secret
         once no live session can still be named by a cookie it signed: see
-        :doc:`security`.'''),
+        :ref:`rotation`.'''),
     'cookie_name': ('cookie', 'cookie_name = myapp_session', '''
         The cookie's name; an RFC 6265 token.'''),
     'cookie_max_age': ('cookie', 'cookie_max_age = 2592000', '''
