@@ -283,6 +283,8 @@ BASE = {'mongodb_session.secret': NEW, 'mongodb_session.db_name': 'app'}
     ('one two', ['one', 'two']),
     ('\n    one\n    two three\n', ['one', 'two', 'three']),
     ('', None),
+    ('none', None),
+    ('  None ', None),
 ])
 def test_old_secrets_from_ini(text, parsed):
     connection, options, client = parse_settings(
@@ -290,6 +292,13 @@ def test_old_secrets_from_ini(text, parsed):
     assert options['old_secrets'] == parsed
     factory = session_factory_from_settings(dict(BASE, **{'mongodb_session.old_secrets': text}))
     assert len(factory.cookie._keys) == 1 + len(parsed or ())
+
+
+@pytest.mark.parametrize('name', ['old_secrets', 'encryption_keys'])
+def test_list_settings_take_none_as_documented(name):
+    # Not a list of one secret (or key) spelt "none".
+    factory = session_factory_from_settings(dict(BASE, **{'mongodb_session.' + name: 'none'}))
+    assert len(factory.cookie._keys) == 1 and factory.store.cipher is None
 
 
 def test_old_secrets_default_to_none():
