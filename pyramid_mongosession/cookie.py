@@ -1,9 +1,18 @@
 """The session cookie: a signed session id in, a signed session id out.
 
-The cookie carries nothing but the id. Signing and encoding are WebOb's
-(:class:`webob.cookies.SignedCookieProfile`), so a cookie whose signature does
-not verify is rejected here, before anything asks the database about it.
+The cookie carries nothing but the id, signed with HMAC-SHA512. Cookies are
+written by WebOb's :class:`webob.cookies.SignedCookieProfile` and verified
+here in the same format, so that besides the current ``secret`` each of the
+``old_secrets`` can be tried: one HMAC per secret tried, the current secret
+first, compared with :func:`hmac.compare_digest`. A cookie that does not
+verify is rejected here, before anything asks the database about it; one that
+verifies only with an old secret is signed again with the current secret on
+the response.
 """
+import base64
+import functools
+import hashlib
+import hmac
 import logging
 import re
 import secrets
@@ -19,10 +28,49 @@ _ID_PATTERN = re.compile(r'[A-Za-z0-9_-]{43}\Z')
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 SAMESITE_VALUES = ('Strict', 'Lax', 'None')
 
+# The signature, as WebOb's SignedSerializer makes it: HMAC-SHA512 keyed with
+# the salt followed by the secret, over the payload; the cookie value is the
+# unpadded base64url of the signature followed by the payload (the id).
+_SALT = 'pyramid_mongosession'
+_HASH = 'sha512'
+_SIGNATURE_SIZE = hashlib.new(_HASH).digest_size
+_SIGNED_SIZE = _SIGNATURE_SIZE + 43
+
 
 def new_session_id():
     """Return a fresh, unguessable session id."""
     return secrets.token_urlsafe(ID_BYTES)
+
+
+def signing_key(secret):
+    """The HMAC key WebOb's :class:`~webob.cookies.SignedSerializer` derives from ``secret``."""
+    try:
+        return _SALT.encode('latin-1') + (
+            secret if isinstance(secret, bytes) else secret.encode('latin-1'))
+    except UnicodeEncodeError:
+        return _SALT.encode('utf-8') + secret.encode('utf-8')
+
+
+def _old_signing_keys(secret, old_secrets):
+    """The keys of ``old_secrets``, in order, checked against each other and ``secret``."""
+    if old_secrets is None:
+        return ()
+    if isinstance(old_secrets, (str, bytes)):
+        # Iterating a string would accept each of its characters as a secret.
+        raise TypeError('old_secrets must be a list of secrets, not a string')
+    current = signing_key(secret)
+    keys = []
+    for old in old_secrets:
+        if not isinstance(old, (str, bytes)):
+            raise TypeError('old_secrets must hold strings, not %s' % type(old).__name__)
+        if not old.strip():
+            raise ValueError('old_secrets must not contain an empty secret')
+        key = signing_key(old)
+        if key == current:
+            raise ValueError('old_secrets must not contain the current secret')
+        if key not in keys:
+            keys.append(key)
+    return tuple(keys)
 
 
 class _SessionIdSerializer:
@@ -39,10 +87,17 @@ class _SessionIdSerializer:
 
 
 class SessionCookie:
-    """Reads and writes the signed session-id cookie of one application."""
+    """Reads and writes the signed session-id cookie of one application.
+
+    ``secret`` signs; ``old_secrets`` (a list) are still accepted when
+    verifying, after ``secret``. ``is_cacheable(request, response)`` is the
+    factory's check for responses that must not carry a session cookie: a
+    cookie re-issued under the current secret never goes on those.
+    """
 
     def __init__(self, secret, name='session', max_age=None, path='/',
-                 domain=None, secure=False, httponly=True, samesite='Lax'):
+                 domain=None, secure=False, httponly=True, samesite='Lax',
+                 old_secrets=None, is_cacheable=None):
         if not isinstance(name, str) or not _TOKEN.match(name):
             raise ValueError('cookie_name %r is not a valid cookie name (RFC 6265 token)' % (name,))
         if not secret:
@@ -55,29 +110,75 @@ class SessionCookie:
             raise ValueError('cookie_samesite = None requires cookie_secure = true')
         self.name = name
         self.max_age = max_age
+        self._ids = _SessionIdSerializer()
         self._profile = SignedCookieProfile(
-            secret, 'pyramid_mongosession', name,
+            secret, _SALT, name, hashalg=_HASH,
             secure=secure, max_age=max_age, httponly=httponly,
             samesite=samesite and samesite.encode('ascii'), path=path,
             domains=[domain] if domain else None,
-            serializer=_SessionIdSerializer(),
+            serializer=self._ids,
         )
+        # The current secret's key first: a cookie it signed costs one HMAC.
+        self._keys = (signing_key(secret),) + _old_signing_keys(secret, old_secrets)
+        if is_cacheable is None:
+            from .lifecycle import publicly_cacheable   # lifecycle imports this module
+            is_cacheable = publicly_cacheable
+        self._is_cacheable = is_cacheable
+
+    def verify(self, value):
+        """Return ``(session_id, index)`` for a cookie value, or raise :exc:`ValueError`.
+
+        ``index`` is 0 when the current secret signed the value, ``n`` when
+        the ``n``-th old secret did. The value's shape is checked first, at
+        no cost; then one HMAC per secret tried, the current one first,
+        each compared with :func:`hmac.compare_digest`.
+        """
+        data = value.encode('latin-1')  # UnicodeEncodeError is a ValueError
+        signed = base64.urlsafe_b64decode(data + b'=' * (-len(data) % 4))  # binascii.Error too
+        if len(signed) != _SIGNED_SIZE:
+            raise ValueError('not a signed session id')
+        signature, payload = signed[:_SIGNATURE_SIZE], signed[_SIGNATURE_SIZE:]
+        session_id = self._ids.loads(payload)
+        for index, key in enumerate(self._keys):
+            if hmac.compare_digest(hmac.new(key, payload, _HASH).digest(), signature):
+                return session_id, index
+        raise ValueError('bad signature')
 
     def read(self, request):
         """Return the session id the request's cookie carries, or None.
 
         A missing cookie, a bad signature and a malformed id all read as no
-        cookie; the last two are logged at INFO for operators.
+        cookie; the last two are logged at INFO for operators. A cookie that
+        verifies only with one of ``old_secrets`` is sent again, signed with
+        the current secret, on this request's response (a response callback:
+        see :meth:`reissue`).
         """
         raw = self.sent(request)
         if raw is None:
             return None
         try:
-            return self._profile.serializer.loads(raw.encode('latin-1'))
+            session_id, index = self.verify(raw)
         except ValueError:
             log.info('ignored a session cookie that failed verification (%s, %d bytes)',
                      request.client_addr, len(raw))
             return None
+        if index:
+            request.add_response_callback(functools.partial(self.reissue, session_id))
+        return session_id
+
+    def reissue(self, session_id, request, response):
+        """Sign ``session_id`` with the current secret on ``response``, unless
+        the response already sets or clears the session cookie, or is cacheable.
+
+        No database write: the same id, signed anew. If the end of the request
+        sets or clears the cookie afterwards, that replaces this one (see
+        :meth:`set`), so the response carries one Set-Cookie for it either way.
+        """
+        if self._is_cacheable(request, response) or self._sets_cookie(response):
+            return
+        log.debug('re-issued a session cookie signed with an old secret (%s)',
+                  request.client_addr)
+        self.set(response, session_id)
 
     def sent(self, request):
         """The session cookie's raw value as the request sent it, or None.
@@ -92,11 +193,25 @@ class SessionCookie:
             return None
 
     def set(self, response, session_id):
-        response.headerlist.extend(self._profile.get_headers(session_id))
-        _vary_on_cookie(response)
+        """Set the cookie to ``session_id``, replacing any Set-Cookie for it already there."""
+        self._put(response, self._profile.get_headers(session_id))
 
     def clear(self, response):
-        response.headerlist.extend(self._profile.get_headers(None))
+        """Clear the cookie, replacing any Set-Cookie for it already there."""
+        self._put(response, self._profile.get_headers(None))
+
+    def _sets_cookie(self, response):
+        return any(self._names_cookie(header) for header in response.headerlist)
+
+    def _names_cookie(self, header):
+        name, value = header
+        return name.lower() == 'set-cookie' and value.split('=', 1)[0].strip() == self.name
+
+    def _put(self, response, headers):
+        if self._sets_cookie(response):
+            response.headerlist[:] = [header for header in response.headerlist
+                                      if not self._names_cookie(header)]
+        response.headerlist.extend(headers)
         _vary_on_cookie(response)
 
 

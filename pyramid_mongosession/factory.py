@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 #: The factory's options and their defaults; the ini settings use the same names.
 DEFAULTS = {
+    'old_secrets': None,
     'cookie_name': 'session',
     'cookie_max_age': None,
     'cookie_path': '/',
@@ -59,6 +60,9 @@ class MongoSessionFactory:
     Options, with their defaults (the ini settings of the same names are
     described in the configuration reference):
 
+    - ``old_secrets=None``: a list of former secrets, still accepted when a
+      cookie is verified (after ``secret``); a cookie that verifies only with
+      one of them is sent again, signed with ``secret``;
     - ``cookie_name='session'``, ``cookie_max_age=None`` (a browser-session
       cookie), ``cookie_path='/'``, ``cookie_domain=None``,
       ``cookie_secure=False``, ``cookie_httponly=True``,
@@ -112,7 +116,8 @@ class MongoSessionFactory:
             secret, name=settings['cookie_name'], max_age=max_age,
             path=settings['cookie_path'], domain=settings['cookie_domain'],
             secure=settings['cookie_secure'], httponly=settings['cookie_httponly'],
-            samesite=settings['cookie_samesite'],
+            samesite=settings['cookie_samesite'], old_secrets=settings['old_secrets'],
+            is_cacheable=settings['is_cacheable'],
         )
         #: The sessions collection (:class:`~pyramid_mongosession.store.SessionStore`).
         self.store = SessionStore(collection, operation_timeout=settings['operation_timeout'],

@@ -82,7 +82,9 @@ def _dotted(value):
 
 
 def _list_or_none(value):
-    return aslist(value) or None if isinstance(value, str) else list(value or ()) or None
+    if isinstance(value, str):
+        return None if value.strip().lower() == 'none' else aslist(value) or None
+    return list(value or ()) or None
 
 
 #: Where the sessions live. ``url`` and ``host``/``port`` are alternatives.
@@ -98,6 +100,7 @@ CONNECTION = {
 #: Options of :class:`MongoSessionFactory`, by converter.
 FACTORY = {
     'secret': str,
+    'old_secrets': _list_or_none,
     'cookie_name': _string,
     'cookie_max_age': _int_or_none,
     'cookie_path': _string,

@@ -84,7 +84,21 @@ SETTINGS = {
         Signs the session cookie (HMAC-SHA512 through WebOb's
         ``SignedCookieProfile``). Use a long random string, the same in every
         process and host of the application, and keep it out of version
-        control. Changing it makes every existing cookie invalid.'''),
+        control. Changing it makes every existing cookie invalid, unless the
+        former secret is kept in ``old_secrets`` for a while: see
+        :ref:`rotation`.'''),
+    'old_secrets': ('cookie', 'old_secrets = %(SESSION_SECRET_OLD)s', '''
+        Former values of ``secret``, still accepted when a cookie is verified,
+        so that the secret can change without logging anybody out. The
+        current ``secret`` is tried first, then these in order: one HMAC
+        each. A cookie that verifies only with one of them loads its session
+        as usual, and the response sends it again, the same id signed with
+        the current ``secret`` (no database write; not on a response that
+        ``is_cacheable``). An empty secret, or the current one, here stops
+        the application at start-up. In an ini file the list is separated by
+        white space, so these secrets cannot contain any. Remove a secret
+        once no live session can still be named by a cookie it signed: see
+        :ref:`rotation`.'''),
     'cookie_name': ('cookie', 'cookie_name = myapp_session', '''
         The cookie's name; an RFC 6265 token.'''),
     'cookie_max_age': ('cookie', 'cookie_max_age = 2592000', '''
