@@ -18,12 +18,8 @@ import logging
 import math
 import sys
 
-import pymongo
-from bson.codec_options import CodecOptions
 from bson.errors import BSONError
 from bson.json_util import loads as json_loads
-from bson.raw_bson import RawBSONDocument
-from pymongo.errors import OperationFailure, PyMongoError
 from pyramid.exceptions import ConfigurationError
 
 from .exceptions import SessionStoreError
@@ -216,37 +212,23 @@ def store_from_settings(settings, operation_timeout=None):
 
 # -- the commands ----------------------------------------------------------------
 
-def _timed(store, operation, *args, **kwargs):
-    """Run one database call under the store's operation timeout."""
-    with pymongo.timeout(store.operation_timeout):
-        return operation(*args, **kwargs)
-
-
 def ensure_indexes(store, args, out):
     created = store.ensure_indexes()
-    collection = store.collection()
     if created:
         out('TTL index on %s.expires is in place: the server deletes expired sessions '
-            'by itself (MongoDB checks about once a minute)' % collection.full_name)
+            'by itself (MongoDB checks about once a minute)' % store.namespace())
     else:
         out('the server refused a TTL index on %s.expires: expired sessions are '
             'ignored when read but stay stored; run "%s purge" periodically '
-            '(e.g. from cron)' % (collection.full_name, PROG))
+            '(e.g. from cron)' % (store.namespace(), PROG))
     return OK
 
 
 def purge(store, args, out):
     removed = store.purge_expired(utcnow(), batch_size=args.batch_size)
     out('purged %d expired session%s from %s'
-        % (removed, '' if removed == 1 else 's', store.collection().full_name))
+        % (removed, '' if removed == 1 else 's', store.namespace()))
     return OK
-
-
-def _ttl_index(indexes):
-    for name, spec in indexes.items():
-        if spec.get('key') == [('expires', 1)] and 'expireAfterSeconds' in spec:
-            return name
-    return None
 
 
 def percentile(sorted_values, p):
@@ -255,41 +237,28 @@ def percentile(sorted_values, p):
     return sorted_values[rank - 1]
 
 
-def document_sizes(store, collection, total, sample):
+def document_sizes(store, total, sample):
     """``(sizes, how)``: BSON sizes of at most ``sample`` documents, and how they were got."""
-    pipeline = [{'$project': {'_id': 0, 'size': {'$bsonSize': '$$ROOT'}}}]
-    if total > sample:
-        pipeline.insert(0, {'$sample': {'size': sample}})
-    try:
-        sizes = [doc['size'] for doc in _timed(
-            store, lambda: list(collection.aggregate(pipeline)))]
-    except OperationFailure as exc:
-        # FerretDB 1.x implements neither $bsonSize nor $sample: measure the
-        # raw BSON of the first documents here instead.
-        raw = collection.with_options(
-            codec_options=CodecOptions(document_class=RawBSONDocument))
-        sizes = [len(doc.raw) for doc in _timed(
-            store, lambda: list(raw.find({}, limit=sample)))]
-        reason = one_line((exc.details or {}).get('errmsg') or exc)
+    sizes, refusal = store.document_sizes(sample, at_random=total > sample)
+    if refusal is not None:
+        # FerretDB 1.x implements neither $bsonSize nor $sample: the store
+        # measured the raw BSON of the first documents instead.
         how = ('measured client-side from the first %d of %d documents, in the '
                'server\'s natural order (the server cannot compute them: %s)'
-               % (len(sizes), total, reason))
+               % (len(sizes), total, one_line(refusal)))
+    elif total > sample:
+        how = 'computed by the server for a random sample of %d of %d documents' % (
+            len(sizes), total)
     else:
-        if total > sample:
-            how = 'computed by the server for a random sample of %d of %d documents' % (
-                len(sizes), total)
-        else:
-            how = 'computed by the server for all %d documents' % len(sizes)
+        how = 'computed by the server for all %d documents' % len(sizes)
     return sorted(sizes), how
 
 
 def stats(store, args, out):
-    collection = store.collection()
-    now = utcnow()
-    total = _timed(store, collection.count_documents, {})
-    expired = _timed(store, collection.count_documents, {'expires': {'$lte': now}})
-    ttl = _ttl_index(_timed(store, collection.index_information))
-    out('collection: %s' % collection.full_name)
+    namespace = store.namespace()
+    total, expired = store.session_counts(utcnow())
+    ttl = store.ttl_index_name()
+    out('collection: %s' % namespace)
     out('sessions: %d' % total)
     out('live: %d' % (total - expired))
     out('expired, not yet removed: %d' % expired)
@@ -300,7 +269,7 @@ def stats(store, args, out):
     if not total:
         out('document size: no documents')
         return OK
-    sizes, how = document_sizes(store, collection, total, args.sample)
+    sizes, how = document_sizes(store, total, args.sample)
     if not sizes:  # every document went between the count and the sample
         out('document size: no documents')
         return OK
@@ -414,7 +383,7 @@ def main(argv=None):
         return COMMANDS[args.command](store, args, out)
     except UsageError as exc:
         return fail(USAGE, exc, exc.prog)
-    except (SessionStoreError, PyMongoError) as exc:
+    except SessionStoreError as exc:
         return fail(FAILED, exc)
     except ValueError as exc:  # e.g. SessionStore.revoke's refusal of an empty query
         return fail(USAGE, exc)

@@ -160,6 +160,22 @@ def test_console_script_entry_point():
     assert entry.load() is main
 
 
+def test_every_database_call_goes_through_the_store():
+    """store.py is the only module that talks to MongoDB: the command asks it."""
+    import ast
+    import pyramid_mongosession.cli as cli
+    with open(cli.__file__, encoding='utf-8') as f:
+        tree = ast.parse(f.read())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split('.')[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            imported.add(node.module.split('.')[0])
+    assert 'pymongo' not in imported
+    assert not hasattr(cli, '_timed')
+
+
 def test_runs_as_a_program_with_exit_status(ini, store, collection):
     add_sessions(store, 2, expired=True)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
