@@ -14,6 +14,15 @@ from pyramid.exceptions import ConfigurationError
 from pyramid.path import DottedNameResolver
 from pyramid.settings import aslist, falsey, truthy
 from pymongo.common import validate as validate_client_option
+from pymongo.errors import PyMongoError
+from pymongo.uri_parser import parse_uri
+
+try:
+    # pymongo 4.12+: the check MongoClient itself makes of a connection string
+    # before, and without, the DNS lookup that a mongodb+srv:// url implies.
+    from pymongo.uri_parser_shared import _validate_uri
+except ImportError:  # older pymongo parses mongodb+srv:// urls only with DNS
+    _validate_uri = None
 
 from .factory import MongoSessionFactory
 from .store import ProcessLocalCollection
@@ -24,6 +33,7 @@ CLIENT_PREFIX = PREFIX + 'client.'
 #: memory (mongomock), for development without a server: lost on restart,
 #: invisible to other processes.
 EMBEDDED_SCHEME = 'mongomock://'
+SRV_SCHEME = 'mongodb+srv://'
 
 
 def _string(value):
@@ -147,6 +157,33 @@ def parse_settings(settings, prefix=PREFIX):
     return connection, options, client
 
 
+def url_database(url, prefix=PREFIX):
+    """Check ``url`` as pymongo will read it; return the database it names, or None.
+
+    Nothing is contacted: a malformed url (a misspelt scheme, a bad host or
+    port, an unknown option or a bad option value) raises
+    :class:`~pyramid.exceptions.ConfigurationError` at start-up instead of
+    failing every request. A ``mongodb+srv://`` url is checked without the DNS
+    lookup it implies, which happens when the client connects; with a pymongo
+    older than 4.12, which can only parse it with that lookup, only its
+    scheme is checked here.
+    """
+    path_database = unquote(urlsplit(url).path.lstrip('/')) or None
+    if url.startswith(EMBEDDED_SCHEME):
+        return path_database
+    try:
+        if url.startswith(SRV_SCHEME):
+            if _validate_uri is None:
+                return path_database
+            parsed = _validate_uri(url, validate=True, warn=False)
+        else:
+            parsed = parse_uri(url, validate=True, warn=False)
+    except (PyMongoError, ValueError) as exc:
+        # pymongo's messages leave the url out, and with it any password.
+        raise ConfigurationError('%surl: %s' % (prefix, exc)) from exc
+    return parsed['database']
+
+
 def _embedded_client_class():
     try:
         import mongomock
@@ -170,7 +207,8 @@ def session_factory_from_settings(settings, prefix=PREFIX):
             if name in connection:
                 raise ConfigurationError(
                     '%s%s cannot be combined with %surl' % (prefix, name, prefix))
-        db_name = connection.get('db_name') or unquote(urlsplit(url).path.lstrip('/'))
+        db_name = url_database(url, prefix)   # checks the url even when db_name is set
+        db_name = connection.get('db_name') or db_name
     else:
         db_name = connection.get('db_name')
     if not db_name:

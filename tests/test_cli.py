@@ -133,6 +133,13 @@ def test_bad_setting_is_a_configuration_error_naming_it(run, tmp_path, mongodb_u
     assert 'mongodb_session.colour' in one_error_line(err)
 
 
+def test_malformed_url_is_a_configuration_error(run, tmp_path):
+    path = write_ini(tmp_path / 'typo.ini', 'mongdb://127.0.0.1:%d' % free_port(), 'db')
+    status, out, err = run('stats', path)
+    assert status == 2
+    assert 'mongodb_session.url: Invalid URI scheme' in one_error_line(err)
+
+
 def test_embedded_url_is_refused(run, tmp_path):
     path = write_ini(tmp_path / 'mem.ini', 'mongomock://', 'db')
     status, out, err = run('stats', path)

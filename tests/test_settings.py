@@ -6,6 +6,7 @@ from pyramid.exceptions import ConfigurationError
 from pyramid.response import Response
 
 from pyramid_mongosession import MongoSessionFactory, session_factory_from_settings
+from pyramid_mongosession import settings as settings_module
 from pyramid_mongosession.settings import parse_settings
 
 BASE = {'mongodb_session.secret': 'seekrit', 'mongodb_session.db_name': 'app'}
@@ -81,6 +82,85 @@ def test_bad_settings_fail_at_startup_naming_the_key(bad, named):
     with pytest.raises(ConfigurationError) as info:
         session_factory_from_settings(values)
     assert named in str(info.value)
+
+
+@pytest.mark.parametrize('url, message', [
+    ('mongdb://localhost:27017/app', 'Invalid URI scheme'),
+    ('localhost:27017/app', 'Invalid URI scheme'),
+    ('', 'Invalid URI scheme'),
+    ('mongodb://', 'hostname'),
+    ('mongodb://localhost:99999/app', 'Port must be'),
+    ('mongodb://db1,,db2/app', 'Empty host'),
+    ('mongodb://localhost/app?serverSelectionTimeoutMS=soon', 'serverselectiontimeoutms'),
+    ('mongodb://localhost/app?replicaSet=rs0&retryWritez=true', 'Unknown option'),
+    ('mongodb://localhost/bad db', 'Bad database name'),
+])
+def test_malformed_url_stops_startup(url, message):
+    for extra in ({}, {'mongodb_session.db_name': 'app'}):   # checked even with db_name
+        with pytest.raises(ConfigurationError) as info:
+            session_factory_from_settings(dict({'mongodb_session.secret': 's',
+                                                'mongodb_session.url': url}, **extra))
+        assert str(info.value).startswith('mongodb_session.url: ')
+        assert message in str(info.value)
+
+
+def test_malformed_url_stops_the_application_at_include():
+    with pytest.raises(ConfigurationError, match='mongodb_session.url: Invalid URI scheme'):
+        counter_app({'mongodb_session.url': 'mongdb://localhost:27017/app',
+                      'mongodb_session.secret': 'seekrit'})
+
+
+def test_url_error_does_not_show_the_password():
+    with pytest.raises(ConfigurationError) as info:
+        session_factory_from_settings({'mongodb_session.secret': 's',
+                                       'mongodb_session.url': 'mongodb://me:hunter2@h:0x/app'})
+    assert 'mongodb_session.url' in str(info.value)
+    assert 'hunter2' not in str(info.value)
+
+
+def test_url_check_names_the_database_as_pymongo_does():
+    for url, expected in [('mongodb://h/app', 'app'), ('mongodb://h/app.ignored', 'app'),
+                          ('mongodb://u:p@h1:1,h2:2/my%2Dapp?replicaSet=rs', 'my-app'),
+                          ('mongodb://%2Ftmp%2Fmongodb-27017.sock/app', 'app')]:
+        factory = session_factory_from_settings({'mongodb_session.secret': 's',
+                                                 'mongodb_session.url': url})
+        assert factory.store._get_collection.db_name == expected, url
+
+
+@pytest.fixture
+def no_dns(monkeypatch):
+    """Any DNS lookup fails the test."""
+    import dns.resolver
+
+    def lookup(*args, **kwargs):
+        raise AssertionError('DNS lookup at start-up: %r' % (args,))
+    monkeypatch.setattr(dns.resolver, 'resolve', lookup)
+    monkeypatch.setattr(dns.resolver.Resolver, 'resolve', lookup)
+    monkeypatch.setattr('socket.getaddrinfo', lookup)
+
+
+def test_srv_url_is_checked_without_dns(no_dns):
+    factory = session_factory_from_settings({
+        'mongodb_session.secret': 's',
+        'mongodb_session.url': 'mongodb+srv://u:p@cluster0.example.invalid/app?w=majority'})
+    collection = factory.store._get_collection
+    assert collection.db_name == 'app'
+    assert collection._client is None
+
+
+@pytest.mark.parametrize('url', [
+    'mongodb+srv://h1.example.invalid,h2.example.invalid/app',
+    'mongodb+srv://cluster0.example.invalid:27017/app',
+    'mongodb+srv://cluster0.example.invalid/app?directConnection=true',
+])
+def test_malformed_srv_url_stops_startup_without_dns(no_dns, url):
+    values = {'mongodb_session.secret': 's', 'mongodb_session.url': url}
+    if settings_module._validate_uri is None:
+        # pymongo < 4.12 cannot check an SRV url without DNS: only its scheme is.
+        session_factory_from_settings(values)
+        return
+    with pytest.raises(ConfigurationError, match='mongodb_session.url: '):
+        session_factory_from_settings(values)
 
 
 def test_other_settings_are_ignored():

@@ -62,7 +62,12 @@ SETTINGS = {
         see :doc:`deployment`). ``mongomock://`` keeps sessions in the memory
         of each process, for development without a server (the ``embedded``
         extra). Cannot be combined with ``host``, ``port``, ``username`` or
-        ``password``: put credentials into the url.'''),
+        ``password``: put credentials into the url. The url is checked at
+        start-up as pymongo reads it, without connecting: a misspelt scheme,
+        a bad host or port, an unknown option or a bad option value stops the
+        application with a ``ConfigurationError``. A ``mongodb+srv://`` url is
+        checked without its DNS lookup, which happens on the first connection
+        (with a pymongo older than 4.12, only its scheme is checked).'''),
     'host': ('connection', 'host = db.example.internal', '''
         The server's host name, as in the Perl modules; used when there is no
         ``url``.'''),
