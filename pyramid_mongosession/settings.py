@@ -33,6 +33,9 @@ CLIENT_PREFIX = PREFIX + 'client.'
 #: memory (mongomock), for development without a server: lost on restart,
 #: invisible to other processes.
 EMBEDDED_SCHEME = 'mongomock://'
+#: The database of the embedded backend when neither its url nor ``db_name``
+#: names one: ``mongodb_session.url = mongomock://`` is enough.
+EMBEDDED_DB_NAME = 'pyramid_mongosession'
 SRV_SCHEME = 'mongodb+srv://'
 
 
@@ -208,6 +211,8 @@ def session_factory_from_settings(settings, prefix=PREFIX):
                 raise ConfigurationError(
                     '%s%s cannot be combined with %surl' % (prefix, name, prefix))
         db_name = url_database(url, prefix)   # checks the url even when db_name is set
+        if url.startswith(EMBEDDED_SCHEME):
+            db_name = db_name or EMBEDDED_DB_NAME
         db_name = connection.get('db_name') or db_name
     else:
         db_name = connection.get('db_name')

@@ -210,6 +210,22 @@ def test_embedded_backend_keeps_a_counter():
     assert [app.get('/').text for _ in range(3)] == ['1', '2', '3']
 
 
+def test_embedded_backend_needs_no_database_name():
+    # The README's spelling: the url alone.
+    app = counter_app({'mongodb_session.url': 'mongomock://',
+                       'mongodb_session.secret': 'seekrit'})
+    assert [app.get('/').text for _ in range(2)] == ['1', '2']
+    factory = session_factory_from_settings({'mongodb_session.url': 'mongomock://',
+                                             'mongodb_session.secret': 's'})
+    assert factory.store.namespace() == 'pyramid_mongosession.sessions'
+    # a database named in the url or by db_name still wins
+    for extra, expected in [({'mongodb_session.url': 'mongomock:///demo'}, 'demo'),
+                            ({'mongodb_session.db_name': 'mine'}, 'mine')]:
+        values = dict({'mongodb_session.url': 'mongomock://',
+                       'mongodb_session.secret': 's'}, **extra)
+        assert session_factory_from_settings(values).store.namespace() == expected + '.sessions'
+
+
 def test_one_client_per_process(monkeypatch):
     factory = session_factory_from_settings(settings(url='mongomock:///x'))
     store = factory.store

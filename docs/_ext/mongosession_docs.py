@@ -49,7 +49,8 @@ CONNECTION_DEFAULTS = {
     'port': '``27017``',
     'username': 'none',
     'password': 'none',
-    'db_name': 'the database the ``url`` names; required otherwise',
+    'db_name': 'the database the ``url`` names; ``pyramid_mongosession`` with '
+               '``url = mongomock://``; required otherwise',
     'coll_name': '``sessions``',
 }
 
@@ -61,7 +62,8 @@ SETTINGS = {
         carry any client option (``?replicaSet=rs0&w=majority&readPreference=primary``;
         see :doc:`deployment`). ``mongomock://`` keeps sessions in the memory
         of each process, for development without a server (the ``embedded``
-        extra). Cannot be combined with ``host``, ``port``, ``username`` or
+        extra), in the database ``pyramid_mongosession`` unless the url
+        (``mongomock:///mydb``) or ``db_name`` names another. Cannot be combined with ``host``, ``port``, ``username`` or
         ``password``: put credentials into the url. The url is checked at
         start-up as pymongo reads it, without connecting: a misspelt scheme,
         a bad host or port, an unknown option or a bad option value stops the
