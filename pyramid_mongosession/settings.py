@@ -7,6 +7,7 @@ key, when the application starts rather than on its first request.
 ``mongodb_session.client.<option>`` passes ``<option>`` to
 :class:`pymongo.MongoClient` (the Perl modules' "prefix it with mongodb_" rule).
 """
+import difflib
 from urllib.parse import unquote, urlsplit
 
 import pymongo
@@ -149,7 +150,7 @@ def parse_settings(settings, prefix=PREFIX):
             continue
         table = CONNECTION if name in CONNECTION else FACTORY if name in FACTORY else None
         if table is None:
-            raise ConfigurationError('unknown setting %s' % key)
+            raise ConfigurationError('unknown setting %s%s' % (key, _suggestion(name, prefix)))
         try:
             (connection if table is CONNECTION else options)[name] = table[name](value)
         except (TypeError, ValueError) as exc:
@@ -158,6 +159,12 @@ def parse_settings(settings, prefix=PREFIX):
         if not options.get(name):
             raise ConfigurationError('%s%s is required' % (prefix, name))
     return connection, options, client
+
+
+def _suggestion(name, prefix):
+    """"; did you mean <the closest setting>?", or nothing when none is close."""
+    close = difflib.get_close_matches(name, list(CONNECTION) + list(FACTORY), n=1)
+    return '; did you mean %s%s?' % (prefix, close[0]) if close else ''
 
 
 def url_database(url, prefix=PREFIX):

@@ -163,6 +163,24 @@ def test_malformed_srv_url_stops_startup_without_dns(no_dns, url):
         session_factory_from_settings(values)
 
 
+@pytest.mark.parametrize('name, suggested', [
+    ('cookie_maxage', 'cookie_max_age'),
+    ('dbname', 'db_name'),
+    ('cookie_same_site', 'cookie_samesite'),
+    ('encryption_key', 'encryption_keys'),
+    ('colour', None),
+])
+def test_unknown_setting_suggests_the_closest(name, suggested):
+    with pytest.raises(ConfigurationError) as info:
+        session_factory_from_settings(dict(BASE, **{'mongodb_session.' + name: '1'}))
+    message = str(info.value)
+    if suggested is None:
+        assert message == 'unknown setting mongodb_session.%s' % name
+    else:
+        assert message == ('unknown setting mongodb_session.%s; did you mean '
+                           'mongodb_session.%s?' % (name, suggested))
+
+
 def test_other_settings_are_ignored():
     session_factory_from_settings(dict(BASE, **{'pyramid.reload_templates': 'true',
                                                 'mongodb_sessionx': '1'}))
