@@ -16,12 +16,14 @@ import argparse
 import configparser
 import logging
 import math
+import secrets
 import sys
 
 from bson.errors import BSONError
 from bson.json_util import loads as json_loads
 from pyramid.exceptions import ConfigurationError
 
+from .crypto import new_key
 from .exceptions import SessionStoreError
 from .options import utcnow
 from .settings import EMBEDDED_SCHEME, PREFIX, session_factory_from_settings
@@ -98,7 +100,9 @@ def build_parser():
     common.add_argument(
         '--var', metavar='NAME=VALUE', action='append', type=_assignment, default=[],
         help='a value for %%(NAME)s in the ini file, as pserve\'s NAME=VALUE '
-             'arguments; may be repeated')
+             'arguments; may be repeated. Not needed for the variables of '
+             'mongodb_session.secret and mongodb_session.encryption_keys, '
+             'which no command uses')
     common.add_argument(
         '--operation-timeout', metavar='SECONDS', type=_positive_float,
         help='the longest one database call may take (default: the ini file\'s '
@@ -181,27 +185,95 @@ def parse_args(parser, argv=None):
 
 # -- reading the ini file ------------------------------------------------------
 
+#: Settings maintenance does without, and the stand-in each gets: no command
+#: signs a cookie or decrypts a value (the store only needs to know that values
+#: are encrypted). So their ``%(NAME)s`` variables need no value here.
+STAND_INS = {
+    PREFIX + 'secret': lambda: secrets.token_urlsafe(32),
+    PREFIX + 'encryption_keys': new_key,
+}
+
+
+def _missing_variable(exc):
+    """The ini variable whose absence ``exc`` reports, or None."""
+    if isinstance(exc, configparser.InterpolationMissingOptionError):
+        return exc.reference                      # %(NAME)s
+    if type(exc) is KeyError and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        return exc.args[0]                        # get setting = NAME
+    return None
+
+
+def _load_error(config_uri, exc):
+    if isinstance(exc, FileNotFoundError):
+        return UsageError('cannot read %s: %s' % (exc.filename or config_uri,
+                                                  exc.strerror or exc))
+    message = ' '.join(str(exc).split())  # configparser's messages span lines
+    return UsageError('cannot load %s: %s' % (config_uri, message))
+
+
 def load_settings(config_uri, app_name=None, variables=None):
-    """The settings of the ini file's application section, as ``pserve`` reads them."""
+    """The settings of the ini file's application section, as ``pserve`` reads them.
+
+    A variable that the file uses (``%(NAME)s``, ``get setting = NAME``) but
+    that has no value is an error only where maintenance needs it: the file
+    is read again with a placeholder for each such variable; the settings
+    that end up holding one are dropped, or get a stand-in if maintenance
+    does without them (:data:`STAND_INS`), and any other ``mongodb_session.*``
+    setting holding one is reported with the variables it needs.
+    """
     from pyramid.paster import get_appsettings
-    try:
-        return get_appsettings(config_uri, name=app_name, options=dict(variables or {}))
-    except FileNotFoundError as exc:
-        raise UsageError('cannot read %s: %s' % (exc.filename or config_uri,
-                                                 exc.strerror or exc)) from None
-    except (LookupError, ValueError, ImportError, configparser.Error, OSError) as exc:
-        message = ' '.join(str(exc).split())  # configparser's messages span lines
-        raise UsageError('cannot load %s: %s' % (config_uri, message)) from None
+    variables = dict(variables or {})
+    placeholders = {}
+    first_error = None
+    while True:
+        try:
+            settings = get_appsettings(config_uri, name=app_name,
+                                       options=dict(variables, **placeholders))
+            break
+        except (LookupError, ValueError, ImportError, configparser.Error, OSError) as exc:
+            name = _missing_variable(exc)
+            if name is None or name in variables or name in placeholders:
+                raise _load_error(config_uri, first_error or exc) from None
+            first_error = first_error or exc
+            placeholders[name] = '<no value for %s: %s>' % (name, secrets.token_hex(8))
+
+    needed = {}   # variable -> the settings that use it
+    for key, value in list(settings.items()):
+        if key in placeholders:       # the placeholder itself, as a global setting
+            del settings[key]
+            continue
+        missing = [name for name, placeholder in placeholders.items()
+                   if isinstance(value, str) and placeholder in value]
+        if not missing:
+            continue
+        if key in STAND_INS:
+            settings[key] = STAND_INS[key]()
+        elif key.startswith(PREFIX):
+            for name in missing:
+                needed.setdefault(name, []).append(key)
+        else:
+            del settings[key]
+    if needed:
+        raise UsageError('cannot load %s: no value for %s: give %s' % (
+            config_uri,
+            ', '.join('%s (used by %s)' % (name, ', '.join(keys)) for name, keys in needed.items()),
+            ' '.join('--var %s=VALUE' % name for name in needed)))
+    return settings
 
 
 def store_from_settings(settings, operation_timeout=None):
-    """The SessionStore described by ``settings`` (no connection is made yet)."""
+    """The SessionStore described by ``settings`` (no connection is made yet).
+
+    The secret is never used: a stand-in replaces it, so a file without one,
+    such as an administrator's for ``ensure-indexes``, does as well.
+    """
     settings = dict(settings)
     url = str(settings.get(PREFIX + 'url', '')).strip()
     if url.startswith(EMBEDDED_SCHEME):
         raise UsageError(
             '%surl = %s keeps sessions in the memory of each application process: '
             'there is no database for %s to work on' % (PREFIX, EMBEDDED_SCHEME, PROG))
+    settings[PREFIX + 'secret'] = STAND_INS[PREFIX + 'secret']()
     if operation_timeout is not None:
         settings[PREFIX + 'operation_timeout'] = str(operation_timeout)
     try:

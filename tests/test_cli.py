@@ -256,6 +256,121 @@ def test_ini_variables(run, tmp_path, mongodb_url, database, store):
     assert 'MONGODB_URL' in one_error_line(err)
 
 
+# -- maintenance needs no secret --------------------------------------------------------
+
+def write_app_ini(path, lines):
+    """An ini file with an [app:main] section of ``lines``."""
+    path.write_text('[app:main]\nuse = call:tests.test_cli:app_factory\n'
+                    + textwrap.dedent(lines))
+    return str(path)
+
+
+def test_secret_variable_needs_no_value(run, tmp_path, mongodb_url, database, store):
+    """The Quick start's ini file: the secret comes from pserve SESSION_SECRET=..."""
+    add_sessions(store, 2, expired=True)
+    path = write_app_ini(tmp_path / 'production.ini', """\
+        mongodb_session.url = %s
+        mongodb_session.db_name = %s
+        mongodb_session.secret = %%(SESSION_SECRET)s
+        """ % (mongodb_url, database.name))
+    status, out, err = run('purge', path)
+    assert (status, err) == (0, '')
+    assert 'purged 2 expired sessions' in out
+    status, out, err = run('stats', path)
+    assert (status, err) == (0, '')
+    # given anyway, it changes nothing
+    assert run('stats', path, '--var', 'SESSION_SECRET=x')[:2] == (status, out)
+
+
+def test_secret_read_with_get_needs_no_value(run, tmp_path, mongodb_url, database, store):
+    add_sessions(store, 1)
+    path = write_app_ini(tmp_path / 'get.ini', """\
+        mongodb_session.url = %s
+        mongodb_session.db_name = %s
+        get mongodb_session.secret = SESSION_SECRET
+        """ % (mongodb_url, database.name))
+    status, out, err = run('stats', path)
+    assert (status, err) == (0, '')
+    assert 'sessions: 1' in out
+
+
+def test_ini_file_without_a_secret(run, tmp_path, mongodb_url, database):
+    # e.g. an administrator's file for ensure-indexes
+    path = write_app_ini(tmp_path / 'admin.ini', """\
+        mongodb_session.url = %s
+        mongodb_session.db_name = %s
+        """ % (mongodb_url, database.name))
+    status, out, err = run('ensure-indexes', path)
+    assert (status, err) == (0, '')
+    assert ('is in place' in out) or ('refused a TTL index' in out)
+
+
+def test_other_applications_variables_need_no_value(run, tmp_path, mongodb_url, database):
+    path = write_app_ini(tmp_path / 'app.ini', """\
+        sqlalchemy.url = postgresql://app:%%(DB_PASSWORD)s@db/app
+        mongodb_session.url = %s
+        mongodb_session.db_name = %s
+        mongodb_session.secret = %%(SESSION_SECRET)s
+        """ % (mongodb_url, database.name))
+    status, out, err = run('purge', path)
+    assert (status, err) == (0, '')
+    assert 'purged 0 expired sessions' in out
+
+
+def test_encryption_keys_variables_need_no_value(run, tmp_path, mongodb_url, database,
+                                                 collection):
+    from pyramid_mongosession.crypto import ValueCipher, new_key
+    key = new_key()
+    add_sessions(SessionStore(collection, cipher=ValueCipher([key])), 2, user_id=42)
+    path = write_app_ini(tmp_path / 'enc.ini', """\
+        mongodb_session.url = %s
+        mongodb_session.db_name = %s
+        mongodb_session.secret = %%(SESSION_SECRET)s
+        mongodb_session.encryption_keys = %%(SESSION_KEY_NEW)s %%(SESSION_KEY_OLD)s
+        """ % (mongodb_url, database.name))
+    status, out, err = run('revoke', path, 'user_id={"$exists": true}')
+    assert (status, err) == (0, '')
+    assert 'revoked 2 sessions' in out and 'encrypted at rest' in out
+
+
+def test_variables_the_sessions_need_are_still_required(run, tmp_path, mongodb_url,
+                                                        database, store):
+    add_sessions(store, 1)
+    path = write_app_ini(tmp_path / 'vars.ini', """\
+        mongodb_session.secret = %(TOKEN)s
+        mongodb_session.url = %(MONGODB_URL)s
+        mongodb_session.db_name = %(TOKEN)s
+        """)
+    status, out, err = run('stats', path)
+    assert status == 2
+    line = one_error_line(err)
+    # in the order of the settings; the secret's use of TOKEN is not mentioned
+    assert ('no value for MONGODB_URL (used by mongodb_session.url), TOKEN (used by '
+            'mongodb_session.db_name): give --var MONGODB_URL=VALUE --var TOKEN=VALUE'
+            in line), line
+    status, out, err = run('stats', path, '--var', 'MONGODB_URL=' + mongodb_url,
+                           '--var', 'TOKEN=' + database.name)
+    assert (status, err) == (0, '')
+    assert 'sessions: 1' in out
+
+
+def test_cron_line_runs_without_the_secret(tmp_path, mongodb_url, database, store):
+    """The deployment guide's cron line, as a program, with a Quick start ini file."""
+    add_sessions(store, 3, expired=True)
+    path = write_app_ini(tmp_path / 'production.ini', """\
+        mongodb_session.url = %s
+        mongodb_session.db_name = %s
+        mongodb_session.secret = %%(SESSION_SECRET)s
+        """ % (mongodb_url, database.name))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        filter(None, [REPO, os.environ.get('PYTHONPATH')])))
+    env.pop('SESSION_SECRET', None)
+    done = subprocess.run([sys.executable, '-m', 'pyramid_mongosession.cli', 'purge', path],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+    assert (done.returncode, done.stderr) == (0, '')
+    assert 'purged 3 expired sessions' in done.stdout
+
+
 # -- ensure-indexes ------------------------------------------------------------------
 
 def test_ensure_indexes(run, ini, collection):
