@@ -10,12 +10,14 @@ session store from its ``mongodb_session.*`` settings, and runs one command::
 
 Exit status: 0 when the command did its work, 1 when the database failed
 (unreachable, timed out, refused), 2 for a usage or configuration error.
-Errors are printed as one line on standard error.
+Errors are printed as one line on standard error. A reader that stops early
+(``| head``) ends the command quietly, with status 0.
 """
 import argparse
 import configparser
 import logging
 import math
+import os
 import secrets
 import sys
 
@@ -421,12 +423,47 @@ COMMANDS = {
 # -- the entry point ---------------------------------------------------------------
 
 def main(argv=None):
-    """Run ``pmongosession`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    """Run ``pmongosession`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status.
+
+    When the reader of the output goes away before the end (``pmongosession
+    stats production.ini | head -3``), the command stops writing and ends
+    quietly, without a traceback: with status 0, as the reader wanted no more
+    (``stats`` only reads; the other commands write their output once their
+    work is done), or with the status of a failure it had already reported.
+    """
+    status = OK
+    try:
+        status = _run(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _discard(sys.stdout)
+    return status
+
+
+def _discard(stream):
+    """Point ``stream`` at the null device once its reader has gone away, so that
+    the interpreter's last flush does not fail again."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return   # not a file (captured output): nothing more will reach it anyway
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def _run(argv):
     def out(line):
         print(line, file=sys.stdout)
 
     def fail(status, message, prog=PROG):
-        print('%s: error: %s' % (prog, one_line(message)), file=sys.stderr)
+        try:
+            print('%s: error: %s' % (prog, one_line(message)), file=sys.stderr)
+            sys.stderr.flush()
+        except BrokenPipeError:
+            _discard(sys.stderr)
         return status
 
     parser = build_parser()

@@ -197,6 +197,38 @@ def test_runs_as_a_program_with_exit_status(ini, store, collection):
     assert 'refusing' in one_error_line(done.stderr)
 
 
+def run_into_closed_pipe(*argv):
+    """Run the command as a program whose standard output nobody reads any more
+    (``| head`` that has exited); return (status, stderr)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        filter(None, [REPO, os.environ.get('PYTHONPATH')])))
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, '-m', 'pyramid_mongosession.cli'] + list(argv),
+                              stdout=write_end, stderr=subprocess.PIPE, text=True,
+                              env=env, cwd=REPO, timeout=60)
+    finally:
+        os.close(write_end)
+    return done.returncode, done.stderr
+
+
+def test_output_into_a_closed_pipe_ends_quietly(ini, store):
+    add_sessions(store, 3)
+    status, err = run_into_closed_pipe('stats', ini)
+    assert (status, err) == (0, '')
+    status, err = run_into_closed_pipe('--help')
+    assert (status, err) == (0, '')
+
+
+def test_closed_pipe_keeps_the_status_of_a_reported_failure(tmp_path):
+    path = write_ini(tmp_path / 'down.ini', 'mongodb://127.0.0.1:%d' % free_port(), 'db',
+                     extra='mongodb_session.client.serverSelectionTimeoutMS = 500')
+    status, err = run_into_closed_pipe('stats', path, '--operation-timeout', '1')
+    assert status == 1
+    one_error_line(err)
+
+
 # -- reading the ini file like pserve ------------------------------------------------
 
 def test_config_uri_names_the_app_section(run, tmp_path, mongodb_url, database, store):
