@@ -25,7 +25,7 @@ try:
 except ImportError:  # older pymongo parses mongodb+srv:// urls only with DNS
     _validate_uri = None
 
-from .factory import MongoSessionFactory
+from .factory import DEFAULTS, MongoSessionFactory
 from .store import ProcessLocalCollection
 
 PREFIX = 'mongodb_session.'
@@ -243,4 +243,9 @@ def session_factory_from_settings(settings, prefix=PREFIX):
     try:
         return MongoSessionFactory(collection, secret, **options)
     except (TypeError, ValueError) as exc:
-        raise ConfigurationError(prefix + str(exc)) from exc
+        message = prefix + str(exc)
+        if 'reissue_time' in str(exc) and 'reissue_time' not in options:
+            # Only timeout was set: the other half of the clash is a default.
+            message += ' (%sreissue_time is %s seconds by default: set it too)' % (
+                prefix, DEFAULTS['reissue_time'])
+        raise ConfigurationError(message) from exc

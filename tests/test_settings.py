@@ -1,4 +1,7 @@
 """mongodb_session.* settings, includeme, and the code-only API."""
+import os
+import re
+
 import pytest
 import webtest
 from pyramid.config import Configurator
@@ -7,7 +10,8 @@ from pyramid.response import Response
 
 from pyramid_mongosession import MongoSessionFactory, session_factory_from_settings
 from pyramid_mongosession import settings as settings_module
-from pyramid_mongosession.settings import parse_settings
+from pyramid_mongosession.factory import DEFAULTS
+from pyramid_mongosession.settings import CONNECTION, FACTORY, REQUIRED, parse_settings
 
 BASE = {'mongodb_session.secret': 'seekrit', 'mongodb_session.db_name': 'app'}
 
@@ -179,6 +183,56 @@ def test_unknown_setting_suggests_the_closest(name, suggested):
     else:
         assert message == ('unknown setting mongodb_session.%s; did you mean '
                            'mongodb_session.%s?' % (name, suggested))
+
+
+def test_short_timeout_needs_a_shorter_reissue_time():
+    with pytest.raises(ConfigurationError) as info:
+        session_factory_from_settings(settings(timeout='1'))
+    assert str(info.value) == (
+        'mongodb_session.reissue_time must be shorter than timeout '
+        '(mongodb_session.reissue_time is 120 seconds by default: set it too)')
+    # when both are set, the message is about the two the user wrote
+    with pytest.raises(ConfigurationError) as info:
+        session_factory_from_settings(settings(timeout='60', reissue_time='90'))
+    assert 'by default' not in str(info.value)
+    factory = session_factory_from_settings(settings(timeout='60', reissue_time='30'))
+    assert factory.timeout.total_seconds() == 60
+
+
+def readme_defaults():
+    """The README's settings table: ``{setting: its Default column}``."""
+    with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), 'README.rst'),
+              encoding='utf-8') as f:
+        text = f.read()
+    rows = {}
+    for line in text.splitlines():
+        match = re.match(r'``([a-z_.<>]+)``(?:, ``([a-z_]+)``)?\s{2,}(\S.*?)\s{2,}\S', line)
+        if match:
+            for name in filter(None, match.group(1, 2)):
+                rows[name] = match.group(3)
+    return rows
+
+
+def test_readme_defaults_are_the_codes():
+    def render(value):
+        if value is None:
+            return 'none'
+        if isinstance(value, bool):
+            return '``%s``' % str(value).lower()
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        return '``%s``' % (value.__name__ if callable(value) else value)
+
+    rows = readme_defaults()
+    assert set(CONNECTION) | set(FACTORY) <= set(rows)
+    for name in FACTORY:
+        expected = 'required' if name in REQUIRED else render(DEFAULTS[name])
+        assert rows[name] == expected, name
+    # the connection: no url, so host and port (test_defaults checks the client)
+    collection = session_factory_from_settings(BASE).store._get_collection
+    assert rows['url'] == 'none'
+    assert rows['host'] == rows['port'] == '``%s``, ``%s``' % collection._client_args
+    assert rows['coll_name'] == '``%s``' % collection.coll_name
 
 
 def test_other_settings_are_ignored():

@@ -116,7 +116,10 @@ SETTINGS = {
         request when ``reissue_time`` allows, moves the expiry to now +
         ``timeout``. ``none`` disables the idle timeout (the session then
         lives until ``absolute_timeout``, ``expire`` or ``invalidate()``).
-        See :doc:`semantics`.'''),
+        Must be longer than ``reissue_time``, which is 120 seconds by default:
+        a ``timeout`` of 120 or less needs a smaller ``reissue_time`` as well
+        (``timeout = 60`` with ``reissue_time = 30``), or the application
+        does not start. See :doc:`semantics`.'''),
     'reissue_time': ('expiry', 'reissue_time = 300', '''
         A request that only reads refreshes the stored expiry when that moves
         it by at least this many seconds, so read-only traffic costs at most
