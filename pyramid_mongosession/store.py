@@ -455,6 +455,7 @@ class SessionStore:
         the server's message. ``refusal`` is None when the server computed
         the sizes.
         """
+        from bson.codec_options import CodecOptions
         from bson.raw_bson import RawBSONDocument
 
         collection = self.collection()

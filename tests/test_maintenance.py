@@ -8,8 +8,11 @@ import pytest
 from pymongo.errors import AutoReconnect, OperationFailure
 
 from pyramid_mongosession import SessionBackendError
-from pyramid_mongosession.options import utcnow
 from pyramid_mongosession.store import SessionStore
+
+
+def utcnow():
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
 
 
 def add_sessions(store, count, expired=False, payload=''):
