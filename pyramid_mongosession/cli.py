@@ -10,22 +10,22 @@ session store from its ``mongodb_session.*`` settings, and runs one command::
 
 Exit status: 0 when the command did its work, 1 when the database failed
 (unreachable, timed out, refused), 2 for a usage or configuration error.
-Errors are printed as one line on standard error.
+Errors are printed as one line on standard error. A reader that stops early
+(``| head``) ends the command quietly, with status 0.
 """
 import argparse
 import configparser
 import logging
 import math
+import os
+import secrets
 import sys
 
-import pymongo
-from bson.codec_options import CodecOptions
 from bson.errors import BSONError
 from bson.json_util import loads as json_loads
-from bson.raw_bson import RawBSONDocument
-from pymongo.errors import OperationFailure, PyMongoError
 from pyramid.exceptions import ConfigurationError
 
+from .crypto import new_key
 from .exceptions import SessionStoreError
 from .encoding import utcnow
 from .settings import EMBEDDED_SCHEME, PREFIX, session_factory_from_settings
@@ -102,7 +102,9 @@ def build_parser():
     common.add_argument(
         '--var', metavar='NAME=VALUE', action='append', type=_assignment, default=[],
         help='a value for %%(NAME)s in the ini file, as pserve\'s NAME=VALUE '
-             'arguments; may be repeated')
+             'arguments; may be repeated. Not needed for the variables of '
+             'mongodb_session.secret and mongodb_session.encryption_keys, '
+             'which no command uses')
     common.add_argument(
         '--operation-timeout', metavar='SECONDS', type=_positive_float,
         help='the longest one database call may take (default: the ini file\'s '
@@ -185,27 +187,95 @@ def parse_args(parser, argv=None):
 
 # -- reading the ini file ------------------------------------------------------
 
+#: Settings maintenance does without, and the stand-in each gets: no command
+#: signs a cookie or decrypts a value (the store only needs to know that values
+#: are encrypted). So their ``%(NAME)s`` variables need no value here.
+STAND_INS = {
+    PREFIX + 'secret': lambda: secrets.token_urlsafe(32),
+    PREFIX + 'encryption_keys': new_key,
+}
+
+
+def _missing_variable(exc):
+    """The ini variable whose absence ``exc`` reports, or None."""
+    if isinstance(exc, configparser.InterpolationMissingOptionError):
+        return exc.reference                      # %(NAME)s
+    if type(exc) is KeyError and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        return exc.args[0]                        # get setting = NAME
+    return None
+
+
+def _load_error(config_uri, exc):
+    if isinstance(exc, FileNotFoundError):
+        return UsageError('cannot read %s: %s' % (exc.filename or config_uri,
+                                                  exc.strerror or exc))
+    message = ' '.join(str(exc).split())  # configparser's messages span lines
+    return UsageError('cannot load %s: %s' % (config_uri, message))
+
+
 def load_settings(config_uri, app_name=None, variables=None):
-    """The settings of the ini file's application section, as ``pserve`` reads them."""
+    """The settings of the ini file's application section, as ``pserve`` reads them.
+
+    A variable that the file uses (``%(NAME)s``, ``get setting = NAME``) but
+    that has no value is an error only where maintenance needs it: the file
+    is read again with a placeholder for each such variable; the settings
+    that end up holding one are dropped, or get a stand-in if maintenance
+    does without them (:data:`STAND_INS`), and any other ``mongodb_session.*``
+    setting holding one is reported with the variables it needs.
+    """
     from pyramid.paster import get_appsettings
-    try:
-        return get_appsettings(config_uri, name=app_name, options=dict(variables or {}))
-    except FileNotFoundError as exc:
-        raise UsageError('cannot read %s: %s' % (exc.filename or config_uri,
-                                                 exc.strerror or exc)) from None
-    except (LookupError, ValueError, ImportError, configparser.Error, OSError) as exc:
-        message = ' '.join(str(exc).split())  # configparser's messages span lines
-        raise UsageError('cannot load %s: %s' % (config_uri, message)) from None
+    variables = dict(variables or {})
+    placeholders = {}
+    first_error = None
+    while True:
+        try:
+            settings = get_appsettings(config_uri, name=app_name,
+                                       options=dict(variables, **placeholders))
+            break
+        except (LookupError, ValueError, ImportError, configparser.Error, OSError) as exc:
+            name = _missing_variable(exc)
+            if name is None or name in variables or name in placeholders:
+                raise _load_error(config_uri, first_error or exc) from None
+            first_error = first_error or exc
+            placeholders[name] = '<no value for %s: %s>' % (name, secrets.token_hex(8))
+
+    needed = {}   # variable -> the settings that use it
+    for key, value in list(settings.items()):
+        if key in placeholders:       # the placeholder itself, as a global setting
+            del settings[key]
+            continue
+        missing = [name for name, placeholder in placeholders.items()
+                   if isinstance(value, str) and placeholder in value]
+        if not missing:
+            continue
+        if key in STAND_INS:
+            settings[key] = STAND_INS[key]()
+        elif key.startswith(PREFIX):
+            for name in missing:
+                needed.setdefault(name, []).append(key)
+        else:
+            del settings[key]
+    if needed:
+        raise UsageError('cannot load %s: no value for %s: give %s' % (
+            config_uri,
+            ', '.join('%s (used by %s)' % (name, ', '.join(keys)) for name, keys in needed.items()),
+            ' '.join('--var %s=VALUE' % name for name in needed)))
+    return settings
 
 
 def store_from_settings(settings, operation_timeout=None):
-    """The SessionStore described by ``settings`` (no connection is made yet)."""
+    """The SessionStore described by ``settings`` (no connection is made yet).
+
+    The secret is never used: a stand-in replaces it, so a file without one,
+    such as an administrator's for ``ensure-indexes``, does as well.
+    """
     settings = dict(settings)
     url = str(settings.get(PREFIX + 'url', '')).strip()
     if url.startswith(EMBEDDED_SCHEME):
         raise UsageError(
             '%surl = %s keeps sessions in the memory of each application process: '
             'there is no database for %s to work on' % (PREFIX, EMBEDDED_SCHEME, PROG))
+    settings[PREFIX + 'secret'] = STAND_INS[PREFIX + 'secret']()
     if operation_timeout is not None:
         settings[PREFIX + 'operation_timeout'] = str(operation_timeout)
     try:
@@ -216,37 +286,23 @@ def store_from_settings(settings, operation_timeout=None):
 
 # -- the commands ----------------------------------------------------------------
 
-def _timed(store, operation, *args, **kwargs):
-    """Run one database call under the store's operation timeout."""
-    with pymongo.timeout(store.operation_timeout):
-        return operation(*args, **kwargs)
-
-
 def ensure_indexes(store, args, out):
     created = store.ensure_indexes()
-    collection = store.collection()
     if created:
         out('TTL index on %s.expires is in place: the server deletes expired sessions '
-            'by itself (MongoDB checks about once a minute)' % collection.full_name)
+            'by itself (MongoDB checks about once a minute)' % store.namespace())
     else:
         out('the server refused a TTL index on %s.expires: expired sessions are '
             'ignored when read but stay stored; run "%s purge" periodically '
-            '(e.g. from cron)' % (collection.full_name, PROG))
+            '(e.g. from cron)' % (store.namespace(), PROG))
     return OK
 
 
 def purge(store, args, out):
     removed = store.purge_expired(utcnow(), batch_size=args.batch_size)
     out('purged %d expired session%s from %s'
-        % (removed, '' if removed == 1 else 's', store.collection().full_name))
+        % (removed, '' if removed == 1 else 's', store.namespace()))
     return OK
-
-
-def _ttl_index(indexes):
-    for name, spec in indexes.items():
-        if spec.get('key') == [('expires', 1)] and 'expireAfterSeconds' in spec:
-            return name
-    return None
 
 
 def percentile(sorted_values, p):
@@ -255,41 +311,28 @@ def percentile(sorted_values, p):
     return sorted_values[rank - 1]
 
 
-def document_sizes(store, collection, total, sample):
+def document_sizes(store, total, sample):
     """``(sizes, how)``: BSON sizes of at most ``sample`` documents, and how they were got."""
-    pipeline = [{'$project': {'_id': 0, 'size': {'$bsonSize': '$$ROOT'}}}]
-    if total > sample:
-        pipeline.insert(0, {'$sample': {'size': sample}})
-    try:
-        sizes = [doc['size'] for doc in _timed(
-            store, lambda: list(collection.aggregate(pipeline)))]
-    except OperationFailure as exc:
-        # FerretDB 1.x implements neither $bsonSize nor $sample: measure the
-        # raw BSON of the first documents here instead.
-        raw = collection.with_options(
-            codec_options=CodecOptions(document_class=RawBSONDocument))
-        sizes = [len(doc.raw) for doc in _timed(
-            store, lambda: list(raw.find({}, limit=sample)))]
-        reason = one_line((exc.details or {}).get('errmsg') or exc)
+    sizes, refusal = store.document_sizes(sample, at_random=total > sample)
+    if refusal is not None:
+        # FerretDB 1.x implements neither $bsonSize nor $sample: the store
+        # measured the raw BSON of the first documents instead.
         how = ('measured client-side from the first %d of %d documents, in the '
                'server\'s natural order (the server cannot compute them: %s)'
-               % (len(sizes), total, reason))
+               % (len(sizes), total, one_line(refusal)))
+    elif total > sample:
+        how = 'computed by the server for a random sample of %d of %d documents' % (
+            len(sizes), total)
     else:
-        if total > sample:
-            how = 'computed by the server for a random sample of %d of %d documents' % (
-                len(sizes), total)
-        else:
-            how = 'computed by the server for all %d documents' % len(sizes)
+        how = 'computed by the server for all %d documents' % len(sizes)
     return sorted(sizes), how
 
 
 def stats(store, args, out):
-    collection = store.collection()
-    now = utcnow()
-    total = _timed(store, collection.count_documents, {})
-    expired = _timed(store, collection.count_documents, {'expires': {'$lte': now}})
-    ttl = _ttl_index(_timed(store, collection.index_information))
-    out('collection: %s' % collection.full_name)
+    namespace = store.namespace()
+    total, expired = store.session_counts(utcnow())
+    ttl = store.ttl_index_name()
+    out('collection: %s' % namespace)
     out('sessions: %d' % total)
     out('live: %d' % (total - expired))
     out('expired, not yet removed: %d' % expired)
@@ -300,7 +343,7 @@ def stats(store, args, out):
     if not total:
         out('document size: no documents')
         return OK
-    sizes, how = document_sizes(store, collection, total, args.sample)
+    sizes, how = document_sizes(store, total, args.sample)
     if not sizes:  # every document went between the count and the sample
         out('document size: no documents')
         return OK
@@ -380,12 +423,47 @@ COMMANDS = {
 # -- the entry point ---------------------------------------------------------------
 
 def main(argv=None):
-    """Run ``pmongosession`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    """Run ``pmongosession`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status.
+
+    When the reader of the output goes away before the end (``pmongosession
+    stats production.ini | head -3``), the command stops writing and ends
+    quietly, without a traceback: with status 0, as the reader wanted no more
+    (``stats`` only reads; the other commands write their output once their
+    work is done), or with the status of a failure it had already reported.
+    """
+    status = OK
+    try:
+        status = _run(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _discard(sys.stdout)
+    return status
+
+
+def _discard(stream):
+    """Point ``stream`` at the null device once its reader has gone away, so that
+    the interpreter's last flush does not fail again."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return   # not a file (captured output): nothing more will reach it anyway
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def _run(argv):
     def out(line):
         print(line, file=sys.stdout)
 
     def fail(status, message, prog=PROG):
-        print('%s: error: %s' % (prog, one_line(message)), file=sys.stderr)
+        try:
+            print('%s: error: %s' % (prog, one_line(message)), file=sys.stderr)
+            sys.stderr.flush()
+        except BrokenPipeError:
+            _discard(sys.stderr)
         return status
 
     parser = build_parser()
@@ -414,7 +492,7 @@ def main(argv=None):
         return COMMANDS[args.command](store, args, out)
     except UsageError as exc:
         return fail(USAGE, exc, exc.prog)
-    except (SessionStoreError, PyMongoError) as exc:
+    except SessionStoreError as exc:
         return fail(FAILED, exc)
     except ValueError as exc:  # e.g. SessionStore.revoke's refusal of an empty query
         return fail(USAGE, exc)

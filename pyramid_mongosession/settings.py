@@ -7,6 +7,7 @@ key, when the application starts rather than on its first request.
 ``mongodb_session.client.<option>`` passes ``<option>`` to
 :class:`pymongo.MongoClient` (the Perl modules' "prefix it with mongodb_" rule).
 """
+import difflib
 from urllib.parse import unquote, urlsplit
 
 import pymongo
@@ -14,8 +15,17 @@ from pyramid.exceptions import ConfigurationError
 from pyramid.path import DottedNameResolver
 from pyramid.settings import aslist, falsey, truthy
 from pymongo.common import validate as validate_client_option
+from pymongo.errors import PyMongoError
+from pymongo.uri_parser import parse_uri
 
-from .factory import MongoSessionFactory
+try:
+    # pymongo 4.12+: the check MongoClient itself makes of a connection string
+    # before, and without, the DNS lookup that a mongodb+srv:// url implies.
+    from pymongo.uri_parser_shared import _validate_uri
+except ImportError:  # older pymongo parses mongodb+srv:// urls only with DNS
+    _validate_uri = None
+
+from .factory import DEFAULTS, MongoSessionFactory
 from .store import ProcessLocalCollection
 
 PREFIX = 'mongodb_session.'
@@ -23,6 +33,10 @@ PREFIX = 'mongodb_session.'
 #: memory (mongomock), for development without a server: lost on restart,
 #: invisible to other processes.
 EMBEDDED_SCHEME = 'mongomock://'
+#: The database of the embedded backend when neither its url nor ``db_name``
+#: names one: ``mongodb_session.url = mongomock://`` is enough.
+EMBEDDED_DB_NAME = 'pyramid_mongosession'
+SRV_SCHEME = 'mongodb+srv://'
 
 
 def _string(value):
@@ -138,7 +152,7 @@ def parse_settings(settings, prefix=PREFIX):
             continue
         table = CONNECTION if name in CONNECTION else FACTORY if name in FACTORY else None
         if table is None:
-            raise ConfigurationError('unknown setting %s' % key)
+            raise ConfigurationError('unknown setting %s%s' % (key, _suggestion(name, prefix)))
         try:
             (connection if table is CONNECTION else options)[name] = table[name](value)
         except (TypeError, ValueError) as exc:
@@ -147,6 +161,39 @@ def parse_settings(settings, prefix=PREFIX):
         if not options.get(name):
             raise ConfigurationError('%s%s is required' % (prefix, name))
     return connection, options, client
+
+
+def _suggestion(name, prefix):
+    """"; did you mean <the closest setting>?", or nothing when none is close."""
+    close = difflib.get_close_matches(name, list(CONNECTION) + list(FACTORY), n=1)
+    return '; did you mean %s%s?' % (prefix, close[0]) if close else ''
+
+
+def url_database(url, prefix=PREFIX):
+    """Check ``url`` as pymongo will read it; return the database it names, or None.
+
+    Nothing is contacted: a malformed url (a misspelt scheme, a bad host or
+    port, an unknown option or a bad option value) raises
+    :class:`~pyramid.exceptions.ConfigurationError` at start-up instead of
+    failing every request. A ``mongodb+srv://`` url is checked without the DNS
+    lookup it implies, which happens when the client connects; with a pymongo
+    older than 4.12, which can only parse it with that lookup, only its
+    scheme is checked here.
+    """
+    path_database = unquote(urlsplit(url).path.lstrip('/')) or None
+    if url.startswith(EMBEDDED_SCHEME):
+        return path_database
+    try:
+        if url.startswith(SRV_SCHEME):
+            if _validate_uri is None:
+                return path_database
+            parsed = _validate_uri(url, validate=True, warn=False)
+        else:
+            parsed = parse_uri(url, validate=True, warn=False)
+    except (PyMongoError, ValueError) as exc:
+        # pymongo's messages leave the url out, and with it any password.
+        raise ConfigurationError('%surl: %s' % (prefix, exc)) from exc
+    return parsed['database']
 
 
 def _embedded_client_class():
@@ -172,7 +219,10 @@ def session_factory_from_settings(settings, prefix=PREFIX):
             if name in connection:
                 raise ConfigurationError(
                     '%s%s cannot be combined with %surl' % (prefix, name, prefix))
-        db_name = connection.get('db_name') or unquote(urlsplit(url).path.lstrip('/'))
+        db_name = url_database(url, prefix)   # checks the url even when db_name is set
+        if url.startswith(EMBEDDED_SCHEME):
+            db_name = db_name or EMBEDDED_DB_NAME
+        db_name = connection.get('db_name') or db_name
     else:
         db_name = connection.get('db_name')
     if not db_name:
@@ -195,4 +245,9 @@ def session_factory_from_settings(settings, prefix=PREFIX):
     try:
         return MongoSessionFactory(collection, secret, **options)
     except (TypeError, ValueError) as exc:
-        raise ConfigurationError(prefix + str(exc)) from exc
+        message = prefix + str(exc)
+        if 'reissue_time' in str(exc) and 'reissue_time' not in options:
+            # Only timeout was set: the other half of the clash is a default.
+            message += ' (%sreissue_time is %s seconds by default: set it too)' % (
+                prefix, DEFAULTS['reissue_time'])
+        raise ConfigurationError(message) from exc

@@ -451,6 +451,58 @@ class SessionStore:
                                 {'_id': {'$in': batch}, 'expires': {'$lte': now}})
             removed += result.deleted_count
 
+    def namespace(self):
+        """``database.collection``: where the sessions are kept."""
+        return self.collection().full_name
+
+    def session_counts(self, now):
+        """``(stored, expired)``: how many sessions are stored, and how many of
+        them had expired at ``now`` but are still there."""
+        collection = self.collection()
+        stored = self._call('count sessions', collection.count_documents, {})
+        expired = self._call('count expired sessions', collection.count_documents,
+                             {'expires': {'$lte': now}})
+        return stored, expired
+
+    def ttl_index_name(self):
+        """The name of the TTL index on ``expires``, or None when there is none."""
+        indexes = self._call('list the indexes', self.collection().index_information)
+        for name, spec in indexes.items():
+            if spec.get('key') == [('expires', 1)] and 'expireAfterSeconds' in spec:
+                return name
+        return None
+
+    def document_sizes(self, limit, at_random=False):
+        """Sizes in bytes of stored session documents: ``(sizes, refusal)``.
+
+        The server computes them (``$bsonSize``): for ``limit`` documents it
+        picks at random (``$sample``) when ``at_random``, else for every
+        document. A server that cannot (FerretDB 1.x implements neither)
+        refuses; then the raw BSON of the first ``limit`` documents, in the
+        server's natural order, is measured here instead, and ``refusal`` is
+        the server's message. ``refusal`` is None when the server computed
+        the sizes.
+        """
+        from bson.codec_options import CodecOptions
+        from bson.raw_bson import RawBSONDocument
+
+        collection = self.collection()
+        pipeline = [{'$project': {'_id': 0, 'size': {'$bsonSize': '$$ROOT'}}}]
+        if at_random:
+            pipeline.insert(0, {'$sample': {'size': limit}})
+        try:
+            return [doc['size'] for doc in self._call(
+                'measure sessions', lambda: list(collection.aggregate(pipeline)))], None
+        except (SessionBackendError, SessionValueError) as exc:
+            refusal = exc.__cause__
+            if not isinstance(refusal, OperationFailure):
+                raise
+        raw = collection.with_options(
+            codec_options=CodecOptions(document_class=RawBSONDocument))
+        sizes = [len(doc.raw) for doc in self._call(
+            'read sessions', lambda: list(raw.find({}, limit=limit)))]
+        return sizes, (refusal.details or {}).get('errmsg') or str(refusal)
+
 
 def _data_selector(query):
     if not query:

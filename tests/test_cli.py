@@ -135,6 +135,13 @@ def test_bad_setting_is_a_configuration_error_naming_it(run, tmp_path, mongodb_u
     assert 'mongodb_session.colour' in one_error_line(err)
 
 
+def test_malformed_url_is_a_configuration_error(run, tmp_path):
+    path = write_ini(tmp_path / 'typo.ini', 'mongdb://127.0.0.1:%d' % free_port(), 'db')
+    status, out, err = run('stats', path)
+    assert status == 2
+    assert 'mongodb_session.url: Invalid URI scheme' in one_error_line(err)
+
+
 def test_embedded_url_is_refused(run, tmp_path):
     path = write_ini(tmp_path / 'mem.ini', 'mongomock://', 'db')
     status, out, err = run('stats', path)
@@ -162,6 +169,22 @@ def test_console_script_entry_point():
     assert entry.load() is main
 
 
+def test_every_database_call_goes_through_the_store():
+    """store.py is the only module that talks to MongoDB: the command asks it."""
+    import ast
+    import pyramid_mongosession.cli as cli
+    with open(cli.__file__, encoding='utf-8') as f:
+        tree = ast.parse(f.read())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split('.')[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            imported.add(node.module.split('.')[0])
+    assert 'pymongo' not in imported
+    assert not hasattr(cli, '_timed')
+
+
 def test_runs_as_a_program_with_exit_status(ini, store, collection):
     add_sessions(store, 2, expired=True)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
@@ -174,6 +197,38 @@ def test_runs_as_a_program_with_exit_status(ini, store, collection):
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
     assert done.returncode == 2
     assert 'refusing' in one_error_line(done.stderr)
+
+
+def run_into_closed_pipe(*argv):
+    """Run the command as a program whose standard output nobody reads any more
+    (``| head`` that has exited); return (status, stderr)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        filter(None, [REPO, os.environ.get('PYTHONPATH')])))
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, '-m', 'pyramid_mongosession.cli'] + list(argv),
+                              stdout=write_end, stderr=subprocess.PIPE, text=True,
+                              env=env, cwd=REPO, timeout=60)
+    finally:
+        os.close(write_end)
+    return done.returncode, done.stderr
+
+
+def test_output_into_a_closed_pipe_ends_quietly(ini, store):
+    add_sessions(store, 3)
+    status, err = run_into_closed_pipe('stats', ini)
+    assert (status, err) == (0, '')
+    status, err = run_into_closed_pipe('--help')
+    assert (status, err) == (0, '')
+
+
+def test_closed_pipe_keeps_the_status_of_a_reported_failure(tmp_path):
+    path = write_ini(tmp_path / 'down.ini', 'mongodb://127.0.0.1:%d' % free_port(), 'db',
+                     extra='mongodb_session.client.serverSelectionTimeoutMS = 500')
+    status, err = run_into_closed_pipe('stats', path, '--operation-timeout', '1')
+    assert status == 1
+    one_error_line(err)
 
 
 # -- reading the ini file like pserve ------------------------------------------------
@@ -233,6 +288,121 @@ def test_ini_variables(run, tmp_path, mongodb_url, database, store):
     status, out, err = run('stats', str(path))
     assert status == 2
     assert 'MONGODB_URL' in one_error_line(err)
+
+
+# -- maintenance needs no secret --------------------------------------------------------
+
+def write_app_ini(path, lines):
+    """An ini file with an [app:main] section of ``lines``."""
+    path.write_text('[app:main]\nuse = call:tests.test_cli:app_factory\n'
+                    + textwrap.dedent(lines))
+    return str(path)
+
+
+def test_secret_variable_needs_no_value(run, tmp_path, mongodb_url, database, store):
+    """The Quick start's ini file: the secret comes from pserve SESSION_SECRET=..."""
+    add_sessions(store, 2, expired=True)
+    path = write_app_ini(tmp_path / 'production.ini', """\
+        mongodb_session.url = %s
+        mongodb_session.db_name = %s
+        mongodb_session.secret = %%(SESSION_SECRET)s
+        """ % (mongodb_url, database.name))
+    status, out, err = run('purge', path)
+    assert (status, err) == (0, '')
+    assert 'purged 2 expired sessions' in out
+    status, out, err = run('stats', path)
+    assert (status, err) == (0, '')
+    # given anyway, it changes nothing
+    assert run('stats', path, '--var', 'SESSION_SECRET=x')[:2] == (status, out)
+
+
+def test_secret_read_with_get_needs_no_value(run, tmp_path, mongodb_url, database, store):
+    add_sessions(store, 1)
+    path = write_app_ini(tmp_path / 'get.ini', """\
+        mongodb_session.url = %s
+        mongodb_session.db_name = %s
+        get mongodb_session.secret = SESSION_SECRET
+        """ % (mongodb_url, database.name))
+    status, out, err = run('stats', path)
+    assert (status, err) == (0, '')
+    assert 'sessions: 1' in out
+
+
+def test_ini_file_without_a_secret(run, tmp_path, mongodb_url, database):
+    # e.g. an administrator's file for ensure-indexes
+    path = write_app_ini(tmp_path / 'admin.ini', """\
+        mongodb_session.url = %s
+        mongodb_session.db_name = %s
+        """ % (mongodb_url, database.name))
+    status, out, err = run('ensure-indexes', path)
+    assert (status, err) == (0, '')
+    assert ('is in place' in out) or ('refused a TTL index' in out)
+
+
+def test_other_applications_variables_need_no_value(run, tmp_path, mongodb_url, database):
+    path = write_app_ini(tmp_path / 'app.ini', """\
+        sqlalchemy.url = postgresql://app:%%(DB_PASSWORD)s@db/app
+        mongodb_session.url = %s
+        mongodb_session.db_name = %s
+        mongodb_session.secret = %%(SESSION_SECRET)s
+        """ % (mongodb_url, database.name))
+    status, out, err = run('purge', path)
+    assert (status, err) == (0, '')
+    assert 'purged 0 expired sessions' in out
+
+
+def test_encryption_keys_variables_need_no_value(run, tmp_path, mongodb_url, database,
+                                                 collection):
+    from pyramid_mongosession.crypto import ValueCipher, new_key
+    key = new_key()
+    add_sessions(SessionStore(collection, cipher=ValueCipher([key])), 2, user_id=42)
+    path = write_app_ini(tmp_path / 'enc.ini', """\
+        mongodb_session.url = %s
+        mongodb_session.db_name = %s
+        mongodb_session.secret = %%(SESSION_SECRET)s
+        mongodb_session.encryption_keys = %%(SESSION_KEY_NEW)s %%(SESSION_KEY_OLD)s
+        """ % (mongodb_url, database.name))
+    status, out, err = run('revoke', path, 'user_id={"$exists": true}')
+    assert (status, err) == (0, '')
+    assert 'revoked 2 sessions' in out and 'encrypted at rest' in out
+
+
+def test_variables_the_sessions_need_are_still_required(run, tmp_path, mongodb_url,
+                                                        database, store):
+    add_sessions(store, 1)
+    path = write_app_ini(tmp_path / 'vars.ini', """\
+        mongodb_session.secret = %(TOKEN)s
+        mongodb_session.url = %(MONGODB_URL)s
+        mongodb_session.db_name = %(TOKEN)s
+        """)
+    status, out, err = run('stats', path)
+    assert status == 2
+    line = one_error_line(err)
+    # in the order of the settings; the secret's use of TOKEN is not mentioned
+    assert ('no value for MONGODB_URL (used by mongodb_session.url), TOKEN (used by '
+            'mongodb_session.db_name): give --var MONGODB_URL=VALUE --var TOKEN=VALUE'
+            in line), line
+    status, out, err = run('stats', path, '--var', 'MONGODB_URL=' + mongodb_url,
+                           '--var', 'TOKEN=' + database.name)
+    assert (status, err) == (0, '')
+    assert 'sessions: 1' in out
+
+
+def test_cron_line_runs_without_the_secret(tmp_path, mongodb_url, database, store):
+    """The deployment guide's cron line, as a program, with a Quick start ini file."""
+    add_sessions(store, 3, expired=True)
+    path = write_app_ini(tmp_path / 'production.ini', """\
+        mongodb_session.url = %s
+        mongodb_session.db_name = %s
+        mongodb_session.secret = %%(SESSION_SECRET)s
+        """ % (mongodb_url, database.name))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        filter(None, [REPO, os.environ.get('PYTHONPATH')])))
+    env.pop('SESSION_SECRET', None)
+    done = subprocess.run([sys.executable, '-m', 'pyramid_mongosession.cli', 'purge', path],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+    assert (done.returncode, done.stderr) == (0, '')
+    assert 'purged 3 expired sessions' in done.stdout
 
 
 # -- ensure-indexes ------------------------------------------------------------------

@@ -1,4 +1,7 @@
 """mongodb_session.* settings, includeme, and the code-only API."""
+import os
+import re
+
 import pytest
 import webtest
 from pyramid.config import Configurator
@@ -6,7 +9,9 @@ from pyramid.exceptions import ConfigurationError
 from pyramid.response import Response
 
 from pyramid_mongosession import MongoSessionFactory, session_factory_from_settings
-from pyramid_mongosession.settings import parse_settings
+from pyramid_mongosession import settings as settings_module
+from pyramid_mongosession.factory import DEFAULTS
+from pyramid_mongosession.settings import CONNECTION, FACTORY, REQUIRED, parse_settings
 
 BASE = {'mongodb_session.secret': 'seekrit', 'mongodb_session.db_name': 'app'}
 
@@ -80,6 +85,152 @@ def test_bad_settings_fail_at_startup_naming_the_key(bad, named):
     assert named in str(info.value)
 
 
+@pytest.mark.parametrize('url, message', [
+    ('mongdb://localhost:27017/app', 'Invalid URI scheme'),
+    ('localhost:27017/app', 'Invalid URI scheme'),
+    ('', 'Invalid URI scheme'),
+    ('mongodb://', 'hostname'),
+    ('mongodb://localhost:99999/app', 'Port must be'),
+    ('mongodb://db1,,db2/app', 'Empty host'),
+    ('mongodb://localhost/app?serverSelectionTimeoutMS=soon', 'serverselectiontimeoutms'),
+    ('mongodb://localhost/app?replicaSet=rs0&retryWritez=true', 'Unknown option'),
+    ('mongodb://localhost/bad db', 'Bad database name'),
+])
+def test_malformed_url_stops_startup(url, message):
+    for extra in ({}, {'mongodb_session.db_name': 'app'}):   # checked even with db_name
+        with pytest.raises(ConfigurationError) as info:
+            session_factory_from_settings(dict({'mongodb_session.secret': 's',
+                                                'mongodb_session.url': url}, **extra))
+        assert str(info.value).startswith('mongodb_session.url: ')
+        assert message in str(info.value)
+
+
+def test_malformed_url_stops_the_application_at_include():
+    with pytest.raises(ConfigurationError, match='mongodb_session.url: Invalid URI scheme'):
+        counter_app({'mongodb_session.url': 'mongdb://localhost:27017/app',
+                      'mongodb_session.secret': 'seekrit'})
+
+
+def test_url_error_does_not_show_the_password():
+    with pytest.raises(ConfigurationError) as info:
+        session_factory_from_settings({'mongodb_session.secret': 's',
+                                       'mongodb_session.url': 'mongodb://me:hunter2@h:0x/app'})
+    assert 'mongodb_session.url' in str(info.value)
+    assert 'hunter2' not in str(info.value)
+
+
+def test_url_check_names_the_database_as_pymongo_does():
+    for url, expected in [('mongodb://h/app', 'app'), ('mongodb://h/app.ignored', 'app'),
+                          ('mongodb://u:p@h1:1,h2:2/my%2Dapp?replicaSet=rs', 'my-app'),
+                          ('mongodb://%2Ftmp%2Fmongodb-27017.sock/app', 'app')]:
+        factory = session_factory_from_settings({'mongodb_session.secret': 's',
+                                                 'mongodb_session.url': url})
+        assert factory.store._get_collection.db_name == expected, url
+
+
+@pytest.fixture
+def no_dns(monkeypatch):
+    """Any DNS lookup fails the test."""
+    import dns.resolver
+
+    def lookup(*args, **kwargs):
+        raise AssertionError('DNS lookup at start-up: %r' % (args,))
+    monkeypatch.setattr(dns.resolver, 'resolve', lookup)
+    monkeypatch.setattr(dns.resolver.Resolver, 'resolve', lookup)
+    monkeypatch.setattr('socket.getaddrinfo', lookup)
+
+
+def test_srv_url_is_checked_without_dns(no_dns):
+    factory = session_factory_from_settings({
+        'mongodb_session.secret': 's',
+        'mongodb_session.url': 'mongodb+srv://u:p@cluster0.example.invalid/app?w=majority'})
+    collection = factory.store._get_collection
+    assert collection.db_name == 'app'
+    assert collection._client is None
+
+
+@pytest.mark.parametrize('url', [
+    'mongodb+srv://h1.example.invalid,h2.example.invalid/app',
+    'mongodb+srv://cluster0.example.invalid:27017/app',
+    'mongodb+srv://cluster0.example.invalid/app?directConnection=true',
+])
+def test_malformed_srv_url_stops_startup_without_dns(no_dns, url):
+    values = {'mongodb_session.secret': 's', 'mongodb_session.url': url}
+    if settings_module._validate_uri is None:
+        # pymongo < 4.12 cannot check an SRV url without DNS: only its scheme is.
+        session_factory_from_settings(values)
+        return
+    with pytest.raises(ConfigurationError, match='mongodb_session.url: '):
+        session_factory_from_settings(values)
+
+
+@pytest.mark.parametrize('name, suggested', [
+    ('cookie_maxage', 'cookie_max_age'),
+    ('dbname', 'db_name'),
+    ('cookie_same_site', 'cookie_samesite'),
+    ('encryption_key', 'encryption_keys'),
+    ('colour', None),
+])
+def test_unknown_setting_suggests_the_closest(name, suggested):
+    with pytest.raises(ConfigurationError) as info:
+        session_factory_from_settings(dict(BASE, **{'mongodb_session.' + name: '1'}))
+    message = str(info.value)
+    if suggested is None:
+        assert message == 'unknown setting mongodb_session.%s' % name
+    else:
+        assert message == ('unknown setting mongodb_session.%s; did you mean '
+                           'mongodb_session.%s?' % (name, suggested))
+
+
+def test_short_timeout_needs_a_shorter_reissue_time():
+    with pytest.raises(ConfigurationError) as info:
+        session_factory_from_settings(settings(timeout='1'))
+    assert str(info.value) == (
+        'mongodb_session.reissue_time must be shorter than timeout '
+        '(mongodb_session.reissue_time is 120 seconds by default: set it too)')
+    # when both are set, the message is about the two the user wrote
+    with pytest.raises(ConfigurationError) as info:
+        session_factory_from_settings(settings(timeout='60', reissue_time='90'))
+    assert 'by default' not in str(info.value)
+    session_factory_from_settings(settings(timeout='60', reissue_time='30'))
+
+
+def readme_defaults():
+    """The README's settings table: ``{setting: its Default column}``."""
+    with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), 'README.rst'),
+              encoding='utf-8') as f:
+        text = f.read()
+    rows = {}
+    for line in text.splitlines():
+        match = re.match(r'``([a-z_.<>]+)``(?:, ``([a-z_]+)``)?\s{2,}(\S.*?)\s{2,}\S', line)
+        if match:
+            for name in filter(None, match.group(1, 2)):
+                rows[name] = match.group(3)
+    return rows
+
+
+def test_readme_defaults_are_the_codes():
+    def render(value):
+        if value is None:
+            return 'none'
+        if isinstance(value, bool):
+            return '``%s``' % str(value).lower()
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        return '``%s``' % (value.__name__ if callable(value) else value)
+
+    rows = readme_defaults()
+    assert set(CONNECTION) | set(FACTORY) <= set(rows)
+    for name in FACTORY:
+        expected = 'required' if name in REQUIRED else render(DEFAULTS[name])
+        assert rows[name] == expected, name
+    # the connection: no url, so host and port (test_defaults checks the client)
+    collection = session_factory_from_settings(BASE).store._get_collection
+    assert rows['url'] == 'none'
+    assert rows['host'] == rows['port'] == '``%s``, ``%s``' % collection._client_args
+    assert rows['coll_name'] == '``%s``' % collection.coll_name
+
+
 def test_other_settings_are_ignored():
     session_factory_from_settings(dict(BASE, **{'pyramid.reload_templates': 'true',
                                                 'mongodb_sessionx': '1'}))
@@ -125,6 +276,22 @@ def test_embedded_backend_keeps_a_counter():
     app = counter_app({'mongodb_session.url': 'mongomock:///demo',
                        'mongodb_session.secret': 'seekrit'})
     assert [app.get('/').text for _ in range(3)] == ['1', '2', '3']
+
+
+def test_embedded_backend_needs_no_database_name():
+    # The README's spelling: the url alone.
+    app = counter_app({'mongodb_session.url': 'mongomock://',
+                       'mongodb_session.secret': 'seekrit'})
+    assert [app.get('/').text for _ in range(2)] == ['1', '2']
+    factory = session_factory_from_settings({'mongodb_session.url': 'mongomock://',
+                                             'mongodb_session.secret': 's'})
+    assert factory.store.namespace() == 'pyramid_mongosession.sessions'
+    # a database named in the url or by db_name still wins
+    for extra, expected in [({'mongodb_session.url': 'mongomock:///demo'}, 'demo'),
+                            ({'mongodb_session.db_name': 'mine'}, 'mine')]:
+        values = dict({'mongodb_session.url': 'mongomock://',
+                       'mongodb_session.secret': 's'}, **extra)
+        assert session_factory_from_settings(values).store.namespace() == expected + '.sessions'
 
 
 def test_one_client_per_process(monkeypatch):

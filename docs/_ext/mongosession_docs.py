@@ -49,7 +49,8 @@ CONNECTION_DEFAULTS = {
     'port': '``27017``',
     'username': 'none',
     'password': 'none',
-    'db_name': 'the database the ``url`` names; required otherwise',
+    'db_name': 'the database the ``url`` names; ``pyramid_mongosession`` with '
+               '``url = mongomock://``; required otherwise',
     'coll_name': '``sessions``',
 }
 
@@ -61,8 +62,14 @@ SETTINGS = {
         carry any client option (``?replicaSet=rs0&w=majority&readPreference=primary``;
         see :doc:`deployment`). ``mongomock://`` keeps sessions in the memory
         of each process, for development without a server (the ``embedded``
-        extra). Cannot be combined with ``host``, ``port``, ``username`` or
-        ``password``: put credentials into the url.'''),
+        extra), in the database ``pyramid_mongosession`` unless the url
+        (``mongomock:///mydb``) or ``db_name`` names another. Cannot be combined with ``host``, ``port``, ``username`` or
+        ``password``: put credentials into the url. The url is checked at
+        start-up as pymongo reads it, without connecting: a misspelt scheme,
+        a bad host or port, an unknown option or a bad option value stops the
+        application with a ``ConfigurationError``. A ``mongodb+srv://`` url is
+        checked without its DNS lookup, which happens on the first connection
+        (with a pymongo older than 4.12, only its scheme is checked).'''),
     'host': ('connection', 'host = db.example.internal', '''
         The server's host name, as in the Perl modules; used when there is no
         ``url``.'''),
@@ -123,7 +130,10 @@ SETTINGS = {
         request when ``reissue_time`` allows, moves the expiry to now +
         ``timeout``. ``none`` disables the idle timeout (the session then
         lives until ``absolute_timeout``, ``expire`` or ``invalidate()``).
-        See :doc:`semantics`.'''),
+        Must be longer than ``reissue_time``, which is 120 seconds by default:
+        a ``timeout`` of 120 or less needs a smaller ``reissue_time`` as well
+        (``timeout = 60`` with ``reissue_time = 30``), or the application
+        does not start. See :doc:`semantics`.'''),
     'reissue_time': ('expiry', 'reissue_time = 300', '''
         A request that only reads refreshes the stored expiry when that moves
         it by at least this many seconds, so read-only traffic costs at most

@@ -1,0 +1,103 @@
+"""SessionStore's maintenance methods (what ``pmongosession`` asks of the store),
+against the real server of the suite."""
+import datetime
+import os
+
+import bson
+import pytest
+from pymongo.errors import AutoReconnect, OperationFailure
+
+from pyramid_mongosession import SessionBackendError
+from pyramid_mongosession.store import SessionStore
+
+
+def utcnow():
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+def add_sessions(store, count, expired=False, payload=''):
+    now = utcnow()
+    expires = now + datetime.timedelta(minutes=-5 if expired else 60)
+    for n in range(count):
+        store.insert('maintenance-%d-%s' % (n, os.urandom(6).hex()),
+                     {'n': n, 'payload': payload * n}, now, expires)
+
+
+def stored_sizes(collection):
+    return sorted(len(bson.encode(doc)) for doc in collection.find())
+
+
+class Failing:
+    """A sessions collection whose ``aggregate`` raises ``error``; all else is real."""
+
+    def __init__(self, collection, error):
+        self._collection = collection
+        self._error = error
+
+    def with_options(self, **kwargs):
+        return Failing(self._collection.with_options(**kwargs), self._error)
+
+    def aggregate(self, *args, **kwargs):
+        raise self._error
+
+    def __getattr__(self, name):
+        return getattr(self._collection, name)
+
+
+def test_namespace(collection):
+    assert SessionStore(collection).namespace() == collection.full_name
+
+
+def test_session_counts(collection):
+    store = SessionStore(collection)
+    assert store.session_counts(utcnow()) == (0, 0)
+    add_sessions(store, 4)
+    add_sessions(store, 3, expired=True)
+    assert store.session_counts(utcnow()) == (7, 3)
+    # "expired" is relative to the time given
+    assert store.session_counts(utcnow() - datetime.timedelta(hours=1)) == (7, 0)
+
+
+def test_ttl_index_name(collection):
+    store = SessionStore(collection)
+    if store.ensure_indexes():     # MongoDB, FerretDB 2.x
+        assert store.ttl_index_name() == 'expires_ttl'
+    else:                          # FerretDB 1.x refuses TTL indexes
+        assert store.ttl_index_name() is None
+    collection.drop_indexes()
+    collection.create_index('expires', name='plain')   # not a TTL index
+    assert store.ttl_index_name() is None
+
+
+@pytest.mark.parametrize('at_random', [False, True])
+def test_document_sizes(collection, at_random):
+    store = SessionStore(collection)
+    add_sessions(store, 10, payload='x' * 10)
+    actual = stored_sizes(collection)
+    sizes, refusal = store.document_sizes(4 if at_random else 10, at_random=at_random)
+    # computed by the server (refusal None), or, where it cannot (FerretDB
+    # 1.x), measured here from the first documents, with the server's reason
+    assert refusal is None or (isinstance(refusal, str) and refusal)
+    assert len(sizes) == (4 if at_random else 10)
+    assert set(sizes) <= set(actual)
+    if not at_random:
+        assert sorted(sizes) == actual
+
+
+def test_document_sizes_measured_here_when_the_server_cannot(collection):
+    refusal = OperationFailure('no $bsonSize here', code=238,
+                               details={'errmsg': 'no $bsonSize here', 'code': 238})
+    store = SessionStore(lambda: Failing(collection, refusal))
+    add_sessions(store, 6, payload='y')
+    sizes, reason = store.document_sizes(4, at_random=True)
+    assert reason == 'no $bsonSize here'
+    first = [len(bson.encode(doc)) for doc in collection.find().limit(4)]
+    assert sizes == first
+
+
+def test_document_sizes_does_not_hide_an_outage(collection):
+    store = SessionStore(lambda: Failing(collection, AutoReconnect('connection reset')))
+    add_sessions(store, 2)
+    with pytest.raises(SessionBackendError, match='connection reset') as info:
+        store.document_sizes(10)
+    assert isinstance(info.value.__cause__, AutoReconnect)
