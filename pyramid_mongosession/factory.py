@@ -1,5 +1,6 @@
 """MongoSessionFactory: options in, one session per request out."""
 import datetime
+import functools
 import logging
 
 from pyramid.interfaces import ISessionFactory
@@ -9,7 +10,7 @@ from .cookie import SessionCookie
 from .crypto import ValueCipher
 from .encoding import utcnow
 from .exceptions import SessionBackendError
-from .lifecycle import Arrival, EndOfRequest, Expiry, publicly_cacheable
+from .lifecycle import EndOfRequest, Expiry, publicly_cacheable
 from .session import MongoSession, SessionState
 from .store import SessionStore
 
@@ -132,26 +133,23 @@ class MongoSessionFactory:
 
     def __call__(self, request):
         session_id = self.cookie.read(request)
-        stored = None
-        degraded = False
-        if session_id is not None:
-            try:
-                stored = self.store.load(session_id, utcnow())
-            except SessionBackendError as exc:
-                if not self.degrade_on_outage:
-                    raise
-                log.warning('serving an empty session that will not be saved: %s', exc)
-                degraded = True
-        if stored is None:
-            arrival = Arrival(session_id, self.cookie.sent(request) is not None, None, None, 0,
-                              degraded)
-            state = SessionState()
+        if session_id is None:
+            state = SessionState(had_cookie=self.cookie.sent(request) is not None)
         else:
-            arrival = Arrival(session_id, True, session_id, stored.version, stored.size, False)
-            state = SessionState(session_id, stored.data, stored.created, stored.expires,
-                                 stored.stale_keys)
-        self._end_of_request.register(request, arrival, state)
+            # Loaded on the first read (see MongoSession), and not before.
+            state = SessionState(session_id, True, functools.partial(self._load, session_id))
+        self._end_of_request.register(request, state)
         return MongoSession(state)
+
+    def _load(self, session_id):
+        """``(stored session or None, degraded)`` for the id a request's cookie named."""
+        try:
+            return self.store.load(session_id, utcnow()), False
+        except SessionBackendError as exc:
+            if not self.degrade_on_outage:
+                raise
+            log.warning('serving an empty session that will not be saved: %s', exc)
+            return None, True
 
     def revoke(self, query):
         """Delete every session whose data matches ``query``; return how many.

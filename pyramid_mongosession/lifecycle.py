@@ -73,14 +73,6 @@ def decide(flags, loaded, invalidated, has_data, had_cookie):
     return Plan(ended, NOTHING, loaded)
 
 
-#: What the request brought: the id its signed cookie named (found or not),
-#: whether it sent a session cookie at all, the id, version and BSON size of
-#: the document it loaded (None, None, 0 when it loaded none), and whether the
-#: store was down then.
-Arrival = collections.namedtuple('Arrival',
-                                 'cookie_id had_cookie loaded_id version size degraded')
-
-
 class Expiry:
     """When a session expires: idle ``timeout``, its ``reissue_time``, ``absolute_timeout``.
 
@@ -141,7 +133,7 @@ class EndOfRequest:
         self.is_cacheable = is_cacheable
         self.degrade_on_outage = degrade_on_outage
 
-    def register(self, request, arrival, state):
+    def register(self, request, state):
         """Have the end of ``request`` run once for this session.
 
         As a response callback; or earlier, by :func:`session_tween_factory`
@@ -153,87 +145,162 @@ class EndOfRequest:
         def finish(request, response):
             if not done:
                 done.append(True)
-                self(arrival, state, request, response)
+                self(state, request, response)
         request.__dict__[_FINISH] = finish
         request.add_response_callback(finish)
 
-    def __call__(self, arrival, state, request, response):
-        if arrival.degraded:
-            return self._degraded(arrival, state, response)
-        plan = decide(state.flags, arrival.loaded_id is not None, state.invalidated,
-                      bool(state.data), arrival.had_cookie)
-        if plan == (KEEP, NOTHING, False) and not state.flags['late_store']:
+    def __call__(self, state, request, response):
+        if state.found is None and self._must_load(state):
+            state.ensure_loaded()
+        if state.degraded:
+            return self._degraded(state, response)
+        plan = decide(state.flags, state.may_exist, state.invalidated,
+                      bool(state.data or state.pushes), state.had_cookie)
+        late = state.flags['late_store']
+        if plan == (KEEP, NOTHING, False) and not late:
             return   # nothing to do: a new session that stayed empty, or no_store
         if self.is_cacheable(request, response):
             log.debug('left the session alone on a publicly cacheable response to %s',
                       request.path)
             return
 
+        refresh = None
+        if plan.store == UPDATE and state.found:
+            refresh = self.expiry.refreshed(state.created, state.expires, utcnow())
         if plan.cookie == NEW_ID:
             state.id = new_session_id()
-            self.cookie.set(response, state.id)
         elif plan.cookie == CLEAR:
             state.id = None
-            self.cookie.clear(response)
-        refresh = None
-        if plan.store == UPDATE:
-            refresh = self.expiry.refreshed(state.created, state.expires, utcnow())
-            if refresh is not None and self.cookie.max_age is not None:
-                self.cookie.set(response, state.id)   # the browser's copy slides too
         if plan.remove_loaded:
-            self.store.remove(arrival.loaded_id)
-
-        finish = functools.partial(self._finish, plan, arrival, state, state.id, refresh)
-        if state.flags['late_store']:
+            # An ended session goes now, whatever happens to the body.
+            self.store.remove(state.cookie_id)
+        if late:
+            self._set_cookie(plan, state, response, refresh)
+            finish = functools.partial(self._finish_late, plan, state, state.id, refresh)
             length = response.content_length   # WebOb forgets it when app_iter changes
             response.app_iter = _BodyThenFinish(response.app_iter, finish)
             response.content_length = length
         else:
-            finish()
+            # The write goes first: a session found gone by a write that did
+            # not read it first still gets the cookie it needs.
+            plan = self._guarded(self._store, plan, state, refresh) or plan
+            self._set_cookie(plan, state, response, refresh)
 
-    def _degraded(self, arrival, state, response):
+    def _must_load(self, state):
+        """Whether the end of the request must load a session that the view never read.
+
+        A write may go without a read (one round trip instead of two) unless
+        the response streams under late_store (the cookie is decided before
+        the body writes), or the write is one the store takes only with the
+        session in hand (see :meth:`SessionStore.can_write_blind`), or an
+        ``absolute_timeout`` caps the expiry (the write needs the creation time).
+        """
+        flags = state.flags
+        if flags['late_store']:
+            return True
+        if flags['expire'] or flags['change_id'] or flags['no_store']:
+            return False
+        if not (state.changed or state.pushes):
+            return False
+        if self.expiry.absolute_timeout is not None:
+            return True
+        return not self.store.can_write_blind(state.written(), state.pushes)
+
+    def _degraded(self, state, response):
         # The store was down when the session was asked for; a logout still logs out.
         if state.flags['expire'] or state.invalidated:
-            self.store.remove(arrival.cookie_id)
+            self.store.remove(state.cookie_id)
             self.cookie.clear(response)
 
-    def _finish(self, plan, arrival, state, planned_id, refresh, body_sent=True):
-        """Carry out the store action, now or when a late_store body has ended."""
+    def _set_cookie(self, plan, state, response, refresh):
+        if plan.cookie == NEW_ID:
+            self.cookie.set(response, state.id)
+        elif plan.cookie == CLEAR:
+            self.cookie.clear(response)
+        elif refresh is not None and self.cookie.max_age is not None:
+            self.cookie.set(response, state.id)   # the browser's copy slides too
+
+    def _finish_late(self, plan, state, planned_id, refresh, body_sent=True):
+        """Carry out the store action when a late_store body has ended."""
         if state.flags['expire'] or state.id != planned_id:
             # The session ended while the body streamed: the cookie can no
             # longer change, so nothing is stored, and the old document goes.
-            if arrival.loaded_id is not None and not plan.remove_loaded:
-                self.store.remove(arrival.loaded_id)
+            if state.found and not plan.remove_loaded:
+                self.store.remove(state.cookie_id)
         elif body_sent:
-            self._guarded(self._store, plan, arrival, state, refresh)
+            self._guarded(self._store, plan, state, refresh)
         else:
             log.warning('late_store: the response body raised; the session was not saved')
 
     def _guarded(self, operation, *args):
         try:
-            operation(*args)
+            return operation(*args)
         except SessionBackendError as exc:
             if not self.degrade_on_outage:
                 raise
             log.warning('session not saved (degrade_on_outage): %s', exc)
+            return None
 
-    def _store(self, plan, arrival, state, refresh):
+    def _store(self, plan, state, refresh):
+        """Carry out ``plan``'s store action; return the plan for the cookie."""
         now = utcnow()
         if plan.store == INSERT:
-            self.store.insert(state.id, state.data, state.created,
-                              self.expiry.at(state.created, now))
+            self._insert(state, now)
         elif plan.store == MOVE:
-            self._move(arrival, state, now)
+            if state.found:
+                if not self._move(state, now):
+                    return Plan(CLEAR, NOTHING, False)
+            elif not self._move_unread(state, now):
+                return self._as_new(state, now)
         elif plan.store == UPDATE:
-            changed, removed = state.changes()
-            if changed or removed:
-                self.store.update(state.id, now, changed, removed,
-                                  self.expiry.at(state.created, now), arrival.version,
-                                  data=state.data, stored_size=arrival.size)
-            elif refresh is not None:
-                self.store.touch(state.id, now, refresh)
+            if state.found:
+                self._update(state, now, refresh)
+            elif not self._update_unread(state, now):
+                return self._as_new(state, now)
+        return plan
 
-    def _move(self, arrival, state, now):
+    def _insert(self, state, now):
+        state.fold_pushes()
+        self.store.insert(state.id, state.data, state.created,
+                          self.expiry.at(state.created, now))
+
+    def _update(self, state, now, refresh):
+        changed, removed = state.changes()
+        if changed or removed:
+            self.store.update(state.id, now, changed, removed,
+                              self.expiry.at(state.created, now), state.stored.version,
+                              data=state.data, stored_size=state.stored.size)
+        elif refresh is not None:
+            self.store.touch(state.id, now, refresh)
+
+    def _update_unread(self, state, now):
+        """A write-only request: its changes in one update, without a find.
+
+        Returns False when the session had gone (expired, removed): the
+        request's writes then start a new session, as for any request whose
+        cookie names no live session.
+        """
+        written = state.written()
+        removed = [key for key in state.changed if key not in state.data]
+        if not (written or removed or state.pushes):
+            return True
+        return self.store.update(state.cookie_id, now, written, removed,
+                                 self.expiry.at(now, now), pushes=state.pushes)
+
+    def _as_new(self, state, now):
+        """The session this request wrote to blindly had gone: its writes start a new one."""
+        state.found = False
+        plan = decide(state.flags, False, False, bool(state.data or state.pushes),
+                      state.had_cookie)
+        if plan.store == INSERT:
+            if state.id is None:
+                state.id = new_session_id()
+            self._insert(state, now)
+        else:
+            state.id = None
+        return plan
+
+    def _move(self, state, now):
         """change_id: the session as this request leaves it, under a new id; the old one goes.
 
         The new document is written before the old one is deleted, so a failure
@@ -241,19 +308,20 @@ class EndOfRequest:
         that moment: if another request wrote it since this one loaded it, its
         changes to keys this request did not change are carried over too. If the
         old document was already gone (logged out, expired, moved by another
-        request), the new one is deleted: a stale request cannot bring a session back.
+        request), the new one is deleted and False returned: a stale request
+        cannot bring a session back.
         """
-        store, old_id = self.store, arrival.loaded_id
+        store, old_id, stored = self.store, state.cookie_id, state.stored
         store.insert(state.id, state.data, state.created, self.expiry.at(state.created, now))
         try:
-            latest = store.take(old_id, now, arrival.version)
+            latest = store.take(old_id, now, stored.version)
         except SessionConflict:
             store.remove(state.id)
             raise
         if latest is None:
             store.remove(state.id)
-            return
-        if latest.version != arrival.version:
+            return False
+        if latest.version != stored.version:
             changed, removed = state.changes()
             theirs = {key: value for key, value in latest.data.items()
                       if key not in changed and key not in removed
@@ -262,6 +330,37 @@ class EndOfRequest:
             if theirs or dropped:
                 store.update(state.id, now, theirs, dropped, self.expiry.at(state.created, now),
                              data=dict(state.data, **theirs), stored_size=latest.size)
+        return True
+
+    def _move_unread(self, state, now):
+        """change_id on a session the view never read: take the old document, store it anew.
+
+        Two round trips: the old document is deleted first (returning it, as
+        it is at that moment, concurrent writes included) and written under
+        the new id with this request's writes. Should that write fail, the
+        old document is put back. Returns False when the old session had gone.
+        """
+        store, old_id = self.store, state.cookie_id
+        old = store.take(old_id, now)
+        if old is None:
+            return False
+        deleted = [key for key in state.changed if key not in state.data]
+        data = dict(old.data)
+        data.update(state.data)
+        for key in deleted:
+            data.pop(key, None)
+        state.data = data
+        state.fold_pushes()
+        state.created = old.created or state.created
+        try:
+            self._insert(state, now)
+        except Exception:
+            try:
+                store.restore(old_id, old)
+            except Exception as exc:  # the original error is the one to report
+                log.warning('could not put back session after a failed change_id: %s', exc)
+            raise
+        return True
 
 
 def session_tween_factory(handler, registry):

@@ -39,31 +39,90 @@ _MISSING = object()
 class SessionState:
     """One request's bookkeeping for its session: what the end of the request reads.
 
-    ``id`` is the id the data belongs to (None for a new or invalidated
-    session; the end of the request assigns one). ``data`` maps keys to
-    values; ``changed`` holds the keys this request set or deleted, and
-    ``snapshots`` the BSON of mutable values as they were first read.
+    The stored session is loaded on the first read, not before: until then
+    ``data`` holds only what this request wrote, and a request that only
+    writes can send its writes without a find. ``cookie_id`` is the id the
+    request's signed cookie named; ``load`` returns ``(stored, degraded)``
+    for it (see the factory); ``found`` is None until loaded, then whether a
+    live document was there. ``id`` is the id the data belongs to (None for
+    a new or invalidated session; the end of the request assigns one).
+    ``changed`` holds the keys this request set or deleted, ``pushes`` the
+    flash messages appended to keys not read, and ``snapshots`` the BSON of
+    mutable values as they were first read.
     """
 
-    __slots__ = ('id', 'data', 'created', 'expires', 'invalidated', 'flags',
-                 'changed', 'snapshots')
+    __slots__ = ('cookie_id', 'had_cookie', 'load', 'found', 'stored', 'degraded', 'id', 'data',
+                 'created', 'expires', 'invalidated', 'flags', 'changed', 'pushes', 'snapshots')
 
-    def __init__(self, session_id=None, data=None, created=None, expires=None, stale_keys=()):
-        self.id = session_id
-        self.data = {} if data is None else data
-        self.created = created or utcnow()
-        self.expires = expires
+    def __init__(self, cookie_id=None, had_cookie=False, load=None):
+        self.cookie_id = cookie_id
+        self.had_cookie = had_cookie
+        self.load = load
+        self.found = None if load is not None else False
+        self.stored = None
+        self.degraded = False
+        self.id = None
+        self.data = {}
+        self.created = utcnow()
+        self.expires = None
         self.invalidated = False
         self.flags = dict.fromkeys(FLAGS, False)
-        self.changed = set(stale_keys)   # values sealed with a retired key are rewritten
+        self.changed = set()
+        self.pushes = {}
         self.snapshots = {}
+
+    @property
+    def loaded(self):
+        return self.found is not None
+
+    @property
+    def may_exist(self):
+        """Whether a stored session may be under ``cookie_id``: found, or not looked for."""
+        return self.cookie_id is not None and self.found is not False
+
+    def ensure_loaded(self):
+        """Load the stored session once, and lay this request's writes over it."""
+        if self.found is not None:
+            return
+        stored, self.degraded = self.load()
+        self.found = stored is not None
+        if stored is None:
+            return
+        writes, self.data = self.data, stored.data
+        for key in self.changed:
+            if key in writes:
+                self.data[key] = writes[key]
+            else:
+                self.data.pop(key, None)
+        self.changed.update(self.pushes)
+        self.fold_pushes()
+        self.changed.update(stored.stale_keys)   # values sealed with a retired key
+        self.stored = stored
+        self.id = self.cookie_id
+        self.created = stored.created or self.created
+        self.expires = stored.expires
+
+    def written(self):
+        """The values this request set (for a session it has not read)."""
+        data = self.data
+        return {key: data[key] for key in self.changed if key in data}
+
+    def fold_pushes(self):
+        """Append the flash messages kept for the server to the values in ``data``."""
+        for key, messages in self.pushes.items():
+            current = self.data.get(key)
+            self.data[key] = (current if isinstance(current, list) else []) + messages
+        self.pushes = {}
 
     def forget(self):
         """invalidate(): the data is dissociated; what is stored next starts a new session."""
+        if self.found is None:
+            self.found = self.cookie_id is not None   # nothing to load: the document goes
         self.id = None
         self.invalidated = True
         self.data = {}
         self.changed = set()
+        self.pushes = {}
         self.snapshots = {}
         self.created = utcnow()
         self.expires = None
@@ -99,7 +158,10 @@ class SessionOptions(MutableMapping):
 
     def __getitem__(self, key):
         if key == 'id':
-            return self._state.id
+            state = self._state
+            if state.found is None:
+                state.ensure_loaded()
+            return state.id
         return self._state.flags[key]
 
     def __setitem__(self, key, value):
@@ -150,23 +212,36 @@ class MongoSession:
     offers ``options`` (Plack's per-request controls, see
     :class:`SessionOptions`), :attr:`expires`, and the shortcuts
     :meth:`change_id` and :meth:`expire`.
+
+    The stored session is loaded on the first read — a key, ``len``,
+    iteration, ``new``, ``created``, ``options['id']``… — and never before:
+    a request that only writes (``session[key] = value``, ``del
+    session[key]``, ``flash()``, ``new_csrf_token()``) sends its writes
+    without reading, in one round trip. So ``del session[key]`` on a session
+    not read yet does not check that the key exists.
     """
 
     def __init__(self, state):
         self._state = state
         self.options = SessionOptions(state)
 
+    def _loaded(self):
+        state = self._state
+        if state.found is None:
+            state.ensure_loaded()
+        return state
+
     # -- ISession ------------------------------------------------------------
 
     @property
     def created(self):
         """When the session was created, in seconds since the epoch (to the millisecond)."""
-        return _epoch(self._state.created)
+        return _epoch(self._loaded().created)
 
     @property
     def new(self):
         """True until the session's data is stored under an id."""
-        return self._state.id is None
+        return self._loaded().id is None
 
     @property
     def expires(self):
@@ -175,7 +250,7 @@ class MongoSession:
         The expiry as this request loaded it (each write moves it forward);
         None for a new session, or when no timeout applies.
         """
-        expires = self._state.expires
+        expires = self._loaded().expires
         return None if expires is None else _epoch(expires)
 
     def changed(self):
@@ -216,13 +291,19 @@ class MongoSession:
 
     def flash(self, msg, queue='', allow_duplicate=True):
         key = _FLASH_PREFIX + queue
-        messages = self._state.data.get(key)
+        state = self._state
+        if allow_duplicate and state.found is None and key not in state.data:
+            # Not read yet: append on the server ($push), so concurrent flashes all survive.
+            check_value(key, msg)
+            state.pushes.setdefault(key, []).append(msg)
+            return
+        messages = self._loaded().data.get(key)
         if messages is None:
             self[key] = messages = []
         if allow_duplicate or msg not in messages:
             check_value(key, msg)
             messages.append(msg)
-            self._state.changed.add(key)
+            state.changed.add(key)
 
     def pop_flash(self, queue=''):
         return self.pop(_FLASH_PREFIX + queue, [])
@@ -238,7 +319,7 @@ class MongoSession:
         return token
 
     def get_csrf_token(self):
-        token = self._state.data.get(_CSRF_KEY)
+        token = self._loaded().data.get(_CSRF_KEY)
         if token is None:
             token = self.new_csrf_token()
         return token
@@ -253,14 +334,14 @@ class MongoSession:
         return value
 
     def _expose_all(self):
-        for key, value in self._state.data.items():
+        for key, value in self._loaded().data.items():
             self._expose(key, value)
 
     def __getitem__(self, key):
-        return self._expose(key, self._state.data[key])
+        return self._expose(key, self._loaded().data[key])
 
     def get(self, key, default=None):
-        value = self._state.data.get(key, _MISSING)
+        value = self._loaded().data.get(key, _MISSING)
         if value is _MISSING:
             return default
         return self._expose(key, value)
@@ -268,24 +349,32 @@ class MongoSession:
     def __setitem__(self, key, value):
         """Set ``key``; a value no server can store raises :class:`SessionValueError` here."""
         check_value(_checked_key(key), value)
-        self._state.data[key] = value
-        self._state.changed.add(key)
+        state = self._state
+        state.data[key] = value
+        state.changed.add(key)
+        state.pushes.pop(key, None)
 
     def __delitem__(self, key):
-        del self._state.data[key]
-        self._state.changed.add(key)
+        state = self._state
+        if state.found is None:
+            # Not read yet: a blind $unset, whether or not the key is stored.
+            state.data.pop(key, None)
+            state.pushes.pop(key, None)
+        else:
+            del state.data[key]
+        state.changed.add(key)
 
     def __contains__(self, key):
-        return key in self._state.data
+        return key in self._loaded().data
 
     def __iter__(self):
-        return iter(self._state.data)
+        return iter(self._loaded().data)
 
     def __len__(self):
-        return len(self._state.data)
+        return len(self._loaded().data)
 
     def keys(self):
-        return self._state.data.keys()
+        return self._loaded().data.keys()
 
     def values(self):
         self._expose_all()
@@ -300,13 +389,13 @@ class MongoSession:
         return dict(self._state.data)
 
     def setdefault(self, key, default=None):
-        if key in self._state.data:
+        if key in self._loaded().data:
             return self[key]
         self[key] = default
         return default
 
     def pop(self, key, default=_MISSING):
-        data = self._state.data
+        data = self._loaded().data
         if key in data:
             self._state.changed.add(key)
             return data.pop(key)
@@ -315,7 +404,7 @@ class MongoSession:
         return default
 
     def popitem(self):
-        key, value = self._state.data.popitem()
+        key, value = self._loaded().data.popitem()
         self._state.changed.add(key)
         return key, value
 
@@ -324,9 +413,13 @@ class MongoSession:
             self[key] = value
 
     def clear(self):
-        self._state.changed.update(self._state.data)
-        self._state.data.clear()
+        data = self._loaded().data
+        self._state.changed.update(data)
+        data.clear()
 
     def __repr__(self):
-        return '<%s %s %r>' % (type(self).__name__, 'new' if self.new else 'stored',
-                               self._state.data)
+        state = self._state
+        if state.found is None:
+            return '<%s not read yet, writes %r>' % (type(self).__name__, state.data)
+        return '<%s %s %r>' % (type(self).__name__, 'new' if state.id is None else 'stored',
+                               state.data)

@@ -48,6 +48,8 @@ _REFUSED_VALUE_CODES = frozenset((2, 52, 56, 57))
 #: CommandNotFound, CannotCreateIndex, IndexOptionsConflict,
 #: IndexKeySpecsConflict, CommandNotSupported, NotImplemented.
 _INDEX_REFUSED_CODES = frozenset((2, 13, 59, 67, 85, 86, 115, 238))
+#: The most a request may write to a session it has not read (see can_write_blind).
+BLIND_WRITE_LIMIT = 16 * 1024
 #: Room in a document for what is not session data (_id, times, version).
 DOCUMENT_HEADROOM = 1024
 #: What encryption adds to a value: version, key id, nonce and tag.
@@ -283,25 +285,51 @@ class SessionStore:
         return bson.decode(bson.encode(document, codec_options=CODEC_OPTIONS),
                            codec_options=_EMBEDDED_CODEC_OPTIONS)
 
+    def can_write_blind(self, values, pushes):
+        """Whether a write of ``values`` and ``pushes`` may go without loading the session.
+
+        Only a write small enough that it cannot take a session near MongoDB's
+        document limit over it unseen (the limit is checked exactly against
+        the loaded session otherwise), with no ``max_size`` to enforce, and
+        not to the embedded backend, where loading costs nothing. Encrypted
+        values cannot be appended to on the server.
+        """
+        self._process_collection()   # tells whether the backend is embedded
+        if self._embedded or self.max_size is not None or (pushes and self.cipher is not None):
+            return False
+        size = 0
+        for key, value in values.items():
+            size += check_value(key, value)
+        for key, messages in pushes.items():
+            for message in messages:
+                size += check_value(key, message)
+        return size <= BLIND_WRITE_LIMIT
+
     # -- the four operations ---------------------------------------------
 
     def load(self, session_id, now):
-        """The session stored under ``session_id``, or None if absent or expired."""
+        """The session stored under ``session_id``, or None if absent or expired.
+
+        The query names the document by ``_id`` alone, which every server
+        answers fastest (MongoDB's IDHACK path; FerretDB pushes down nothing
+        else); the expiry is checked here, since a TTL monitor lags.
+        """
         collection = self._raw_collection()
-        document = self._call('load a session', collection.find_one, {
-            '_id': document_id(session_id),
-            'expires': {'$not': {'$lte': now}},
-        })
+        document = self._call('load a session', collection.find_one,
+                              {'_id': document_id(session_id)})
         if document is None:
             return None
-        return self._stored(session_id, document)
+        return self._stored(session_id, document, now)
 
-    def _stored(self, session_id, document):
+    def _stored(self, session_id, document, now):
         if isinstance(document, RawBSONDocument):
             raw = document.raw
         else:   # mongomock
             raw = bson.encode(document, codec_options=_EMBEDDED_CODEC_OPTIONS)
         document = bson.decode(raw, codec_options=CODEC_OPTIONS)
+        expires = document.get('expires')
+        if expires is not None and expires <= now:
+            return None
         data = {session_key(name): value for name, value in document.get('data', {}).items()}
         stale = ()
         if self.cipher is not None:
@@ -335,14 +363,17 @@ class SessionStore:
             raise unstorable(data, exc) from exc
 
     def update(self, session_id, now, changed, removed, expires, version=None,
-               data=None, stored_size=0):
+               data=None, stored_size=0, pushes=None):
         """Write ``changed`` keys, remove ``removed`` keys and set ``expires``.
 
-        Returns False, writing nothing, when the session has gone meanwhile.
-        With ``detect_conflicts``, ``version`` must still be the stored one,
-        or :class:`SessionConflict` is raised. ``data`` (the whole session
-        after the write) and ``stored_size`` (the document's size when it was
-        loaded) let the write be refused if it would make the document too large.
+        Returns False, writing nothing, when the session has gone meanwhile:
+        the filter names the document by ``_id`` *and* a live expiry, so a
+        write never brings back a session that expired or was removed. With
+        ``detect_conflicts``, ``version`` must still be the stored one, or
+        :class:`SessionConflict` is raised. ``data`` (the whole session after
+        the write) and ``stored_size`` (the document's size when it was
+        loaded) let the write be refused if it would make the document too
+        large. ``pushes`` maps keys to lists of values to append (``$push``).
         """
         query = {'_id': document_id(session_id), 'expires': {'$not': {'$lte': now}}}
         if self.detect_conflicts and version is not None:
@@ -354,9 +385,15 @@ class SessionStore:
         update = {'$set': sets, '$inc': {'v': 1}}
         if removed:
             update['$unset'] = {'data.' + field_name(key): '' for key in removed}
+        if pushes:
+            for key, values in pushes.items():
+                for value in values:
+                    check_value(key, value)
+            update['$push'] = {'data.' + field_name(key): {'$each': values}
+                               for key, values in pushes.items()}
         collection = self.collection()
         try:
-            with _naming_refused(changed):
+            with _naming_refused(dict(changed, **(pushes or {}))):
                 result = self._call('store a session', collection.update_one, query,
                                     self._sent(update))
         except ENCODING_ERRORS as exc:
@@ -384,19 +421,23 @@ class SessionStore:
         and a ``version``, a session written since is left alone and
         :class:`SessionConflict` is raised. Raises on failure.
         """
-        query = {'_id': document_id(session_id), 'expires': {'$not': {'$lte': now}}}
+        query = {'_id': document_id(session_id)}
         if self.detect_conflicts and version is not None:
             query['v'] = version
         collection = self._raw_collection()
         document = self._call('move a session', collection.find_one_and_delete, query)
         if document is None:
-            if 'v' in query and self._call('check a session', collection.count_documents,
-                                           {'_id': query['_id'], 'expires': query['expires']},
-                                           limit=1):
+            if 'v' in query and self.load(session_id, now) is not None:
                 raise SessionConflict(
                     'the session was changed by another request since it was loaded')
             return None
-        return self._stored(session_id, document)
+        # By _id alone: deleting a session that had expired is no harm, and
+        # returning None for it keeps it from moving to a new id.
+        return self._stored(session_id, document, now)
+
+    def restore(self, session_id, stored):
+        """Put back a session that :meth:`take` removed (when moving it failed)."""
+        self.insert(session_id, stored.data, stored.created, stored.expires)
 
     def remove(self, session_id):
         """Delete a session. Returns whether it existed; None, with a warning, on failure."""

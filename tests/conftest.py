@@ -200,7 +200,8 @@ def session_view(request):
 
     ``set=key:json``, ``append=key:json``, ``del=key``, ``read=key``,
     ``opt=flag``, ``invalidate=``, ``flash=msg``; answers with the session's
-    id, newness and data as JSON.
+    id, newness and data as JSON, or with ``blind`` just "ok", so that a
+    request that only writes does not read the session.
     """
     session = request.session
     for op, arg in request.GET.items():
@@ -220,6 +221,8 @@ def session_view(request):
             session.invalidate()
         elif op == 'flash':
             session.flash(arg)
+    if 'blind' in request.GET:
+        return Response('ok')
     body = {'id': session.options['id'], 'new': session.new}
     if 'quiet' not in request.GET:
         body['data'] = dict(session.items())

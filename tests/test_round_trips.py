@@ -1,6 +1,14 @@
 """Exact database round trips per request, counted with pymongo command monitoring."""
+import datetime
+import threading
+
 import bson
 import pytest
+import webtest
+from pyramid.interfaces import ISessionFactory
+from pyramid.response import Response
+
+from .conftest import make_config
 
 
 @pytest.fixture
@@ -39,11 +47,109 @@ def test_returning_reader_costs_one_find(warm_app, round_trips):
     assert 'Set-Cookie' not in response.headers
 
 
-def test_returning_writer_costs_find_and_update(warm_app, round_trips):
+def test_returning_writer_that_reads_costs_find_and_update(warm_app, round_trips):
     warm_app.get('/session?set=a:1')
     round_trips()
-    warm_app.get('/session?set=a:2')
+    warm_app.get('/session?read=a&set=a:2')
     assert round_trips() == ['find', 'update']
+
+
+@pytest.mark.parametrize('query', ['set=a:2', 'del=a', 'flash=hello', 'set=a:2&del=b&flash=hi'])
+def test_write_only_request_costs_one_update(warm_app, round_trips, query):
+    warm_app.get('/session?set=a:1&set=b:1')
+    round_trips()
+    warm_app.get('/session?blind=1&' + query)
+    assert round_trips() == ['update']
+
+
+def test_write_only_request_lands_as_if_it_had_read(warm_app):
+    warm_app.get('/session?set=a:1&set=b:1&flash=first')
+    warm_app.get('/session?blind=1&set=a:2&del=b&del=missing&flash=second')
+    assert warm_app.get('/session').json['data'] == {'a': 2, '_f_': ['first', 'second']}
+
+
+def test_write_only_request_to_a_gone_session_starts_a_new_one(warm_app, round_trips,
+                                                               collection):
+    warm_app.get('/session?set=a:1')
+    old_cookie = warm_app.cookies['session']
+    collection.delete_many({})
+    round_trips()
+    response = warm_app.get('/session?blind=1&set=b:2')
+    assert round_trips() == ['update', 'insert']
+    assert warm_app.cookies['session'] != old_cookie
+    assert 'Max-Age=0' not in response.headers['Set-Cookie']
+    assert warm_app.get('/session').json['data'] == {'b': 2}
+
+
+def test_write_only_request_to_an_expired_session_does_not_revive_it(warm_app, collection):
+    warm_app.get('/session?set=a:1')
+    collection.update_many({}, {'$set': {'expires': datetime.datetime(2000, 1, 1)}})
+    warm_app.get('/session?blind=1&set=b:2')
+    assert warm_app.get('/session').json['data'] == {'b': 2}
+    assert [doc['data'] for doc in collection.find({'expires': {'$gt': datetime.datetime(2001, 1, 1)}})] == [{'b': 2}]
+
+
+def test_write_only_login_costs_two(warm_app, round_trips, collection):
+    warm_app.get('/session?set=a:1')
+    round_trips()
+    warm_app.get('/session?blind=1&set=user:"alice"&opt=change_id')
+    assert round_trips() == ['findAndModify', 'insert']
+    assert warm_app.get('/session').json['data'] == {'a': 1, 'user': 'alice'}
+    assert collection.count_documents({'data.a': 1}) == 1
+
+
+def test_write_only_logout_costs_one(warm_app, round_trips, collection):
+    warm_app.get('/session?set=a:1')
+    round_trips()
+    response = warm_app.get('/session?blind=1&opt=expire')
+    assert round_trips() == ['delete']
+    assert 'Max-Age=0' in response.headers['Set-Cookie']
+    assert collection.count_documents({'data.a': 1}) == 0
+
+
+def test_absolute_timeout_makes_a_write_read_first(make_app, round_trips):
+    app = make_app(absolute_timeout=3600)
+    app.get('/session?set=a:1')
+    round_trips()
+    app.get('/session?blind=1&set=a:2')
+    assert [name for name in round_trips() if name != 'createIndexes'] == ['find', 'update']
+
+
+def test_a_large_write_reads_first(warm_app, round_trips):
+    warm_app.get('/session?set=a:1')
+    round_trips()
+    warm_app.get('/session?blind=1&set=big:"%s"' % ('x' * 20000))
+    assert round_trips() == ['find', 'update']
+
+
+def test_concurrent_flashes_both_survive(make_app, collection):
+    """Two requests that flash without reading: $push keeps both messages."""
+    app = make_app()
+    app.get('/session?set=a:1')
+    cookie = app.cookies['session']
+    first_flashed, second_done = threading.Event(), threading.Event()
+
+    def slow_flash(request):
+        request.session.flash('first')
+        first_flashed.set()
+        assert second_done.wait(10)
+        return Response('ok')
+    factory = app.app.registry.queryUtility(ISessionFactory)
+    config = make_config(factory)
+    config.add_route('slow', '/slow')
+    config.add_view(slow_flash, route_name='slow')
+    wsgi = config.make_wsgi_app()
+    slow = webtest.TestApp(wsgi)
+    slow.set_cookie('session', cookie)
+    thread = threading.Thread(target=slow.get, args=('/slow',))
+    thread.start()
+    assert first_flashed.wait(10)
+    other = webtest.TestApp(wsgi)
+    other.set_cookie('session', cookie)
+    other.get('/session?blind=1&flash=second')
+    second_done.set()
+    thread.join(10)
+    assert sorted(app.get('/session').json['data']['_f_']) == ['first', 'second']
 
 
 def test_nested_change_is_written_without_changed(warm_app, round_trips):
@@ -61,7 +167,7 @@ def test_reading_a_nested_value_writes_nothing(warm_app, round_trips):
     assert round_trips() == ['find']
 
 
-def test_change_id_costs_three(warm_app, round_trips):
+def test_change_id_after_reading_costs_three(warm_app, round_trips):
     warm_app.get('/session?set=a:1')
     round_trips()
     warm_app.get('/session?opt=change_id')
