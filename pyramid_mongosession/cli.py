@@ -474,8 +474,8 @@ def _run(argv):
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else USAGE
 
-    # The commands report what the store would log (a refused TTL index).
-    store_log = logging.getLogger('pyramid_mongosession.store')
+    # The commands report what the package would log (a refused TTL index, an outage).
+    store_log = logging.getLogger('pyramid_mongosession')
     level = store_log.level
     store_log.setLevel(logging.ERROR)
     store = None

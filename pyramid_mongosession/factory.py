@@ -31,6 +31,7 @@ DEFAULTS = {
     'absolute_timeout': None,
     'detect_conflicts': False,
     'operation_timeout': 5.0,
+    'outage_probe_interval': 5.0,
     'max_size': None,
     'degrade_on_outage': False,
     'is_cacheable': publicly_cacheable,
@@ -80,6 +81,8 @@ class MongoSessionFactory:
       instead of merging by key;
     - ``operation_timeout=5.0``: the longest any one database call may take,
       in seconds;
+    - ``outage_probe_interval=5.0``: once a call finds MongoDB unreachable,
+      calls fail at once for this many seconds; then one call tries again;
     - ``max_size=None``: refuse to store a session whose data exceeds this
       many bytes of BSON (MongoDB's own limit is 16 MB per document);
     - ``degrade_on_outage=False``: when MongoDB is down, serve an empty
@@ -121,7 +124,9 @@ class MongoSessionFactory:
             is_cacheable=settings['is_cacheable'],
         )
         #: The sessions collection (:class:`~pyramid_mongosession.store.SessionStore`).
+        _seconds('outage_probe_interval', settings['outage_probe_interval'], allow_zero=True)
         self.store = SessionStore(collection, operation_timeout=settings['operation_timeout'],
+                                  outage_probe_interval=settings['outage_probe_interval'],
                                   detect_conflicts=settings['detect_conflicts'],
                                   cipher=ValueCipher(keys) if keys else None,
                                   max_size=settings['max_size'])

@@ -77,6 +77,10 @@ def _int_or_none(value):
     return _int(value)
 
 
+def _float(value):
+    return float(value)
+
+
 def _float_or_none(value):
     if value is None or str(value).strip().lower() in ('', 'none'):
         return None
@@ -127,6 +131,7 @@ FACTORY = {
     'absolute_timeout': _int_or_none,
     'detect_conflicts': _bool,
     'operation_timeout': _float_or_none,
+    'outage_probe_interval': _float,
     'max_size': _int_or_none,
     'degrade_on_outage': _bool,
     'is_cacheable': _dotted,
@@ -206,6 +211,30 @@ def _embedded_client_class():
     return mongomock.MongoClient
 
 
+def _client(connection, client, operation_timeout):
+    """``(args, kwargs, class)`` of the MongoClient that the connection settings describe.
+
+    The client gets ``timeoutMS`` from ``operation_timeout`` (unless the
+    settings give their own), so that it bounds every call itself, which
+    costs less than a timeout set around each call.
+    """
+    url = connection.get('url')
+    if url is not None and url.startswith(EMBEDDED_SCHEME):
+        return (), {}, _embedded_client_class()
+    if url is not None:
+        args = (url,)
+        named_in_url = 'timeoutms=' in url.lower()
+    else:
+        args = (connection.get('host', 'localhost'), connection.get('port', 27017))
+        named_in_url = False
+        for name in ('username', 'password'):
+            if name in connection:
+                client[name] = connection[name]
+    if operation_timeout is not None and not named_in_url:
+        client.setdefault('timeoutMS', operation_timeout * 1000)
+    return args, client, pymongo.MongoClient
+
+
 def session_factory_from_settings(settings, prefix=PREFIX):
     """Build a :class:`MongoSessionFactory` from ``mongodb_session.*`` settings.
 
@@ -229,18 +258,9 @@ def session_factory_from_settings(settings, prefix=PREFIX):
         raise ConfigurationError('%sdb_name is required (or name the database in %surl)'
                                  % (prefix, prefix))
 
-    if url is not None and url.startswith(EMBEDDED_SCHEME):
-        client_class, client_args, client = _embedded_client_class(), (), {}
-    elif url is not None:
-        client_class, client_args = pymongo.MongoClient, (url,)
-    else:
-        client_class = pymongo.MongoClient
-        client_args = (connection.get('host', 'localhost'), connection.get('port', 27017))
-        for name in ('username', 'password'):
-            if name in connection:
-                client[name] = connection[name]
-    collection = ProcessLocalCollection(db_name, connection.get('coll_name', 'sessions'),
-                                        client_args, client, client_class)
+    collection = ProcessLocalCollection(
+        db_name, connection.get('coll_name', 'sessions'),
+        *_client(connection, client, options.get('operation_timeout', DEFAULTS['operation_timeout'])))
     secret = options.pop('secret')
     try:
         return MongoSessionFactory(collection, secret, **options)

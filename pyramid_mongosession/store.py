@@ -36,6 +36,7 @@ from .encoding import (
     CODEC_OPTIONS, ENCODING_ERRORS, MAX_DOCUMENT_SIZE, check_value, decode_value, encode_value,
     field_name, session_key, unstorable)
 from .exceptions import SessionBackendError, SessionConflict, SessionValueError
+from .outage import OutageBreaker, unreachable
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ _REFUSED_VALUE_CODES = frozenset((2, 52, 56, 57))
 _INDEX_REFUSED_CODES = frozenset((2, 13, 59, 67, 85, 86, 115, 238))
 #: The most a request may write to a session it has not read (see can_write_blind).
 BLIND_WRITE_LIMIT = 16 * 1024
+_UNAUTHORIZED = 13
 #: Room in a document for what is not session data (_id, times, version).
 DOCUMENT_HEADROOM = 1024
 #: What encryption adds to a value: version, key id, nonce and tag.
@@ -137,7 +139,7 @@ class SessionStore:
     """
 
     def __init__(self, collection, operation_timeout=5.0, detect_conflicts=False,
-                 cipher=None, max_size=None):
+                 cipher=None, max_size=None, outage_probe_interval=5.0):
         if operation_timeout is not None and operation_timeout <= 0:
             raise ValueError('operation_timeout must be a positive number of seconds or None')
         if hasattr(collection, 'find_one'):  # a Collection (callable itself, but not a getter)
@@ -152,6 +154,8 @@ class SessionStore:
         self._process = None      # (pid, collection): published in one assignment
         self._indexed = False
         self._embedded = False
+        self._client_timeout = False   # whether the client bounds every call itself
+        self._breaker = OutageBreaker(outage_probe_interval)
 
     # -- plumbing -------------------------------------------------------
 
@@ -171,6 +175,11 @@ class SessionStore:
                 process = self._process
                 if process is None or process[0] != os.getpid():
                     source = self._call('connect to MongoDB', self._get_collection)
+                    client_options = getattr(getattr(source.database, 'client', None),
+                                             'options', None)
+                    client_timeout = getattr(client_options, 'timeout', None)
+                    self._client_timeout = (client_timeout is not None
+                                            and client_timeout == self.operation_timeout)
                     try:
                         collection = source.with_options(codec_options=CODEC_OPTIONS)
                         raw = source.with_options(codec_options=_RAW_CODEC_OPTIONS)
@@ -190,22 +199,38 @@ class SessionStore:
         return self._process[2]
 
     def _call(self, what, operation, *args, **kwargs):
+        """Run one database call, bounded by ``operation_timeout``; map its errors.
+
+        While the server is known to be unreachable, fail at once (see
+        :mod:`pyramid_mongosession.outage`).
+        """
+        probe = self._breaker.admit()
         try:
-            with pymongo.timeout(self.operation_timeout):
-                return operation(*args, **kwargs)
-        except OperationFailure as exc:
-            if exc.code in _TOO_LARGE_CODES:
-                raise SessionValueError(
-                    'the session is larger than MongoDB can store in one document') from exc
-            if exc.code in _REFUSED_VALUE_CODES:
-                raise _RefusedValue((exc.details or {}).get('errmsg') or str(exc)) from exc
-            raise SessionBackendError('could not %s: %s' % (what, exc)) from exc
-        except DocumentTooLarge as exc:
-            raise SessionValueError(
-                'the session is larger than MongoDB can store in one document: %s' % exc
-            ) from exc
+            if self._client_timeout:
+                result = operation(*args, **kwargs)   # the client bounds every call itself
+            else:
+                with pymongo.timeout(self.operation_timeout):
+                    result = operation(*args, **kwargs)
         except PyMongoError as exc:
-            raise SessionBackendError('could not %s: %s' % (what, exc)) from exc
+            self._breaker.record(probe, exc)
+            raise self._error(what, exc) from exc
+        except BaseException:
+            self._breaker.abandon(probe)
+            raise
+        self._breaker.record(probe)
+        return result
+
+    def _error(self, what, exc):
+        """This package's error for pymongo's ``exc``: an outage, or a value refused."""
+        if unreachable(exc):
+            return SessionBackendError('MongoDB is unreachable: could not %s: %s' % (what, exc))
+        code = exc.code if isinstance(exc, OperationFailure) else None
+        if isinstance(exc, DocumentTooLarge) or code in _TOO_LARGE_CODES:
+            return SessionValueError(
+                'the session is larger than MongoDB can store in one document: %s' % exc)
+        if code in _REFUSED_VALUE_CODES:
+            return _RefusedValue((exc.details or {}).get('errmsg') or str(exc))
+        return SessionBackendError('could not %s: %s' % (what, exc))
 
     def ensure_indexes(self, collection=None):
         """Create the TTL index on ``expires``; return False if the server refuses.
@@ -226,14 +251,36 @@ class SessionStore:
             if not (isinstance(refusal, OperationFailure)
                     and refusal.code in _INDEX_REFUSED_CODES):
                 raise
+            self._indexed = True
+            if refusal.code == _UNAUTHORIZED:
+                return self._check_ttl_index(collection, refusal)
             log.warning('the server refused a TTL index on %s.expires (%s); '
                         'expired sessions are ignored on read but not deleted: '
                         'run "pmongosession purge" periodically',
                         collection.full_name, refusal)
-            self._indexed = True
             return False
         self._indexed = True
         return True
+
+    def _check_ttl_index(self, collection, refusal):
+        """The application's user may not create indexes: is the TTL index there already?"""
+        try:
+            indexes = self._call('list the indexes', collection.index_information)
+        except SessionBackendError as exc:
+            log.warning('the MongoDB user may neither create nor list the indexes of %s (%s; '
+                        '%s): if no TTL index on "expires" exists, expired sessions are '
+                        'never deleted; have an administrator run "pmongosession '
+                        'ensure-indexes"', collection.full_name, refusal, exc.__cause__)
+            return False
+        if any(index.get('key') == [('expires', 1)] and 'expireAfterSeconds' in index
+               for index in indexes.values()):
+            log.debug('the TTL index on %s.expires exists', collection.full_name)
+            return True
+        log.warning('the MongoDB user may not create indexes (%s), and %s has no TTL index on '
+                    '"expires": expired sessions are ignored on read but never deleted; have '
+                    'an administrator run "pmongosession ensure-indexes" (it needs the '
+                    'createIndex privilege)', refusal, collection.full_name)
+        return False
 
     def _fields(self, session_id, values, prefix):
         """Session keys and values as stored, and an upper bound of their size in BSON.

@@ -301,3 +301,47 @@ def test_mockupdb_speaks_the_installed_pymongo(primary, client):
     ping.wait()
     assert ping.error is None, ping.error
     assert ping.result['ok'] == 1
+
+
+# -- an application user without the createIndex privilege ---------------------------------
+
+@pytest.mark.parametrize('indexes, expected, logged', [
+    ([{'v': 2, 'key': {'_id': 1}, 'name': '_id_'},
+      {'v': 2, 'key': {'expires': 1}, 'name': 'expires_ttl', 'expireAfterSeconds': 0}],
+     True, None),
+    ([{'v': 2, 'key': {'_id': 1}, 'name': '_id_'}], False, 'has no TTL index'),
+])
+def test_unauthorized_index_creation_checks_for_the_index(primary, client, caplog, indexes,
+                                                           expected, logged):
+    from pyramid_mongosession.store import SessionStore
+    store = SessionStore(client.app.sessions, operation_timeout=5)
+    with caplog.at_level('DEBUG', logger='pyramid_mongosession'):
+        call = Background(store.ensure_indexes)
+        primary.receives('createIndexes').command_err(
+            code=13, errmsg='not authorized on app to execute command', codeName='Unauthorized')
+        primary.receives('listIndexes').ok(cursor={'id': 0, 'ns': 'app.sessions',
+                                                   'firstBatch': indexes})
+        call.wait()
+    assert call.error is None and call.result is expected
+    messages = ' '.join(record.getMessage() for record in caplog.records
+                        if record.levelname == 'WARNING')
+    if logged is None:
+        assert messages == ''
+    else:
+        assert logged in messages and 'refused a TTL index' not in messages
+
+
+def test_unreachable_server_is_reported_as_such(unused_port):
+    client = pymongo.MongoClient('mongodb://127.0.0.1:%d' % unused_port,
+                                 serverSelectionTimeoutMS=300)
+    factory = MongoSessionFactory(client.app.sessions, SECRET, operation_timeout=1)
+    app = webtest.TestApp(make_config(factory).make_wsgi_app())
+    with pytest.raises(SessionBackendError, match='^MongoDB is unreachable: could not'):
+        app.get('/session?set=a:1')
+    client.close()
+
+
+@pytest.fixture
+def unused_port():
+    from .servers import free_port
+    return free_port()

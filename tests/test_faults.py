@@ -3,6 +3,7 @@
 These tests start a server process of their own (mongod or FerretDB, as the
 rest of the suite would) so that they can kill, stop and restart it.
 """
+import concurrent.futures
 import logging
 import os
 import time
@@ -18,6 +19,7 @@ from . import servers
 from .conftest import SECRET, make_config
 
 TIMEOUT = 1.0   # operation_timeout for these tests, in seconds
+PROBE = 0.5     # outage_probe_interval for these tests, in seconds
 SLACK = 4.0     # scheduling headroom on a busy machine; pymongo's default wait is 30 s
 
 
@@ -49,6 +51,7 @@ def fault_app(server):
     collection = client['faults_%d' % time.monotonic_ns()]['sessions']
 
     def make(**options):
+        options.setdefault('outage_probe_interval', PROBE)
         factory = MongoSessionFactory(collection, SECRET, operation_timeout=TIMEOUT, **options)
         config = make_config(factory)
         config.add_exception_view(
@@ -75,6 +78,7 @@ def test_killed_server_fails_fast_then_recovers(server, fault_app):
     assert response.text == 'sessions unavailable'
     assert elapsed < TIMEOUT + SLACK
     server.start()                      # same port, same data directory
+    time.sleep(PROBE)                   # the next request probes, and finds it back
     assert app.get('/session').json['data'] == {'before': 1}   # acknowledged write survived
 
 
@@ -111,6 +115,7 @@ def test_hung_server_fails_within_the_timeout_then_recovers(server, fault_app):
         assert elapsed < TIMEOUT + SLACK
     finally:
         server.resume()
+    time.sleep(PROBE)
     assert app.get('/session').json['data'] == {'a': 1}
 
 
@@ -125,6 +130,7 @@ def test_degrade_mode_serves_an_empty_unsaved_session(server, fault_app, caplog)
     assert 'Set-Cookie' not in response.headers     # the user's cookie is kept
     assert any('will not be saved' in r.getMessage() for r in caplog.records)
     server.start()
+    time.sleep(PROBE)
     assert app.cookies['session'] == cookie
     assert app.get('/session').json['data'] == {'a': 1}
 
@@ -187,3 +193,56 @@ def test_degraded_logout_still_clears_the_cookie(server, fault_app):
     assert 'Max-Age=0' in response.headers['Set-Cookie']
     server.start()
     assert app.get('/session').json['data'] == {}
+
+
+# -- an outage costs one timeout, not one per request ----------------------------------
+
+OUTAGE_TIMEOUT = 2.0   # long enough to tell a request that waited from one that did not
+OUTAGE_PROBE = 3.0     # at most one probe during the burst
+
+
+@pytest.mark.parametrize('fault', ['paused', 'killed'])
+def test_an_outage_costs_one_timeout_not_one_per_request(server, fault):
+    client = pymongo.MongoClient(server.url, serverSelectionTimeoutMS=500)
+    collection = client['outage_%d' % time.monotonic_ns()]['sessions']
+    factory = MongoSessionFactory(collection, SECRET, operation_timeout=OUTAGE_TIMEOUT,
+                                  outage_probe_interval=OUTAGE_PROBE)
+    config = make_config(factory)
+    config.add_exception_view(lambda exc, request: Response('down', status=503),
+                              context=SessionBackendError)
+    wsgi = config.make_wsgi_app()
+    setup = webtest.TestApp(wsgi)
+    setup.get('/session?set=kept:1')
+    cookie = setup.cookies['session']
+
+    def visit():
+        browser = webtest.TestApp(wsgi)
+        browser.set_cookie('session', cookie)
+        return timed(lambda: browser.get('/session?read=kept', expect_errors=True))
+
+    getattr(server, 'pause' if fault == 'paused' else 'kill')()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda _: visit(), range(20)))
+    finally:
+        if fault == 'paused':
+            server.resume()
+        else:
+            server.start()
+    assert [response.status_int for response, _ in results] == [503] * 20
+    waited = [elapsed for _, elapsed in results if elapsed >= OUTAGE_TIMEOUT * 0.5]
+    fast = [elapsed for _, elapsed in results if elapsed < 1.0]
+    # The first wave (8 threads at once) and at most one probe wait; the rest fail at once.
+    assert len(waited) <= 9, sorted(elapsed for _, elapsed in results)
+    assert len(fast) >= 11, sorted(elapsed for _, elapsed in results)
+
+    # Back within the probe interval, without a restart, with nothing lost.
+    deadline = time.monotonic() + OUTAGE_PROBE + SLACK
+    while True:
+        response, _ = visit()
+        if response.status_int == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert response.status_int == 200
+    assert response.json['data'] == {'kept': 1}
+    client.close()

@@ -56,7 +56,24 @@ def test_host_port_credentials_go_to_the_client():
         host='db.example', port='27000', username='me', password='pw'))
     collection = factory.store._get_collection
     assert collection._client_args == ('db.example', 27000)
-    assert collection._client_kwargs == {'username': 'me', 'password': 'pw'}
+    # The client bounds every call itself: timeoutMS comes from operation_timeout.
+    assert collection._client_kwargs == {'username': 'me', 'password': 'pw', 'timeoutMS': 5000.0}
+
+
+@pytest.mark.parametrize('extra, expected', [
+    ({}, 5000.0),
+    ({'operation_timeout': '2.5'}, 2500.0),
+    ({'operation_timeout': 'none'}, None),
+    ({'client.timeoutMS': '750'}, '750'),
+])
+def test_client_timeout_comes_from_operation_timeout(extra, expected):
+    factory = session_factory_from_settings(settings(url='mongodb://db.example/app', **extra))
+    assert factory.store._get_collection._client_kwargs.get('timeoutMS') == expected
+
+
+def test_a_timeout_in_the_url_is_kept():
+    factory = session_factory_from_settings(settings(url='mongodb://db.example/app?timeoutMS=900'))
+    assert 'timeoutMS' not in factory.store._get_collection._client_kwargs
 
 
 @pytest.mark.parametrize('bad, named', [

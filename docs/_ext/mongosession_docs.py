@@ -33,6 +33,7 @@ TYPES = {
     '_string_or_none': 'string, or ``none``',
     '_int': 'integer',
     '_int_or_none': 'integer, or ``none``',
+    '_float': 'number',
     '_float_or_none': 'number, or ``none``',
     '_bool': 'boolean: ``true`` or ``false`` (also ``yes``/``no``, ``on``/``off``, ``1``/``0``)',
     '_samesite': '``Strict``, ``Lax`` or ``None`` (any case); empty for no attribute',
@@ -156,6 +157,14 @@ SETTINGS = {
         the wait for the answer). Past it the call raises
         :class:`~pyramid_mongosession.SessionBackendError`. ``none`` leaves
         pymongo's own limits (30 s of server selection, no socket timeout).'''),
+    'outage_probe_interval': ('storage', 'outage_probe_interval = 10', '''
+        Once a call finds MongoDB unreachable (connection refused, no server
+        to select, no answer within ``operation_timeout``), calls fail at
+        once with :class:`~pyramid_mongosession.SessionBackendError` for this
+        many seconds instead of each waiting ``operation_timeout``; then one
+        request at a time tries again, and the first that succeeds resumes
+        normal service. So at most one request per interval pays the timeout,
+        and a thread-pool server keeps its workers during an outage.'''),
     'max_size': ('storage', 'max_size = 65536', '''
         Refuse, with :class:`~pyramid_mongosession.SessionValueError` naming
         the largest key, to store a session whose data exceeds this many bytes
