@@ -12,7 +12,7 @@ from .encoding import utcnow
 from .exceptions import SessionBackendError
 from .lifecycle import EndOfRequest, Expiry, publicly_cacheable
 from .session import MongoSession, SessionState
-from .store import SessionStore
+from .store import RetiredSession, SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ DEFAULTS = {
     'detect_conflicts': False,
     'operation_timeout': 5.0,
     'outage_probe_interval': 5.0,
+    'rotation_grace': 60,
     'max_size': None,
     'degrade_on_outage': False,
     'is_cacheable': publicly_cacheable,
@@ -81,6 +82,11 @@ class MongoSessionFactory:
       instead of merging by key;
     - ``operation_timeout=5.0``: the longest any one database call may take,
       in seconds;
+    - ``rotation_grace=60``: for this many seconds after ``change_id``
+      retires an id, a request presenting it gets an empty session that is
+      never stored, and its response leaves the cookie alone (so a request
+      that started before a login cannot log the user out); 0 deletes the
+      old document at once;
     - ``outage_probe_interval=5.0``: once a call finds MongoDB unreachable,
       calls fail at once for this many seconds; then one call tries again;
     - ``max_size=None``: refuse to store a session whose data exceeds this
@@ -134,7 +140,8 @@ class MongoSessionFactory:
         self._end_of_request = EndOfRequest(
             self.store, self.cookie,
             Expiry(timeout, reissue_time, _seconds('absolute_timeout', settings['absolute_timeout'])),
-            is_cacheable=settings['is_cacheable'], degrade_on_outage=self.degrade_on_outage)
+            is_cacheable=settings['is_cacheable'], degrade_on_outage=self.degrade_on_outage,
+            rotation_grace=_seconds('rotation_grace', settings['rotation_grace'], allow_zero=True))
 
     def __call__(self, request):
         session_id = self.cookie.read(request)
@@ -147,14 +154,17 @@ class MongoSessionFactory:
         return MongoSession(state)
 
     def _load(self, session_id):
-        """``(stored session or None, degraded)`` for the id a request's cookie named."""
+        """``(stored session or None, degraded, retired)`` for the id a request's cookie named."""
         try:
-            return self.store.load(session_id, utcnow()), False
+            found = self.store.load(session_id, utcnow())
         except SessionBackendError as exc:
             if not self.degrade_on_outage:
                 raise
             log.warning('serving an empty session that will not be saved: %s', exc)
-            return None, True
+            return None, True, False
+        if isinstance(found, RetiredSession):
+            return None, False, True
+        return found, False, False
 
     def revoke(self, query):
         """Delete every session whose data matches ``query``; return how many.

@@ -22,6 +22,7 @@ import logging
 from .cookie import new_session_id
 from .encoding import utcnow
 from .exceptions import SessionBackendError, SessionConflict, SessionStoreError
+from .store import RetiredSession
 
 log = logging.getLogger(__name__)
 
@@ -126,12 +127,13 @@ class EndOfRequest:
     """Decides and carries out the end of a request (see :meth:`register`)."""
 
     def __init__(self, store, cookie, expiry, is_cacheable=publicly_cacheable,
-                 degrade_on_outage=False):
+                 degrade_on_outage=False, rotation_grace=None):
         self.store = store
         self.cookie = cookie
         self.expiry = expiry
         self.is_cacheable = is_cacheable
         self.degrade_on_outage = degrade_on_outage
+        self.rotation_grace = rotation_grace
 
     def register(self, request, state):
         """Have the end of ``request`` run once for this session.
@@ -154,6 +156,8 @@ class EndOfRequest:
             state.ensure_loaded()
         if state.degraded:
             return self._degraded(state, response)
+        if state.retired:
+            return self._retired(state)
         plan = decide(state.flags, state.may_exist, state.invalidated,
                       bool(state.data or state.pushes), state.had_cookie)
         late = state.flags['late_store']
@@ -196,15 +200,27 @@ class EndOfRequest:
         ``absolute_timeout`` caps the expiry (the write needs the creation time).
         """
         flags = state.flags
-        if flags['late_store']:
-            return True
-        if flags['expire'] or flags['change_id'] or flags['no_store']:
+        if flags['late_store'] or flags['expire']:
+            return True   # (expire: a retired id's logout must not clear the new cookie)
+        if flags['change_id'] or flags['no_store']:
             return False
         if not (state.changed or state.pushes):
             return False
         if self.expiry.absolute_timeout is not None:
             return True
         return not self.store.can_write_blind(state.written(), state.pushes)
+
+    def _retired(self, state):
+        """The request presented an id that change_id retired less than rotation_grace ago.
+
+        Typically a request that started before a login in the same browser
+        and ends after it: its response must not replace the new cookie, or
+        the user would be logged out; and the old id must not reach the new
+        session. So nothing is stored and the cookie is left alone.
+        """
+        if state.changed or state.pushes or state.invalidated or any(state.flags.values()):
+            log.info('dropped the session changes of a request that presented an id retired '
+                     'by change_id moments ago (rotation_grace)')
 
     def _degraded(self, state, response):
         # The store was down when the session was asked for; a logout still logs out.
@@ -288,7 +304,15 @@ class EndOfRequest:
                                  self.expiry.at(now, now), pushes=state.pushes)
 
     def _as_new(self, state, now):
-        """The session this request wrote to blindly had gone: its writes start a new one."""
+        """The session this request wrote to blindly had gone: its writes start a new one.
+
+        Unless the id was retired by change_id moments ago (see :meth:`_retired`).
+        """
+        if self.rotation_grace and isinstance(self.store.load(state.cookie_id, now),
+                                              RetiredSession):
+            state.retired = True
+            self._retired(state)
+            return Plan(KEEP, NOTHING, False)
         state.found = False
         plan = decide(state.flags, False, False, bool(state.data or state.pushes),
                       state.had_cookie)
@@ -314,7 +338,7 @@ class EndOfRequest:
         store, old_id, stored = self.store, state.cookie_id, state.stored
         store.insert(state.id, state.data, state.created, self.expiry.at(state.created, now))
         try:
-            latest = store.take(old_id, now, stored.version)
+            latest = store.take(old_id, now, stored.version, self.rotation_grace)
         except SessionConflict:
             store.remove(state.id)
             raise
@@ -341,7 +365,7 @@ class EndOfRequest:
         old document is put back. Returns False when the old session had gone.
         """
         store, old_id = self.store, state.cookie_id
-        old = store.take(old_id, now)
+        old = store.take(old_id, now, retire_for=self.rotation_grace)
         if old is None:
             return False
         deleted = [key for key in state.changed if key not in state.data]

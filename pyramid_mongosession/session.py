@@ -42,8 +42,8 @@ class SessionState:
     The stored session is loaded on the first read, not before: until then
     ``data`` holds only what this request wrote, and a request that only
     writes can send its writes without a find. ``cookie_id`` is the id the
-    request's signed cookie named; ``load`` returns ``(stored, degraded)``
-    for it (see the factory); ``found`` is None until loaded, then whether a
+    request's signed cookie named; ``load`` returns ``(stored, degraded,
+    retired)`` for it (see the factory); ``found`` is None until loaded, then whether a
     live document was there. ``id`` is the id the data belongs to (None for
     a new or invalidated session; the end of the request assigns one).
     ``changed`` holds the keys this request set or deleted, ``pushes`` the
@@ -51,8 +51,9 @@ class SessionState:
     mutable values as they were first read.
     """
 
-    __slots__ = ('cookie_id', 'had_cookie', 'load', 'found', 'stored', 'degraded', 'id', 'data',
-                 'created', 'expires', 'invalidated', 'flags', 'changed', 'pushes', 'snapshots')
+    __slots__ = ('cookie_id', 'had_cookie', 'load', 'found', 'stored', 'retired', 'degraded',
+                 'id', 'data', 'created', 'expires', 'invalidated', 'flags', 'changed',
+                 'pushes', 'snapshots')
 
     def __init__(self, cookie_id=None, had_cookie=False, load=None):
         self.cookie_id = cookie_id
@@ -60,6 +61,7 @@ class SessionState:
         self.load = load
         self.found = None if load is not None else False
         self.stored = None
+        self.retired = False     # the id was retired by change_id lately (rotation_grace)
         self.degraded = False
         self.id = None
         self.data = {}
@@ -84,7 +86,7 @@ class SessionState:
         """Load the stored session once, and lay this request's writes over it."""
         if self.found is not None:
             return
-        stored, self.degraded = self.load()
+        stored, self.degraded, self.retired = self.load()
         self.found = stored is not None
         if stored is None:
             return
@@ -116,8 +118,6 @@ class SessionState:
 
     def forget(self):
         """invalidate(): the data is dissociated; what is stored next starts a new session."""
-        if self.found is None:
-            self.found = self.cookie_id is not None   # nothing to load: the document goes
         self.id = None
         self.invalidated = True
         self.data = {}
@@ -285,7 +285,7 @@ class MongoSession:
         new session under a new id. ``options['expire']`` is the stronger
         form: it also discards anything stored afterwards.
         """
-        self._state.forget()
+        self._loaded().forget()
 
     # flash messages -------------------------------------------------------
 

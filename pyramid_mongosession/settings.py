@@ -132,6 +132,7 @@ FACTORY = {
     'detect_conflicts': _bool,
     'operation_timeout': _float_or_none,
     'outage_probe_interval': _float,
+    'rotation_grace': _int,
     'max_size': _int_or_none,
     'degrade_on_outage': _bool,
     'is_cacheable': _dotted,

@@ -96,6 +96,22 @@ class StoredSession:
         self.size = size
 
 
+def _live(session_id, now):
+    """The filter of a write: the session's document, if live (not expired, not retired)."""
+    return {'_id': document_id(session_id), 'expires': {'$not': {'$lte': now}},
+            'retired': {'$exists': False}}
+
+
+class RetiredSession:
+    """What :meth:`SessionStore.load` finds under an id that ``change_id`` retired lately."""
+
+    __slots__ = ('until',)
+
+    def __init__(self, until):
+        #: When the id stops being treated as retired (``rotation_grace`` after).
+        self.until = until
+
+
 def document_id(session_id):
     """The ``_id`` under which a session id's document is stored."""
     return hashlib.sha256(session_id.encode('ascii')).hexdigest()
@@ -377,6 +393,8 @@ class SessionStore:
         expires = document.get('expires')
         if expires is not None and expires <= now:
             return None
+        if 'retired' in document:
+            return RetiredSession(expires)
         data = {session_key(name): value for name, value in document.get('data', {}).items()}
         stale = ()
         if self.cipher is not None:
@@ -422,7 +440,7 @@ class SessionStore:
         loaded) let the write be refused if it would make the document too
         large. ``pushes`` maps keys to lists of values to append (``$push``).
         """
-        query = {'_id': document_id(session_id), 'expires': {'$not': {'$lte': now}}}
+        query = _live(session_id, now)
         if self.detect_conflicts and version is not None:
             query['v'] = version
         sets, size = self._fields(session_id, changed, 'data.')
@@ -448,8 +466,7 @@ class SessionStore:
         if result.matched_count:
             return True
         if 'v' in query and self._call('check a session', collection.count_documents,
-                                       {'_id': query['_id'], 'expires': query['expires']},
-                                       limit=1):
+                                       _live(session_id, now), limit=1):
             raise SessionConflict('the session was changed by another request since it was loaded')
         log.debug('dropped a write to a session that no longer exists')
         return False
@@ -457,24 +474,30 @@ class SessionStore:
     def touch(self, session_id, now, expires):
         """Move a live session's expiry; no data changes, so no conflict either."""
         self._call('refresh a session', self.collection().update_one,
-                   {'_id': document_id(session_id), 'expires': {'$not': {'$lte': now}}},
+                   _live(session_id, now),
                    {'$set': {'expires': expires}})
 
-    def take(self, session_id, now, version=None):
+    def take(self, session_id, now, version=None, retire_for=None):
         """Delete a live session and return it as it was, or None if it was gone or expired.
 
         ``change_id`` moves a session with this: what the delete returns is
-        the latest data, concurrent writes included. With ``detect_conflicts``
-        and a ``version``, a session written since is left alone and
-        :class:`SessionConflict` is raised. Raises on failure.
+        the latest data, concurrent writes included. With ``retire_for`` (a
+        timedelta), the document is replaced by a tombstone instead, which
+        :meth:`load` reports as a :class:`RetiredSession` for that long. With
+        ``detect_conflicts`` and a ``version``, a session written since is
+        left alone and :class:`SessionConflict` is raised. Raises on failure.
         """
-        query = {'_id': document_id(session_id)}
+        query = {'_id': document_id(session_id), 'retired': {'$exists': False}}
         if self.detect_conflicts and version is not None:
             query['v'] = version
         collection = self._raw_collection()
-        document = self._call('move a session', collection.find_one_and_delete, query)
+        if retire_for:
+            document = self._call('move a session', collection.find_one_and_replace, query,
+                                  {'retired': now, 'expires': now + retire_for})
+        else:
+            document = self._call('move a session', collection.find_one_and_delete, query)
         if document is None:
-            if 'v' in query and self.load(session_id, now) is not None:
+            if 'v' in query and isinstance(self.load(session_id, now), StoredSession):
                 raise SessionConflict(
                     'the session was changed by another request since it was loaded')
             return None
@@ -484,7 +507,11 @@ class SessionStore:
 
     def restore(self, session_id, stored):
         """Put back a session that :meth:`take` removed (when moving it failed)."""
-        self.insert(session_id, stored.data, stored.created, stored.expires)
+        fields, _ = self._fields(session_id, stored.data, '')
+        document = {'data': fields, 'created': stored.created, 'expires': stored.expires,
+                    'v': stored.version + 1}
+        self._call('put back a session', self.collection().replace_one,
+                   {'_id': document_id(session_id)}, self._sent(document), upsert=True)
 
     def remove(self, session_id):
         """Delete a session. Returns whether it existed; None, with a warning, on failure."""

@@ -15,6 +15,8 @@ from pyramid_mongosession import MongoSessionFactory
 from . import probes, servers
 
 SECRET = 'test secret, long enough to be taken seriously: 0123456789abcdef'
+#: Sessions, as opposed to the tombstones of ids that change_id retired (rotation_grace).
+LIVE = {'retired': {'$exists': False}}
 
 
 class CommandLog(monitoring.CommandListener):

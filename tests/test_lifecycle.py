@@ -14,7 +14,7 @@ from pyramid.response import Response
 
 from pyramid_mongosession import MongoSessionFactory
 
-from .conftest import SECRET, make_config
+from .conftest import LIVE, SECRET, make_config
 
 FLAGS = ('change_id', 'expire', 'no_store', 'late_store')
 
@@ -105,7 +105,7 @@ def test_decision_matrix(matrix_app, backend_collection, flags, state, changed, 
 
     cookie, data = expected(state, flags, changed, streamed)
     assert cookie_action(response) == cookie
-    documents = list(backend_collection.find())
+    documents = list(backend_collection.find(LIVE))
     if data is None:
         assert documents == []
         return
@@ -232,7 +232,7 @@ def test_change_id_after_the_idle_expiry_does_not_revive_the_session(app, collec
         return Response('ok')
     late = browser(collection, app.cookies['session'], login=login)
     late.get('/login')
-    assert collection.count_documents({}) == 0
+    assert collection.count_documents(LIVE) == 0
     assert late.get('/session').json['data'] == {}
 
 

@@ -8,7 +8,7 @@ from pyramid.response import Response
 from pyramid_mongosession import MongoSessionFactory
 from pyramid_mongosession.store import document_id
 
-from .conftest import SECRET, make_config
+from .conftest import LIVE, SECRET, make_config
 
 
 def session_cookie(app):
@@ -21,7 +21,7 @@ def current_id(app):
 
 
 def stored(collection):
-    return {doc['_id']: doc['data'] for doc in collection.find()}
+    return {doc['_id']: doc['data'] for doc in collection.find(LIVE)}
 
 
 # -- Plack's own scenarios (t/lib/TestSession*.pm) ----------------------------

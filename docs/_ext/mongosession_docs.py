@@ -157,6 +157,15 @@ SETTINGS = {
         the wait for the answer). Past it the call raises
         :class:`~pyramid_mongosession.SessionBackendError`. ``none`` leaves
         pymongo's own limits (30 s of server selection, no socket timeout).'''),
+    'rotation_grace': ('expiry', 'rotation_grace = 30', '''
+        For this many seconds after ``change_id`` retires a session id, a
+        request that presents the old id (one that started before the login,
+        in another tab or as a parallel XHR) sees an empty session that is
+        never stored, and its response neither sets nor clears the session
+        cookie, so it cannot log the user out; its writes are dropped with an
+        INFO log line. The old id never reaches the new session. ``0``
+        deletes the old document at once, and such a request then starts a
+        new session as for any unknown id. See :doc:`options`.'''),
     'outage_probe_interval': ('storage', 'outage_probe_interval = 10', '''
         Once a call finds MongoDB unreachable (connection refused, no server
         to select, no answer within ``operation_timeout``), calls fail at
