@@ -192,9 +192,16 @@ class SessionCookie:
             log.info('ignored a Cookie header that is not UTF-8 (%s)', request.client_addr)
             return None
 
-    def set(self, response, session_id):
-        """Set the cookie to ``session_id``, replacing any Set-Cookie for it already there."""
-        self._put(response, self._profile.get_headers(session_id))
+    def set(self, response, session_id, max_age=None):
+        """Set the cookie to ``session_id``, replacing any Set-Cookie for it already there.
+
+        ``max_age`` (seconds) makes it persistent; None gives ``cookie_max_age``.
+        """
+        if max_age is None:
+            headers = self._profile.get_headers(session_id)
+        else:
+            headers = self._profile.get_headers(session_id, max_age=int(max_age))
+        self._put(response, headers)
 
     def clear(self, response):
         """Clear the cookie, replacing any Set-Cookie for it already there."""

@@ -22,7 +22,7 @@ import logging
 from .cookie import new_session_id
 from .encoding import utcnow
 from .exceptions import SessionBackendError, SessionConflict, SessionStoreError
-from .store import RetiredSession
+from .store import UNCHANGED
 
 log = logging.getLogger(__name__)
 
@@ -86,22 +86,30 @@ class Expiry:
         self.reissue_time = reissue_time
         self.absolute_timeout = absolute_timeout
 
-    def at(self, created, now):
-        """When a session created at ``created`` and active ``now`` expires (or None)."""
-        ends = [now + self.timeout] if self.timeout is not None else []
+    def at(self, created, now, timeout=None):
+        """When a session created at ``created`` and active ``now`` expires (or None).
+
+        ``timeout`` is the session's own idle timeout in seconds, if it has one.
+        """
+        if timeout is not None:
+            ends = [now + datetime.timedelta(seconds=timeout)]
+        elif self.timeout is not None:
+            ends = [now + self.timeout]
+        else:
+            ends = []
         if self.absolute_timeout is not None:
             ends.append(created + self.absolute_timeout)
         return min(ends) if ends else None
 
-    def refreshed(self, created, stored, now):
+    def refreshed(self, created, stored, now, timeout=None):
         """The new expiry for a request that changed nothing, or None when no refresh is due.
 
         A refresh is due when it moves the stored expiry forward by at least
         ``reissue_time``, so read-only traffic costs at most one write per window.
         """
-        if self.timeout is None:
+        if self.timeout is None and timeout is None:
             return None
-        expires = self.at(created, now)
+        expires = self.at(created, now, timeout)
         if stored is None:
             return expires
         gain = expires - stored
@@ -170,7 +178,8 @@ class EndOfRequest:
 
         refresh = None
         if plan.store == UPDATE and state.found:
-            refresh = self.expiry.refreshed(state.created, state.expires, utcnow())
+            refresh = self.expiry.refreshed(state.created, state.expires, utcnow(),
+                                            state.timeout)
         if plan.cookie == NEW_ID:
             state.id = new_session_id()
         elif plan.cookie == CLEAR:
@@ -204,6 +213,8 @@ class EndOfRequest:
             return True   # (expire: a retired id's logout must not clear the new cookie)
         if flags['change_id'] or flags['no_store']:
             return False
+        if state.timeout_set:
+            return True    # the expiry and the cookie follow the session's own timeout
         if not (state.changed or state.pushes):
             return False
         if self.expiry.absolute_timeout is not None:
@@ -229,12 +240,16 @@ class EndOfRequest:
             self.cookie.clear(response)
 
     def _set_cookie(self, plan, state, response, refresh):
+        # A session with a timeout of its own ("remember me") has a persistent
+        # cookie that lives as long; any other, the factory's cookie_max_age.
+        max_age = state.timeout if state.timeout is not None else self.cookie.max_age
         if plan.cookie == NEW_ID:
-            self.cookie.set(response, state.id)
+            self.cookie.set(response, state.id, max_age)
         elif plan.cookie == CLEAR:
             self.cookie.clear(response)
-        elif refresh is not None and self.cookie.max_age is not None:
-            self.cookie.set(response, state.id)   # the browser's copy slides too
+        elif state.id is not None and (state.timeout_set
+                                       or (refresh is not None and max_age is not None)):
+            self.cookie.set(response, state.id, max_age)   # the browser's copy slides too
 
     def _finish_late(self, plan, state, planned_id, refresh, body_sent=True):
         """Carry out the store action when a late_store body has ended."""
@@ -275,17 +290,21 @@ class EndOfRequest:
                 return self._as_new(state, now)
         return plan
 
+    def _expires(self, state, now):
+        return self.expiry.at(state.created, now, state.timeout)
+
     def _insert(self, state, now):
         state.fold_pushes()
-        self.store.insert(state.id, state.data, state.created,
-                          self.expiry.at(state.created, now))
+        self.store.insert(state.id, state.data, state.created, self._expires(state, now),
+                          state.timeout)
 
     def _update(self, state, now, refresh):
         changed, removed = state.changes()
-        if changed or removed:
+        if changed or removed or state.timeout_set:
             self.store.update(state.id, now, changed, removed,
-                              self.expiry.at(state.created, now), state.stored.version,
-                              data=state.data, stored_size=state.stored.size)
+                              self._expires(state, now), state.stored.version,
+                              data=state.data, stored_size=state.stored.size,
+                              timeout=state.timeout if state.timeout_set else UNCHANGED)
         elif refresh is not None:
             self.store.touch(state.id, now, refresh)
 
@@ -304,16 +323,21 @@ class EndOfRequest:
                                  self.expiry.at(now, now), pushes=state.pushes)
 
     def _as_new(self, state, now):
-        """The session this request wrote to blindly had gone: its writes start a new one.
+        """A write that did not read the session found nothing to write to: find out why.
 
-        Unless the id was retired by change_id moments ago (see :meth:`_retired`).
+        The id may have been retired by change_id moments ago (then nothing
+        is stored, see :meth:`_retired`); the session may have a timeout of
+        its own (a blind write cannot compute its expiry: it is written now,
+        as after a read); or it has gone, and the writes start a new one.
         """
-        if self.rotation_grace and isinstance(self.store.load(state.cookie_id, now),
-                                              RetiredSession):
-            state.retired = True
+        state.found = None
+        state.ensure_loaded()
+        if state.retired:
             self._retired(state)
             return Plan(KEEP, NOTHING, False)
-        state.found = False
+        if state.found:
+            self._update(state, now, None)
+            return Plan(KEEP, UPDATE, False)
         plan = decide(state.flags, False, False, bool(state.data or state.pushes),
                       state.had_cookie)
         if plan.store == INSERT:
@@ -336,7 +360,7 @@ class EndOfRequest:
         cannot bring a session back.
         """
         store, old_id, stored = self.store, state.cookie_id, state.stored
-        store.insert(state.id, state.data, state.created, self.expiry.at(state.created, now))
+        self._insert(state, now)
         try:
             latest = store.take(old_id, now, stored.version, self.rotation_grace)
         except SessionConflict:
@@ -352,7 +376,7 @@ class EndOfRequest:
                       and state.data.get(key) != value}
             dropped = [key for key in state.data if key not in latest.data and key not in changed]
             if theirs or dropped:
-                store.update(state.id, now, theirs, dropped, self.expiry.at(state.created, now),
+                store.update(state.id, now, theirs, dropped, self._expires(state, now),
                              data=dict(state.data, **theirs), stored_size=latest.size)
         return True
 
@@ -376,6 +400,8 @@ class EndOfRequest:
         state.data = data
         state.fold_pushes()
         state.created = old.created or state.created
+        if not state.timeout_set:
+            state.timeout = old.timeout
         try:
             self._insert(state, now)
         except Exception:

@@ -27,6 +27,8 @@ from .exceptions import SessionValueError
 
 #: Plack::Middleware::Session's per-request options that a view may set.
 FLAGS = ('change_id', 'expire', 'no_store', 'late_store')
+#: Every key of ``request.session.options``.
+OPTIONS = FLAGS + ('timeout', 'id')
 
 _IMMUTABLE = (str, bytes, int, float, type(None), datetime.datetime,
               bson.ObjectId, bson.Decimal128, bson.Timestamp, uuid.UUID)
@@ -52,8 +54,8 @@ class SessionState:
     """
 
     __slots__ = ('cookie_id', 'had_cookie', 'load', 'found', 'stored', 'retired', 'degraded',
-                 'id', 'data', 'created', 'expires', 'invalidated', 'flags', 'changed',
-                 'pushes', 'snapshots')
+                 'id', 'data', 'created', 'expires', 'timeout', 'timeout_set', 'invalidated',
+                 'flags', 'changed', 'pushes', 'snapshots')
 
     def __init__(self, cookie_id=None, had_cookie=False, load=None):
         self.cookie_id = cookie_id
@@ -67,6 +69,8 @@ class SessionState:
         self.data = {}
         self.created = utcnow()
         self.expires = None
+        self.timeout = None        # this session's own idle timeout (seconds), if any
+        self.timeout_set = False   # whether this request set it
         self.invalidated = False
         self.flags = dict.fromkeys(FLAGS, False)
         self.changed = set()
@@ -103,6 +107,8 @@ class SessionState:
         self.id = self.cookie_id
         self.created = stored.created or self.created
         self.expires = stored.expires
+        if not self.timeout_set:
+            self.timeout = stored.timeout
 
     def written(self):
         """The values this request set (for a session it has not read)."""
@@ -146,34 +152,45 @@ class SessionState:
 
 
 class SessionOptions(MutableMapping):
-    """``request.session.options``: Plack's per-request controls.
+    """``request.session.options``: Plack's per-request controls, and the session's lifetime.
 
     ``change_id``, ``expire``, ``no_store`` and ``late_store`` are flags (see
-    :doc:`options`); ``id`` is the session id, read-only, None while the
-    session has none. An unknown key raises :exc:`KeyError`.
+    :doc:`options`); ``timeout`` is this session's idle timeout in seconds,
+    stored with it (None: the factory's ``timeout``; "remember me" sets a long
+    one, and makes the cookie persistent); ``id`` is the session id,
+    read-only, None while the session has none. An unknown key raises
+    :exc:`KeyError`.
     """
 
     def __init__(self, state):
         self._state = state
 
     def __getitem__(self, key):
-        if key == 'id':
+        if key in ('id', 'timeout'):
             state = self._state
             if state.found is None:
                 state.ensure_loaded()
-            return state.id
+            return state.id if key == 'id' else state.timeout
         return self._state.flags[key]
 
     def __setitem__(self, key, value):
         if key == 'id':
             raise TypeError("options['id'] is read-only: set options['change_id'] "
                             "to give the session a new id")
+        if key == 'timeout':
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or value <= 0):
+                raise ValueError("options['timeout'] is a positive number of seconds, or None "
+                                 "for the factory's timeout, not %r" % (value,))
+            self._state.timeout = value
+            self._state.timeout_set = True
+            return
         if key not in self._state.flags:
-            raise KeyError('unknown session option %r (known: %s)' % (key, ', '.join(FLAGS)))
+            raise KeyError('unknown session option %r (known: %s)' % (key, ', '.join(OPTIONS)))
         self._state.flags[key] = bool(value)
 
     def __delitem__(self, key):
-        self[key] = False
+        self[key] = None if key == 'timeout' else False
 
     def clear(self):
         for flag in FLAGS:
@@ -183,10 +200,10 @@ class SessionOptions(MutableMapping):
         raise KeyError('session options keep their keys: set them to False instead')
 
     def __iter__(self):
-        return iter(FLAGS + ('id',))
+        return iter(OPTIONS)
 
     def __len__(self):
-        return len(FLAGS) + 1
+        return len(OPTIONS)
 
     def __repr__(self):
         return repr(dict(self))

@@ -83,9 +83,9 @@ def _naming_refused(values):
 class StoredSession:
     """What :meth:`SessionStore.load` found: the data and its bookkeeping."""
 
-    __slots__ = ('data', 'created', 'expires', 'version', 'stale_keys', 'size')
+    __slots__ = ('data', 'created', 'expires', 'version', 'stale_keys', 'size', 'timeout')
 
-    def __init__(self, data, created, expires, version, stale_keys=(), size=0):
+    def __init__(self, data, created, expires, version, stale_keys=(), size=0, timeout=None):
         self.data = data
         self.created = created
         self.expires = expires
@@ -94,6 +94,12 @@ class StoredSession:
         self.stale_keys = stale_keys
         #: The document's size in BSON, as loaded.
         self.size = size
+        #: The session's own idle timeout in seconds (``options['timeout']``), or None.
+        self.timeout = timeout
+
+
+#: ``update(timeout=UNCHANGED)`` leaves the session's own timeout as it is.
+UNCHANGED = object()
 
 
 def _live(session_id, now):
@@ -404,10 +410,10 @@ class SessionStore:
                 log.warning('ignored a session that could not be decrypted: %s', exc)
                 return None
         return StoredSession(data, document.get('created'), document.get('expires'),
-                             document.get('v', 0), stale, len(raw))
+                             document.get('v', 0), stale, len(raw), document.get('timeout'))
 
-    def insert(self, session_id, data, created, expires):
-        """Store a new session. Raises if it cannot be stored."""
+    def insert(self, session_id, data, created, expires, timeout=None):
+        """Store a new session (``timeout``: its own idle timeout, if any). Raises if it cannot."""
         fields, size = self._fields(session_id, data, '')
         self._check_size(size, data)
         document = {
@@ -417,6 +423,8 @@ class SessionStore:
             'expires': expires,
             'v': 1,
         }
+        if timeout is not None:
+            document['timeout'] = timeout
         collection = self.collection()
         try:
             with _naming_refused(data):
@@ -428,7 +436,7 @@ class SessionStore:
             raise unstorable(data, exc) from exc
 
     def update(self, session_id, now, changed, removed, expires, version=None,
-               data=None, stored_size=0, pushes=None):
+               data=None, stored_size=0, pushes=None, timeout=UNCHANGED):
         """Write ``changed`` keys, remove ``removed`` keys and set ``expires``.
 
         Returns False, writing nothing, when the session has gone meanwhile:
@@ -439,6 +447,9 @@ class SessionStore:
         the write) and ``stored_size`` (the document's size when it was
         loaded) let the write be refused if it would make the document too
         large. ``pushes`` maps keys to lists of values to append (``$push``).
+        ``timeout`` sets the session's own idle timeout (None removes it).
+        Without ``data`` (a request that did not read the session), only a
+        session without a timeout of its own matches: its expiry is known.
         """
         query = _live(session_id, now)
         if self.detect_conflicts and version is not None:
@@ -448,8 +459,15 @@ class SessionStore:
             self._check_size(stored_size + size, data)
         sets['expires'] = expires
         update = {'$set': sets, '$inc': {'v': 1}}
-        if removed:
-            update['$unset'] = {'data.' + field_name(key): '' for key in removed}
+        unsets = {'data.' + field_name(key): '' for key in removed}
+        if timeout is None:
+            unsets['timeout'] = ''
+        elif timeout is not UNCHANGED:
+            sets['timeout'] = timeout
+        if data is None:
+            query['timeout'] = {'$exists': False}
+        if unsets:
+            update['$unset'] = unsets
         if pushes:
             for key, values in pushes.items():
                 for value in values:
@@ -510,6 +528,8 @@ class SessionStore:
         fields, _ = self._fields(session_id, stored.data, '')
         document = {'data': fields, 'created': stored.created, 'expires': stored.expires,
                     'v': stored.version + 1}
+        if stored.timeout is not None:
+            document['timeout'] = stored.timeout
         self._call('put back a session', self.collection().replace_one,
                    {'_id': document_id(session_id)}, self._sent(document), upsert=True)
 

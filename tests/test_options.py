@@ -295,4 +295,4 @@ def test_convenience_methods_set_the_options(collection):
     config.add_view(view, route_name='conv')
     webtest.TestApp(config.make_wsgi_app()).get('/conv')
     assert seen == {'change_id': True, 'expire': True, 'no_store': False,
-                    'late_store': False, 'id': None}
+                    'late_store': False, 'timeout': None, 'id': None}

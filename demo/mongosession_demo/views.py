@@ -40,6 +40,9 @@ def add_note(request):
     return HTTPSeeOther(request.route_url('home'))
 
 
+REMEMBER_ME = 30 * 24 * 3600   # seconds
+
+
 @view_config(route_name='login', renderer='login.jinja2')
 def login(request):
     error = None
@@ -50,6 +53,9 @@ def login(request):
             # A new session id after login defeats session fixation: the
             # data moves to the new id and the old id stops working.
             request.session.options['change_id'] = True
+            if request.POST.get('remember'):
+                # This session's own idle timeout; its cookie becomes persistent.
+                request.session.options['timeout'] = REMEMBER_ME
             request.session.flash('Welcome, %s. Your session now has a new id.' % name)
             return HTTPSeeOther(request.route_url('home'))
         error = 'Wrong user name or password.'
