@@ -176,14 +176,9 @@ class EndOfRequest:
                       request.path)
             return
 
-        refresh = None
-        if plan.store == UPDATE and state.found:
-            refresh = self.expiry.refreshed(state.created, state.expires, utcnow(),
-                                            state.timeout)
-        if plan.cookie == NEW_ID:
-            state.id = new_session_id()
-        elif plan.cookie == CLEAR:
-            state.id = None
+        refresh = self._refresh(plan, state)
+        if plan.cookie != KEEP:
+            state.id = new_session_id() if plan.cookie == NEW_ID else None
         if plan.remove_loaded:
             # An ended session goes now, whatever happens to the body.
             self.store.remove(state.cookie_id)
@@ -198,6 +193,12 @@ class EndOfRequest:
             # not read it first still gets the cookie it needs.
             plan = self._guarded(self._store, plan, state, refresh) or plan
             self._set_cookie(plan, state, response, refresh)
+
+    def _refresh(self, plan, state):
+        """The expiry a request that changes nothing moves a stored session to, if one is due."""
+        if plan.store != UPDATE or not state.found:
+            return None
+        return self.expiry.refreshed(state.created, state.expires, utcnow(), state.timeout)
 
     def _must_load(self, state):
         """Whether the end of the request must load a session that the view never read.

@@ -454,26 +454,12 @@ class SessionStore:
         query = _live(session_id, now)
         if self.detect_conflicts and version is not None:
             query['v'] = version
-        sets, size = self._fields(session_id, changed, 'data.')
-        if data is not None:
-            self._check_size(stored_size + size, data)
-        sets['expires'] = expires
-        update = {'$set': sets, '$inc': {'v': 1}}
-        unsets = {'data.' + field_name(key): '' for key in removed}
-        if timeout is None:
-            unsets['timeout'] = ''
-        elif timeout is not UNCHANGED:
-            sets['timeout'] = timeout
         if data is None:
             query['timeout'] = {'$exists': False}
-        if unsets:
-            update['$unset'] = unsets
-        if pushes:
-            for key, values in pushes.items():
-                for value in values:
-                    check_value(key, value)
-            update['$push'] = {'data.' + field_name(key): {'$each': values}
-                               for key, values in pushes.items()}
+        update, size = self._update_document(session_id, changed, removed, expires, pushes,
+                                             timeout)
+        if data is not None:
+            self._check_size(stored_size + size, data)
         collection = self.collection()
         try:
             with _naming_refused(dict(changed, **(pushes or {}))):
@@ -488,6 +474,26 @@ class SessionStore:
             raise SessionConflict('the session was changed by another request since it was loaded')
         log.debug('dropped a write to a session that no longer exists')
         return False
+
+    def _update_document(self, session_id, changed, removed, expires, pushes, timeout):
+        """The update operators of :meth:`update`, and a bound of the bytes they write."""
+        sets, size = self._fields(session_id, changed, 'data.')
+        sets['expires'] = expires
+        unsets = {'data.' + field_name(key): '' for key in removed}
+        if timeout is None:
+            unsets['timeout'] = ''
+        elif timeout is not UNCHANGED:
+            sets['timeout'] = timeout
+        update = {'$set': sets, '$inc': {'v': 1}}
+        if unsets:
+            update['$unset'] = unsets
+        if pushes:
+            for key, values in pushes.items():
+                for value in values:
+                    size += check_value(key, value)
+            update['$push'] = {'data.' + field_name(key): {'$each': values}
+                               for key, values in pushes.items()}
+        return update, size
 
     def touch(self, session_id, now, expires):
         """Move a live session's expiry; no data changes, so no conflict either."""
