@@ -38,11 +38,13 @@ setup(
         'Programming Language :: Python :: 3',
         'Programming Language :: Python :: 3 :: Only',
         'Topic :: Internet :: WWW/HTTP :: Session',
+        'Typing :: Typed',
     ],
     keywords='pyramid session mongodb web wsgi',
     license='MIT',
     packages=find_packages(exclude=['tests', 'tests.*', 'demo', 'benchmarks']),
     include_package_data=True,
+    package_data={'pyramid_mongosession': ['py.typed']},
     zip_safe=False,
     python_requires='>=3.9',
     install_requires=[
