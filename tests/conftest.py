@@ -292,9 +292,8 @@ def session_view(request):
 
 
 def make_config(factory):
-    """A Configurator with ``factory`` and the views every test app has:
-    ``/untouched``, which never looks at the session, and ``/session``
-    (:func:`session_view`)."""
+    """A Configurator with ``factory`` and the views every test app has (see
+    :func:`add_common_views`)."""
     config = Configurator()
     config.set_session_factory(factory)
     add_common_views(config)
@@ -302,6 +301,8 @@ def make_config(factory):
 
 
 def add_common_views(config):
+    """``/untouched``, which never looks at the session; ``/session``
+    (:func:`session_view`); ``/call`` (:meth:`SessionApp.call`)."""
     config.add_route('untouched', '/untouched')
     config.add_view(lambda request: Response('ok'), route_name='untouched')
     config.add_route('session', '/session')
