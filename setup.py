@@ -10,18 +10,22 @@ with open(os.path.join(here, 'CHANGES.rst')) as f:
 
 embedded_requires = ['mongomock>=4.1']
 encryption_requires = ['cryptography>=41']
+# The test suite; the docs and browser extras add what its docs and browser
+# tests need (tests/setup.sh installs all three).
 tests_require = embedded_requires + encryption_requires + [
     'pytest>=7',
     'WebTest>=3',
     'hypothesis>=6',
     'pytest-timeout>=2',
     'pyramid_retry>=2',
-    'radon',
-    'Sphinx>=7',
     'mockupdb>=1.8',
-    'playwright>=1.40',
 ]
 docs_require = ['Sphinx>=7']
+browser_requires = ['playwright>=1.40']
+# mypy needs the optional imports it checks (cryptography).
+lint_requires = encryption_requires + ['ruff>=0.4', 'mypy>=1.10']
+dev_requires = (tests_require + docs_require + browser_requires + lint_requires
+                + ['coverage>=7.2', 'pytest-cov>=4', 'radon', 'tox>=4'])
 demo_requires = embedded_requires + ['waitress', 'pyramid_jinja2>=2.10']
 
 setup(
@@ -38,11 +42,13 @@ setup(
         'Programming Language :: Python :: 3',
         'Programming Language :: Python :: 3 :: Only',
         'Topic :: Internet :: WWW/HTTP :: Session',
+        'Typing :: Typed',
     ],
     keywords='pyramid session mongodb web wsgi',
     license='MIT',
     packages=find_packages(exclude=['tests', 'tests.*', 'demo', 'benchmarks']),
     include_package_data=True,
+    package_data={'pyramid_mongosession': ['py.typed']},
     zip_safe=False,
     python_requires='>=3.9',
     install_requires=[
@@ -59,6 +65,9 @@ setup(
         'encryption': encryption_requires,
         'test': tests_require,
         'docs': docs_require,
+        'browser': browser_requires,
+        'lint': lint_requires,
+        'dev': dev_requires,
         'demo': demo_requires,
         'bench': ['pyramid_session_redis>=1.8', 'redis>=5', 'pyramid_beaker>=0.9',
                   'Beaker>=1.12'],

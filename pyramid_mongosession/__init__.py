@@ -4,6 +4,10 @@
 settings and installs the session factory; code-only applications build a
 :class:`MongoSessionFactory` themselves.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from pyramid.tweens import EXCVIEW
 
 from .exceptions import (
@@ -14,6 +18,9 @@ from .exceptions import (
 )
 from .factory import MongoSessionFactory
 from .settings import session_factory_from_settings
+
+if TYPE_CHECKING:
+    from pyramid.config import Configurator
 
 __all__ = [
     'MongoSessionFactory',
@@ -26,7 +33,7 @@ __all__ = [
 ]
 
 
-def includeme(config):
+def includeme(config: Configurator) -> None:
     """Install the session factory described by the ``mongodb_session.*`` settings.
 
     Also installs :func:`~pyramid_mongosession.lifecycle.session_tween_factory`,

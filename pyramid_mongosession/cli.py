@@ -13,6 +13,8 @@ Exit status: 0 when the command did its work, 1 when the database failed
 Errors are printed as one line on standard error. A reader that stops early
 (``| head``) ends the command quietly, with status 0.
 """
+from __future__ import annotations
+
 import argparse
 import configparser
 import logging
@@ -20,15 +22,22 @@ import math
 import os
 import secrets
 import sys
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, NoReturn, Sequence, TextIO
 
 from bson.errors import BSONError
 from bson.json_util import loads as json_loads
 from pyramid.exceptions import ConfigurationError
 
 from .crypto import new_key
-from .exceptions import SessionStoreError
 from .encoding import utcnow
+from .exceptions import SessionStoreError
 from .settings import EMBEDDED_SCHEME, PREFIX, session_factory_from_settings
+
+if TYPE_CHECKING:
+    from .store import SessionStore
+
+#: Where a command writes its output, one line per call.
+Out = Callable[[str], None]
 
 PROG = 'pmongosession'
 #: Exit statuses.
@@ -40,7 +49,7 @@ PERCENTILES = (50, 90, 99)
 class UsageError(Exception):
     """A bad command line or configuration: exit status 2."""
 
-    def __init__(self, message, prog=PROG):
+    def __init__(self, message: str, prog: str = PROG) -> None:
         super().__init__(message)
         self.prog = prog
 
@@ -48,11 +57,11 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     """argparse, with its errors as one line and no usage dump."""
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         raise UsageError('%s (see %s --help)' % (message, self.prog), self.prog)
 
 
-def _positive_int(text):
+def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -62,7 +71,7 @@ def _positive_int(text):
     return value
 
 
-def _positive_float(text):
+def _positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -72,14 +81,14 @@ def _positive_float(text):
     return value
 
 
-def _assignment(text):
+def _assignment(text: str) -> tuple[str, str]:
     name, sep, value = text.partition('=')
     if not sep or not name:
         raise argparse.ArgumentTypeError('expected NAME=VALUE, not %r' % text)
     return name, value
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``pmongosession`` and its subcommands."""
     parser = _Parser(
         prog=PROG,
@@ -165,7 +174,8 @@ def build_parser():
     return parser
 
 
-def parse_args(parser, argv=None):
+def parse_args(parser: argparse.ArgumentParser,
+               argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse ``argv``, letting revoke's ``KEY=VALUE`` arguments follow its options.
 
     argparse gives a ``nargs='*'`` positional only the words before the first
@@ -190,13 +200,13 @@ def parse_args(parser, argv=None):
 #: Settings maintenance does without, and the stand-in each gets: no command
 #: signs a cookie or decrypts a value (the store only needs to know that values
 #: are encrypted). So their ``%(NAME)s`` variables need no value here.
-STAND_INS = {
+STAND_INS: dict[str, Callable[[], str]] = {
     PREFIX + 'secret': lambda: secrets.token_urlsafe(32),
     PREFIX + 'encryption_keys': new_key,
 }
 
 
-def _missing_variable(exc):
+def _missing_variable(exc: BaseException) -> str | None:
     """The ini variable whose absence ``exc`` reports, or None."""
     if isinstance(exc, configparser.InterpolationMissingOptionError):
         return exc.reference                      # %(NAME)s
@@ -205,7 +215,7 @@ def _missing_variable(exc):
     return None
 
 
-def _load_error(config_uri, exc):
+def _load_error(config_uri: str, exc: BaseException) -> UsageError:
     if isinstance(exc, FileNotFoundError):
         return UsageError('cannot read %s: %s' % (exc.filename or config_uri,
                                                   exc.strerror or exc))
@@ -213,7 +223,8 @@ def _load_error(config_uri, exc):
     return UsageError('cannot load %s: %s' % (config_uri, message))
 
 
-def load_settings(config_uri, app_name=None, variables=None):
+def load_settings(config_uri: str, app_name: str | None = None,
+                  variables: Iterable[tuple[str, str]] | None = None) -> dict[str, Any]:
     """The settings of the ini file's application section, as ``pserve`` reads them.
 
     A variable that the file uses (``%(NAME)s``, ``get setting = NAME``) but
@@ -224,22 +235,22 @@ def load_settings(config_uri, app_name=None, variables=None):
     setting holding one is reported with the variables it needs.
     """
     from pyramid.paster import get_appsettings
-    variables = dict(variables or {})
-    placeholders = {}
-    first_error = None
+    given = dict(variables or ())
+    placeholders: dict[str, str] = {}
+    first_error: BaseException | None = None
     while True:
         try:
             settings = get_appsettings(config_uri, name=app_name,
-                                       options=dict(variables, **placeholders))
+                                       options=dict(given, **placeholders))
             break
         except (LookupError, ValueError, ImportError, configparser.Error, OSError) as exc:
             name = _missing_variable(exc)
-            if name is None or name in variables or name in placeholders:
+            if name is None or name in given or name in placeholders:
                 raise _load_error(config_uri, first_error or exc) from None
             first_error = first_error or exc
             placeholders[name] = '<no value for %s: %s>' % (name, secrets.token_hex(8))
 
-    needed = {}   # variable -> the settings that use it
+    needed: dict[str, list[str]] = {}   # variable -> the settings that use it
     for key, value in list(settings.items()):
         if key in placeholders:       # the placeholder itself, as a global setting
             del settings[key]
@@ -263,7 +274,8 @@ def load_settings(config_uri, app_name=None, variables=None):
     return settings
 
 
-def store_from_settings(settings, operation_timeout=None):
+def store_from_settings(settings: Mapping[str, Any],
+                        operation_timeout: float | None = None) -> SessionStore:
     """The SessionStore described by ``settings`` (no connection is made yet).
 
     The secret is never used: a stand-in replaces it, so a file without one,
@@ -286,7 +298,7 @@ def store_from_settings(settings, operation_timeout=None):
 
 # -- the commands ----------------------------------------------------------------
 
-def ensure_indexes(store, args, out):
+def ensure_indexes(store: SessionStore, args: argparse.Namespace, out: Out) -> int:
     created = store.ensure_indexes()
     if created:
         out('TTL index on %s.expires is in place: the server deletes expired sessions '
@@ -298,20 +310,20 @@ def ensure_indexes(store, args, out):
     return OK
 
 
-def purge(store, args, out):
+def purge(store: SessionStore, args: argparse.Namespace, out: Out) -> int:
     removed = store.purge_expired(utcnow(), batch_size=args.batch_size)
     out('purged %d expired session%s from %s'
         % (removed, '' if removed == 1 else 's', store.namespace()))
     return OK
 
 
-def percentile(sorted_values, p):
+def percentile(sorted_values: Sequence[int], p: float) -> int:
     """The ``p``-th percentile of ascending ``sorted_values`` (nearest rank)."""
     rank = max(1, math.ceil(p / 100.0 * len(sorted_values)))
     return sorted_values[rank - 1]
 
 
-def document_sizes(store, total, sample):
+def document_sizes(store: SessionStore, total: int, sample: int) -> tuple[list[int], str]:
     """``(sizes, how)``: BSON sizes of at most ``sample`` documents, and how they were got."""
     sizes, refusal = store.document_sizes(sample, at_random=total > sample)
     if refusal is not None:
@@ -328,7 +340,7 @@ def document_sizes(store, total, sample):
     return sorted(sizes), how
 
 
-def stats(store, args, out):
+def stats(store: SessionStore, args: argparse.Namespace, out: Out) -> int:
     namespace = store.namespace()
     total, expired = store.session_counts(utcnow())
     ttl = store.ttl_index_name()
@@ -355,7 +367,7 @@ def stats(store, args, out):
     return OK
 
 
-def parse_value(text):
+def parse_value(text: str) -> Any:
     """A ``KEY=VALUE`` value: JSON (Extended JSON too) when it parses, else the text."""
     try:
         return json_loads(text)
@@ -363,9 +375,9 @@ def parse_value(text):
         return text
 
 
-def revoke_query(args):
+def revoke_query(args: argparse.Namespace) -> dict[str, Any]:
     """The revoke query from ``--json`` and the ``KEY=VALUE`` arguments."""
-    query = {}
+    query: dict[str, Any] = {}
     if args.json_query is not None:
         try:
             query = json_loads(args.json_query)
@@ -381,7 +393,7 @@ def revoke_query(args):
     return query
 
 
-def revoke(store, args, out):
+def revoke(store: SessionStore, args: argparse.Namespace, out: Out) -> int:
     query = revoke_query(args)
     shown = _show(query)
     if args.dry_run:
@@ -398,7 +410,7 @@ def revoke(store, args, out):
     return OK
 
 
-def _show(query):
+def _show(query: Mapping[str, Any]) -> str:
     from bson.json_util import dumps
     try:
         return dumps(query, sort_keys=True)
@@ -406,13 +418,13 @@ def _show(query):
         return repr(query)
 
 
-def one_line(message):
+def one_line(message: object) -> str:
     """``message`` on one line, without pymongo's topology dump."""
     text = ' '.join(str(message).split())
     return text.split(', Topology Description: ')[0]
 
 
-COMMANDS = {
+COMMANDS: dict[str, Callable[[SessionStore, argparse.Namespace, Out], int]] = {
     'ensure-indexes': ensure_indexes,
     'purge': purge,
     'stats': stats,
@@ -422,7 +434,7 @@ COMMANDS = {
 
 # -- the entry point ---------------------------------------------------------------
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     """Run ``pmongosession`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status.
 
     When the reader of the output goes away before the end (``pmongosession
@@ -440,7 +452,7 @@ def main(argv=None):
     return status
 
 
-def _discard(stream):
+def _discard(stream: TextIO) -> None:
     """Point ``stream`` at the null device once its reader has gone away, so that
     the interpreter's last flush does not fail again."""
     try:
@@ -454,11 +466,11 @@ def _discard(stream):
         os.close(devnull)
 
 
-def _run(argv):
-    def out(line):
+def _run(argv: Sequence[str] | None) -> int:
+    def out(line: str) -> None:
         print(line, file=sys.stdout)
 
-    def fail(status, message, prog=PROG):
+    def fail(status: int, message: object, prog: str = PROG) -> int:
         try:
             print('%s: error: %s' % (prog, one_line(message)), file=sys.stderr)
             sys.stderr.flush()

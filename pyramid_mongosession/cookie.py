@@ -9,6 +9,8 @@ verify is rejected here, before anything asks the database about it; one that
 verifies only with an old secret is signed again with the current secret on
 the response.
 """
+from __future__ import annotations
+
 import base64
 import functools
 import hashlib
@@ -16,8 +18,20 @@ import hmac
 import logging
 import re
 import secrets
+from typing import TYPE_CHECKING, Callable, Iterable, Union
 
 from webob.cookies import SignedCookieProfile
+
+if TYPE_CHECKING:
+    from pyramid.request import Request
+    from pyramid.response import Response
+
+    #: ``is_cacheable(request, response)``: whether the response must not carry a
+    #: session cookie.
+    IsCacheable = Callable[[Request, Response], bool]
+
+#: A cookie signing secret.
+Secret = Union[str, bytes]
 
 log = logging.getLogger(__name__)
 
@@ -37,21 +51,23 @@ _SIGNATURE_SIZE = hashlib.new(_HASH).digest_size
 _SIGNED_SIZE = _SIGNATURE_SIZE + 43
 
 
-def new_session_id():
+def new_session_id() -> str:
     """Return a fresh, unguessable session id."""
     return secrets.token_urlsafe(ID_BYTES)
 
 
-def signing_key(secret):
+def signing_key(secret: Secret) -> bytes:
     """The HMAC key WebOb's :class:`~webob.cookies.SignedSerializer` derives from ``secret``."""
+    if isinstance(secret, bytes):
+        return _SALT.encode('latin-1') + secret
     try:
-        return _SALT.encode('latin-1') + (
-            secret if isinstance(secret, bytes) else secret.encode('latin-1'))
+        return _SALT.encode('latin-1') + secret.encode('latin-1')
     except UnicodeEncodeError:
         return _SALT.encode('utf-8') + secret.encode('utf-8')
 
 
-def _old_signing_keys(secret, old_secrets):
+def _old_signing_keys(secret: Secret,
+                      old_secrets: Iterable[Secret] | None) -> tuple[bytes, ...]:
     """The keys of ``old_secrets``, in order, checked against each other and ``secret``."""
     if old_secrets is None:
         return ()
@@ -59,7 +75,7 @@ def _old_signing_keys(secret, old_secrets):
         # Iterating a string would accept each of its characters as a secret.
         raise TypeError('old_secrets must be a list of secrets, not a string')
     current = signing_key(secret)
-    keys = []
+    keys: list[bytes] = []
     for old in old_secrets:
         if not isinstance(old, (str, bytes)):
             raise TypeError('old_secrets must hold strings, not %s' % type(old).__name__)
@@ -76,10 +92,10 @@ def _old_signing_keys(secret, old_secrets):
 class _SessionIdSerializer:
     """Turns a session id into cookie payload bytes and back, checking its shape."""
 
-    def dumps(self, session_id):
+    def dumps(self, session_id: str) -> bytes:
         return session_id.encode('ascii')
 
-    def loads(self, payload):
+    def loads(self, payload: bytes) -> str:
         session_id = payload.decode('ascii')  # UnicodeDecodeError is a ValueError
         if not _ID_PATTERN.match(session_id):
             raise ValueError('not a session id')
@@ -95,9 +111,11 @@ class SessionCookie:
     cookie re-issued under the current secret never goes on those.
     """
 
-    def __init__(self, secret, name='session', max_age=None, path='/',
-                 domain=None, secure=False, httponly=True, samesite='Lax',
-                 old_secrets=None, is_cacheable=None):
+    def __init__(self, secret: Secret, name: str = 'session', max_age: int | None = None,
+                 path: str = '/', domain: str | None = None, secure: bool = False,
+                 httponly: bool = True, samesite: str | None = 'Lax',
+                 old_secrets: Iterable[Secret] | None = None,
+                 is_cacheable: IsCacheable | None = None) -> None:
         if not isinstance(name, str) or not _TOKEN.match(name):
             raise ValueError('cookie_name %r is not a valid cookie name (RFC 6265 token)' % (name,))
         if not secret:
@@ -123,9 +141,9 @@ class SessionCookie:
         if is_cacheable is None:
             from .lifecycle import publicly_cacheable   # lifecycle imports this module
             is_cacheable = publicly_cacheable
-        self._is_cacheable = is_cacheable
+        self._is_cacheable: IsCacheable = is_cacheable
 
-    def verify(self, value):
+    def verify(self, value: str) -> tuple[str, int]:
         """Return ``(session_id, index)`` for a cookie value, or raise :exc:`ValueError`.
 
         ``index`` is 0 when the current secret signed the value, ``n`` when
@@ -144,7 +162,7 @@ class SessionCookie:
                 return session_id, index
         raise ValueError('bad signature')
 
-    def read(self, request):
+    def read(self, request: Request) -> str | None:
         """Return the session id the request's cookie carries, or None.
 
         A missing cookie, a bad signature and a malformed id all read as no
@@ -166,7 +184,7 @@ class SessionCookie:
             request.add_response_callback(functools.partial(self.reissue, session_id))
         return session_id
 
-    def reissue(self, session_id, request, response):
+    def reissue(self, session_id: str, request: Request, response: Response) -> None:
         """Sign ``session_id`` with the current secret on ``response``, unless
         the response already sets or clears the session cookie, or is cacheable.
 
@@ -180,7 +198,7 @@ class SessionCookie:
                   request.client_addr)
         self.set(response, session_id)
 
-    def sent(self, request):
+    def sent(self, request: Request) -> str | None:
         """The session cookie's raw value as the request sent it, or None.
 
         A Cookie header that is not UTF-8 (WebOb cannot parse it) counts as
@@ -192,7 +210,7 @@ class SessionCookie:
             log.info('ignored a Cookie header that is not UTF-8 (%s)', request.client_addr)
             return None
 
-    def set(self, response, session_id, max_age=None):
+    def set(self, response: Response, session_id: str, max_age: float | None = None) -> None:
         """Set the cookie to ``session_id``, replacing any Set-Cookie for it already there.
 
         ``max_age`` (seconds) makes it persistent; None gives ``cookie_max_age``.
@@ -203,18 +221,18 @@ class SessionCookie:
             headers = self._profile.get_headers(session_id, max_age=int(max_age))
         self._put(response, headers)
 
-    def clear(self, response):
+    def clear(self, response: Response) -> None:
         """Clear the cookie, replacing any Set-Cookie for it already there."""
         self._put(response, self._profile.get_headers(None))
 
-    def _sets_cookie(self, response):
+    def _sets_cookie(self, response: Response) -> bool:
         return any(self._names_cookie(header) for header in response.headerlist)
 
-    def _names_cookie(self, header):
+    def _names_cookie(self, header: tuple[str, str]) -> bool:
         name, value = header
         return name.lower() == 'set-cookie' and value.split('=', 1)[0].strip() == self.name
 
-    def _put(self, response, headers):
+    def _put(self, response: Response, headers: list[tuple[str, str]]) -> None:
         if self._sets_cookie(response):
             response.headerlist[:] = [header for header in response.headerlist
                                       if not self._names_cookie(header)]
@@ -222,7 +240,7 @@ class SessionCookie:
         _vary_on_cookie(response)
 
 
-def _vary_on_cookie(response):
+def _vary_on_cookie(response: Response) -> None:
     # A response that sets a session cookie is personal: caches must key it on Cookie.
     vary = response.vary or ()
     if 'Cookie' not in vary:

@@ -3,10 +3,13 @@
 The session (to notice values changed in place) and the store (to write
 them) both encode values; the rules live here so that both agree.
 """
+from __future__ import annotations
+
 import datetime
 import math
 import re
 import uuid
+from typing import Any, Mapping
 
 import bson
 from bson.binary import UuidRepresentation
@@ -17,9 +20,11 @@ from .exceptions import SessionValueError
 
 #: How session values are encoded everywhere: naive UTC datetimes, and
 #: uuid.UUID values as standard BSON UUIDs.
-CODEC_OPTIONS = CodecOptions(tz_aware=False, uuid_representation=UuidRepresentation.STANDARD)
+CODEC_OPTIONS: CodecOptions[dict[str, Any]] = CodecOptions(
+    tz_aware=False, uuid_representation=UuidRepresentation.STANDARD)
 #: What BSON encoding raises for a value it cannot store.
-ENCODING_ERRORS = (InvalidDocument, TypeError, ValueError, OverflowError, RecursionError)
+ENCODING_ERRORS: tuple[type[Exception], ...] = (
+    InvalidDocument, TypeError, ValueError, OverflowError, RecursionError)
 #: MongoDB's limit on one document (its default ``maxBsonObjectSize``).
 MAX_DOCUMENT_SIZE = 16 * 1024 * 1024
 #: How deep a value may nest lists and dicts. MongoDB refuses documents
@@ -28,7 +33,7 @@ MAX_DOCUMENT_SIZE = 16 * 1024 * 1024
 MAX_VALUE_DEPTH = 95
 
 
-def utcnow():
+def utcnow() -> datetime.datetime:
     """Now, as the naive UTC datetime that BSON stores: to the millisecond.
 
     BSON datetimes hold milliseconds; cutting the microseconds here makes a
@@ -49,7 +54,7 @@ _ESCAPED = re.compile(r'%(?:u([0-9A-F]{4})|U([0-9A-F]{8})|([0-9A-F]{2}))')
 _EMPTY_KEY = '%'
 
 
-def _escape(match):
+def _escape(match: re.Match[str]) -> str:
     code = ord(match.group())
     if code < 0x100:
         return '%%%02X' % code
@@ -58,11 +63,11 @@ def _escape(match):
     return '%%U%08X' % code
 
 
-def _unescape(match):
+def _unescape(match: re.Match[str]) -> str:
     return chr(int(match.group(1) or match.group(2) or match.group(3), 16))
 
 
-def field_name(key):
+def field_name(key: str) -> str:
     """The field name under ``data`` that stores session key ``key``."""
     if not key:
         return _EMPTY_KEY
@@ -71,7 +76,7 @@ def field_name(key):
     return _NEEDS_ESCAPE.sub(_escape, key)
 
 
-def session_key(name):
+def session_key(name: str) -> str:
     """The session key stored under field name ``name`` (inverse of :func:`field_name`)."""
     if '%' not in name:
         return name
@@ -80,12 +85,12 @@ def session_key(name):
     return _ESCAPED.sub(_unescape, name)
 
 
-def encode_value(value):
+def encode_value(value: Any) -> bytes:
     """One session value as BSON bytes."""
     return bson.encode({'v': value}, codec_options=CODEC_OPTIONS)
 
 
-def decode_value(data):
+def decode_value(data: bytes) -> Any:
     return bson.decode(data, codec_options=CODEC_OPTIONS)['v']
 
 
@@ -95,7 +100,7 @@ _PLAIN = (str, bytes, bool, type(None), datetime.datetime, bson.ObjectId, bson.D
 _INT64 = (-2 ** 63, 2 ** 63 - 1)
 
 
-def check_value(key, value):
+def check_value(key: str, value: Any) -> int:
     """Raise :class:`SessionValueError` naming ``key`` unless every server can store ``value``.
 
     That is: BSON can encode it, its numbers are finite and fit in 64 bits,
@@ -120,7 +125,7 @@ def check_value(key, value):
                             % (key, problem))
 
 
-def _problem(value, depth):
+def _problem(value: Any, depth: int) -> str | None:
     """What no server stores in ``value`` (non-finite or huge numbers, deep nesting), or None."""
     if isinstance(value, float):
         return None if math.isfinite(value) else '%r is not a finite number' % value
@@ -140,7 +145,7 @@ def _problem(value, depth):
     return None
 
 
-def unstorable(values, exc):
+def unstorable(values: Mapping[str, Any], exc: BaseException) -> SessionValueError:
     """The :class:`SessionValueError` for ``exc``, naming the first key BSON cannot encode."""
     for key, value in values.items():
         try:

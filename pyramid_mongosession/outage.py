@@ -9,9 +9,12 @@ call (and only one) goes through as a probe. If it succeeds, service resumes;
 if not, the wait starts again. So at most one request per interval pays the
 timeout.
 """
+from __future__ import annotations
+
 import logging
 import threading
 import time
+from typing import Callable
 
 from pymongo.errors import ConnectionFailure, PyMongoError
 
@@ -20,7 +23,7 @@ from .exceptions import SessionBackendError
 log = logging.getLogger(__name__)
 
 
-def unreachable(exc):
+def unreachable(exc: BaseException) -> bool:
     """Whether ``exc`` means the server could not be reached or did not answer in time."""
     return isinstance(exc, ConnectionFailure) or (isinstance(exc, PyMongoError) and exc.timeout)
 
@@ -33,15 +36,16 @@ class OutageBreaker:
     server is known to be down. :meth:`record` is called after it.
     """
 
-    def __init__(self, probe_interval, clock=time.monotonic):
+    def __init__(self, probe_interval: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.probe_interval = probe_interval
         self._clock = clock
         self._lock = threading.Lock()
-        self._down = None        # (since, error message) while the server is unreachable
+        self._down: tuple[float, str] | None = None   # (since, message) while unreachable
         self._next_probe = 0.0
         self._probing = False
 
-    def admit(self):
+    def admit(self) -> bool:
         """Let a call through (True when it is the probe), or raise while the server is down."""
         if self._down is None:
             return False
@@ -57,13 +61,13 @@ class OutageBreaker:
             'MongoDB is unreachable (for %.0f s: %s); the next attempt is in at most %.0f s'
             % (now - since, message, max(self._next_probe - now, 0) or self.probe_interval))
 
-    def abandon(self, probe):
+    def abandon(self, probe: bool) -> None:
         """The call never reached the server (it failed before sending): no verdict."""
         if probe:
             with self._lock:
                 self._probing = False
 
-    def record(self, probe, exc=None):
+    def record(self, probe: bool, exc: BaseException | None = None) -> None:
         """Note how a call ended: ``exc`` is its pymongo error, or None if the server answered."""
         if exc is not None and unreachable(exc):
             with self._lock:

@@ -7,26 +7,32 @@ key, when the application starts rather than on its first request.
 ``mongodb_session.client.<option>`` passes ``<option>`` to
 :class:`pymongo.MongoClient` (the Perl modules' "prefix it with mongodb_" rule).
 """
+from __future__ import annotations
+
 import difflib
+from typing import Any, Callable, Mapping, Optional
 from urllib.parse import unquote, urlsplit
 
 import pymongo
-from pyramid.exceptions import ConfigurationError
-from pyramid.path import DottedNameResolver
-from pyramid.settings import aslist, falsey, truthy
 from pymongo.common import validate as validate_client_option
 from pymongo.errors import PyMongoError
 from pymongo.uri_parser import parse_uri
-
-try:
-    # pymongo 4.12+: the check MongoClient itself makes of a connection string
-    # before, and without, the DNS lookup that a mongodb+srv:// url implies.
-    from pymongo.uri_parser_shared import _validate_uri
-except ImportError:  # older pymongo parses mongodb+srv:// urls only with DNS
-    _validate_uri = None
+from pyramid.exceptions import ConfigurationError
+from pyramid.path import DottedNameResolver
+from pyramid.settings import aslist, falsey, truthy
 
 from .factory import DEFAULTS, MongoSessionFactory
 from .store import ProcessLocalCollection
+
+_validate_uri: Optional[Callable[..., dict[str, Any]]]
+try:
+    # pymongo 4.12+: the check MongoClient itself makes of a connection string
+    # before, and without, the DNS lookup that a mongodb+srv:// url implies.
+    from pymongo import uri_parser_shared
+except ImportError:  # older pymongo parses mongodb+srv:// urls only with DNS
+    _validate_uri = None
+else:
+    _validate_uri = uri_parser_shared._validate_uri
 
 PREFIX = 'mongodb_session.'
 #: ``mongodb_session.url = mongomock://`` keeps sessions in this process's
@@ -39,55 +45,55 @@ EMBEDDED_DB_NAME = 'pyramid_mongosession'
 SRV_SCHEME = 'mongodb+srv://'
 
 
-def _string(value):
+def _string(value: Any) -> str:
     return str(value).strip()
 
 
-def _string_or_none(value):
-    value = _string(value)
-    return None if value.lower() in ('', 'none') else value
+def _string_or_none(value: Any) -> str | None:
+    text = _string(value)
+    return None if text.lower() in ('', 'none') else text
 
 
-def _samesite(value):
+def _samesite(value: Any) -> str | None:
     # 'None' is a SameSite value here, not "no attribute": an empty value omits it.
-    value = _string(value)
-    return value.capitalize() if value else None
+    text = _string(value)
+    return text.capitalize() if text else None
 
 
-def _bool(value):
+def _bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    value = str(value).strip().lower()
-    if value in truthy:
+    text = str(value).strip().lower()
+    if text in truthy:
         return True
-    if value in falsey:
+    if text in falsey:
         return False
     raise ValueError('expected true or false')
 
 
-def _int(value):
+def _int(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError('expected an integer')
     return int(value)
 
 
-def _int_or_none(value):
+def _int_or_none(value: Any) -> int | None:
     if value is None or str(value).strip().lower() in ('', 'none'):
         return None
     return _int(value)
 
 
-def _float(value):
+def _float(value: Any) -> float:
     return float(value)
 
 
-def _float_or_none(value):
+def _float_or_none(value: Any) -> float | None:
     if value is None or str(value).strip().lower() in ('', 'none'):
         return None
     return float(value)
 
 
-def _dotted(value):
+def _dotted(value: Any) -> Callable[..., Any]:
     if callable(value):
         return value
     try:
@@ -99,14 +105,19 @@ def _dotted(value):
     return resolved
 
 
-def _list_or_none(value):
+def _list_or_none(value: Any) -> list[str] | None:
     if isinstance(value, str):
         return None if value.strip().lower() == 'none' else aslist(value) or None
     return list(value or ()) or None
 
 
+#: A setting's converter: its value as read (an ini string, or any value from
+#: code) in, the option's value out; :exc:`ValueError` or :exc:`TypeError`
+#: when it does not convert.
+Converter = Callable[[Any], Any]
+
 #: Where the sessions live. ``url`` and ``host``/``port`` are alternatives.
-CONNECTION = {
+CONNECTION: dict[str, Converter] = {
     'url': _string,
     'host': _string,
     'port': _int,
@@ -116,7 +127,7 @@ CONNECTION = {
     'coll_name': _string,
 }
 #: Options of :class:`MongoSessionFactory`, by converter.
-FACTORY = {
+FACTORY: dict[str, Converter] = {
     'secret': str,
     'old_secrets': _list_or_none,
     'cookie_name': _string,
@@ -141,9 +152,13 @@ FACTORY = {
 REQUIRED = ('secret',)
 
 
-def parse_settings(settings, prefix=PREFIX):
+def parse_settings(
+    settings: Mapping[str, Any], prefix: str = PREFIX,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Split ``settings`` into ``(connection, factory options, client options)``."""
-    connection, options, client = {}, {}, {}
+    connection: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+    client: dict[str, Any] = {}
     for key, value in settings.items():
         if not key.startswith(prefix):
             continue
@@ -169,13 +184,13 @@ def parse_settings(settings, prefix=PREFIX):
     return connection, options, client
 
 
-def _suggestion(name, prefix):
+def _suggestion(name: str, prefix: str) -> str:
     """"; did you mean <the closest setting>?", or nothing when none is close."""
     close = difflib.get_close_matches(name, list(CONNECTION) + list(FACTORY), n=1)
     return '; did you mean %s%s?' % (prefix, close[0]) if close else ''
 
 
-def url_database(url, prefix=PREFIX):
+def url_database(url: str, prefix: str = PREFIX) -> str | None:
     """Check ``url`` as pymongo will read it; return the database it names, or None.
 
     Nothing is contacted: a malformed url (a misspelt scheme, a bad host or
@@ -202,7 +217,7 @@ def url_database(url, prefix=PREFIX):
     return parsed['database']
 
 
-def _embedded_client_class():
+def _embedded_client_class() -> Callable[..., Any]:
     try:
         import mongomock
     except ImportError:
@@ -212,7 +227,9 @@ def _embedded_client_class():
     return mongomock.MongoClient
 
 
-def _client(connection, client, operation_timeout):
+def _client(connection: dict[str, Any], client: dict[str, Any],
+            operation_timeout: float | None) -> tuple[tuple[Any, ...], dict[str, Any],
+                                                      Callable[..., Any]]:
     """``(args, kwargs, class)`` of the MongoClient that the connection settings describe.
 
     The client gets ``timeoutMS`` from ``operation_timeout`` (unless the
@@ -222,6 +239,7 @@ def _client(connection, client, operation_timeout):
     url = connection.get('url')
     if url is not None and url.startswith(EMBEDDED_SCHEME):
         return (), {}, _embedded_client_class()
+    args: tuple[Any, ...]
     if url is not None:
         args = (url,)
         named_in_url = 'timeoutms=' in url.lower()
@@ -236,7 +254,8 @@ def _client(connection, client, operation_timeout):
     return args, client, pymongo.MongoClient
 
 
-def session_factory_from_settings(settings, prefix=PREFIX):
+def session_factory_from_settings(settings: Mapping[str, Any],
+                                  prefix: str = PREFIX) -> MongoSessionFactory:
     """Build a :class:`MongoSessionFactory` from ``mongodb_session.*`` settings.
 
     No connection is made here: the MongoClient is created on first use, once
@@ -261,7 +280,8 @@ def session_factory_from_settings(settings, prefix=PREFIX):
 
     collection = ProcessLocalCollection(
         db_name, connection.get('coll_name', 'sessions'),
-        *_client(connection, client, options.get('operation_timeout', DEFAULTS['operation_timeout'])))
+        *_client(connection, client,
+                 options.get('operation_timeout', DEFAULTS['operation_timeout'])))
     secret = options.pop('secret')
     try:
         return MongoSessionFactory(collection, secret, **options)

@@ -1,3 +1,12 @@
+"""Fixtures of the whole suite: servers, collections, test applications, markers.
+
+Tests that need a MongoDB-compatible server, Chromium or Sphinx are marked
+``server``, ``browser`` or ``docs`` here, from the fixtures they use. The rest
+need nothing but the test extra (their sessions are kept by the embedded
+backend, mongomock, or by no database at all) and run in seconds::
+
+    python3 -m pytest -m "not server and not browser and not docs"
+"""
 import json
 import os
 import threading
@@ -8,6 +17,7 @@ import pytest
 import webtest
 from pymongo import monitoring
 from pyramid.config import Configurator
+from pyramid.interfaces import ISessionFactory
 from pyramid.response import Response
 
 from pyramid_mongosession import MongoSessionFactory
@@ -17,6 +27,49 @@ from . import probes, servers
 SECRET = 'test secret, long enough to be taken seriously: 0123456789abcdef'
 #: Sessions, as opposed to the tombstones of ids that change_id retired (rotation_grace).
 LIVE = {'retired': {'$exists': False}}
+
+# -- markers ---------------------------------------------------------------------------
+
+#: The fixtures that provide a MongoDB-compatible server, or something on one.
+#: ``mongodb_url``'s dependants (``client``, ``database``, ``collection``,
+#: ``app``...) need no entry: a test's fixture closure includes it. The ones
+#: here reach a server through ``request.getfixturevalue`` or start their own.
+SERVER_FIXTURES = frozenset({
+    'mongodb_url', 'mongo_java_server_url', 'atomic_server_url', 'ttl_server_url',
+    'atomic_collection', 'own_server',
+})
+#: Each marker, and the fixtures that give it to every test using one of them,
+#: directly or through other fixtures. The fixtures parametrised over backends
+#: (``backend_collection``, ``backend_settings``) mark their server parameter
+#: themselves, with ``pytest.param(..., marks=...)``.
+FIXTURE_MARKERS = {
+    'server': SERVER_FIXTURES,
+    'browser': frozenset({'playwright'}),   # tests/browser: Chromium through Playwright
+    'docs': frozenset({'built'}),           # tests/test_docs.py: the Sphinx build
+}
+
+
+@pytest.hookimpl(tryfirst=True)   # before -m selects by marker
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        used = set(getattr(item, 'fixturenames', ()))
+        for marker, fixtures in FIXTURE_MARKERS.items():
+            if used & fixtures:
+                item.add_marker(marker)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    # A test that reaches a server without the server marker would run in the
+    # fast tier (-m "not server") and need a server there: it fails instead.
+    if item.get_closest_marker('server'):
+        servers.before_use = None
+    else:
+        def refuse(what):
+            pytest.fail('%s uses %s without the server marker: add the fixture that '
+                        'provides it to SERVER_FIXTURES in tests/conftest.py'
+                        % (item.nodeid, what), pytrace=False)
+        servers.before_use = refuse
 
 
 class CommandLog(monitoring.CommandListener):
@@ -85,6 +138,18 @@ def database(client):
 @pytest.fixture
 def collection(database):
     return database['sessions']
+
+
+@pytest.fixture(scope='module')
+def own_server():
+    """A server process of the test module's own (mongod or FerretDB, as for
+    ``mongodb_url``), which its tests may kill, hang and restart."""
+    try:
+        server = servers.start_server()
+    except servers.NoServer as exc:
+        not_available('a server of its own cannot run: %s' % exc)
+    yield server
+    server.close()
 
 
 @pytest.fixture(scope='session')
@@ -232,21 +297,94 @@ def session_view(request):
 
 
 def make_config(factory):
+    """A Configurator with ``factory`` and the views every test app has (see
+    :func:`add_common_views`)."""
     config = Configurator()
     config.set_session_factory(factory)
+    add_common_views(config)
+    return config
+
+
+def add_common_views(config):
+    """``/untouched``, which never looks at the session; ``/session``
+    (:func:`session_view`); ``/call`` (:meth:`SessionApp.call`)."""
     config.add_route('untouched', '/untouched')
     config.add_view(lambda request: Response('ok'), route_name='untouched')
     config.add_route('session', '/session')
     config.add_view(session_view, route_name='session')
-    return config
+    config.add_route('call', '/call')
+    config.add_view(call_view, route_name='call')
+
+
+def call_view(request):
+    """Runs the callable that :meth:`SessionApp.call` put in the environ."""
+    view, outcome = request.environ['tests.call']
+    outcome['result'] = view(request)
+    return Response('ok')
+
+
+class SessionApp(webtest.TestApp):
+    """A test application (see ``build_app``): a browser with its own cookies."""
+
+    def call(self, view, **kwargs):
+        """Run ``view(request)`` in one request; return its result and the response."""
+        outcome = {}
+        extra_environ = dict(kwargs.pop('extra_environ', {}), **{'tests.call': (view, outcome)})
+        response = self.get('/call', extra_environ=extra_environ, **kwargs)
+        return outcome['result'], response
+
+    def visitor(self, cookie=None, name='session'):
+        """Another browser of the same application, holding session cookie ``cookie``."""
+        other = type(self)(self.app)
+        if cookie is not None:
+            other.set_cookie(name, cookie)
+        return other
+
+    @property
+    def session_factory(self):
+        return self.app.registry.queryUtility(ISessionFactory)
 
 
 @pytest.fixture
-def make_app(collection):
-    def make(**options):
-        factory = MongoSessionFactory(collection, SECRET, **options)
-        return webtest.TestApp(make_config(factory).make_wsgi_app())
-    return make
+def build_app():
+    """``build_app(sessions, **options)``: a :class:`SessionApp` keeping its
+    sessions in ``sessions``.
+
+    ``sessions`` is a collection (or a callable returning one), kept by a
+    ``MongoSessionFactory(sessions, secret, **options)``, or a session factory,
+    used as it is. With ``settings`` instead, the application includes
+    pyramid_mongosession and configures it from those settings.
+
+    Besides ``/untouched``, ``/session`` and ``/call`` (see
+    :meth:`SessionApp.call`), ``views`` adds a route ``/<name>`` for each
+    ``{name: view}``, and ``configure(config)`` may change the configuration
+    before the application is made.
+    """
+    def build(sessions=None, *, settings=None, views=None, configure=None, secret=SECRET,
+              **options):
+        if settings is not None:
+            assert sessions is None and not options, 'settings configure the sessions'
+            config = Configurator(settings=settings)
+            config.include('pyramid_mongosession')
+            add_common_views(config)
+        elif isinstance(sessions, MongoSessionFactory):
+            assert not options, 'the factory is configured already'
+            config = make_config(sessions)
+        else:
+            config = make_config(MongoSessionFactory(sessions, secret, **options))
+        for name, view in (views or {}).items():
+            config.add_route(name, '/' + name)
+            config.add_view(view, route_name=name)
+        if configure is not None:
+            configure(config)
+        return SessionApp(config.make_wsgi_app())
+    return build
+
+
+@pytest.fixture
+def make_app(build_app, collection):
+    """``make_app(**options)``: a :class:`SessionApp` on this test's collection of the server."""
+    return lambda **options: build_app(collection, **options)
 
 
 @pytest.fixture
@@ -263,10 +401,29 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = 1
 
 
-@pytest.fixture(params=['server', 'embedded'])
+# -- the embedded backend ------------------------------------------------------------
+
+@pytest.fixture
+def embedded_collection():
+    """A sessions collection of the embedded backend (mongomock), in this process's memory."""
+    import mongomock
+    return mongomock.MongoClient()['test']['sessions']
+
+
+@pytest.fixture(params=[pytest.param('server', marks=pytest.mark.server), 'embedded'])
 def backend_collection(request):
     """The sessions collection on the real server, then on the embedded backend."""
     if request.param == 'server':
         return request.getfixturevalue('collection')
-    import mongomock
-    return mongomock.MongoClient()['test']['sessions']
+    return request.getfixturevalue('embedded_collection')
+
+
+@pytest.fixture(params=[pytest.param('server', marks=pytest.mark.server), 'embedded'])
+def backend_settings(request):
+    """``mongodb_session.*`` settings naming a database of this test's own: on the
+    real server, then on the embedded backend (``mongomock://``)."""
+    if request.param == 'server':
+        return {'mongodb_session.url': request.getfixturevalue('mongodb_url'),
+                'mongodb_session.db_name': request.getfixturevalue('database').name}
+    return {'mongodb_session.url': 'mongomock://',
+            'mongodb_session.db_name': 'test_%s' % uuid.uuid4().hex[:16]}

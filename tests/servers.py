@@ -44,6 +44,17 @@ class NoServer(Exception):
     """No MongoDB-compatible server could be found or started."""
 
 
+#: None, or a function called with a description of the server before one is
+#: used or started here: the test suite checks with it that only the tests
+#: marked ``server`` use one (see ``tests/conftest.py``).
+before_use = None
+
+
+def _using(what):
+    if before_use is not None:
+        before_use(what)
+
+
 def die_with_parent():
     """``preexec_fn`` for servers: on Linux they get SIGTERM if the test process dies."""
     if sys.platform.startswith('linux'):
@@ -230,9 +241,10 @@ class ServerProcess:
         log.close()
         try:
             wait_until_up(self.url)
-        except Exception:
+        except Exception as exc:
             self.stop()
-            raise NoServer('%s did not start; see %s' % (self.kind, self.log_path + '.out'))
+            raise NoServer('%s did not start; see %s'
+                           % (self.kind, self.log_path + '.out')) from exc
         return self
 
     def kill(self):
@@ -290,11 +302,13 @@ def announced_version():
 
 def start_mongo_java_server():
     """Start mongo-java-server (fetching and compiling it the first time); the caller closes it."""
+    _using('mongo-java-server')
     return MongoJavaServerProcess(mongo_java_server_classpath()).start()
 
 
 def start_server():
     """Start a local server (mongod if installed, else FerretDB); the caller closes it."""
+    _using('a server process')
     mongod = shutil.which('mongod')
     if mongod:
         return ServerProcess('mongod', mongod).start()
@@ -306,6 +320,7 @@ def mongodb_url():
     """Yield the URL of a MongoDB-compatible server for the duration of the block."""
     url = os.environ.get('MONGODB_URL')
     if url:
+        _using('the server MONGODB_URL names')
         yield url
         return
     server = start_server()

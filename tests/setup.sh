@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh Debian machine: the
-# package with its test extra (Playwright included) and the demo application;
-# Debian's Chromium with a font for the browser tests (Playwright's own
-# browser downloads are never used); a JDK and Maven, with which the suite
-# fetches, compiles and runs mongo-java-server. The MongoDB-compatible
-# servers are provided by the suite itself (see tests/servers.py).
+# package with its test, docs (Sphinx) and browser (Playwright) extras and
+# the demo application; Debian's Chromium with a font for the browser tests
+# (Playwright's own browser downloads are never used); a JDK and Maven, with
+# which the suite fetches, compiles and runs mongo-java-server. The
+# MongoDB-compatible servers are provided by the suite itself (see
+# tests/servers.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m pip install -e '.[test]' -e demo
+python3 -m pip install -e '.[test,docs,browser]' -e demo
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 dpkg -s fonts-dejavu-core >/dev/null 2>&1 || missing+=(fonts-dejavu-core)

@@ -26,7 +26,7 @@ DOCS = os.path.join(REPO, 'docs')
 
 def need_sphinx():
     if importlib.util.find_spec('sphinx') is None:
-        message = 'Sphinx is not installed: pip install -e ".[test]"'
+        message = 'Sphinx is not installed: pip install -e ".[docs]"'
         if os.environ.get('CI'):
             pytest.fail(message)
         pytest.skip(message)

@@ -11,7 +11,6 @@ import time
 
 import pymongo
 import pytest
-import webtest
 from mockupdb import MockupDB, OpMsg
 from pymongo.errors import PyMongoError
 from webob import Response
@@ -20,7 +19,7 @@ from pyramid_mongosession import MongoSessionFactory, SessionBackendError, Sessi
 from pyramid_mongosession.cookie import new_session_id
 from pyramid_mongosession.encoding import utcnow
 
-from .conftest import SECRET, make_config
+from .conftest import SECRET
 
 #: MongoDB 7.0 speaks wire version 21. From 4.4 on (wire version 9) the server, not the
 #: driver, labels an error RetryableWriteError, and pymongo retries only labelled errors.
@@ -165,13 +164,13 @@ def sent_updates(request):
     return request.doc['updates']
 
 
-def test_not_writable_primary_on_a_session_write_is_retried_once(primary, client):
+def test_not_writable_primary_on_a_session_write_is_retried_once(primary, client, build_app):
     """A new session's insert and a later update each meet a stepped-down
     primary once: pymongo retries each exactly once, under the same session
     and txnNumber, and the session ends up stored with both changes, applied
     once each."""
     factory = MongoSessionFactory(client['app']['sessions'], SECRET, operation_timeout=5)
-    app = webtest.TestApp(make_config(factory).make_wsgi_app())
+    app = build_app(factory)
     stored = Applied()
 
     # 1. A new visitor stores a cart: createIndexes, then the insert.
@@ -250,7 +249,7 @@ def test_a_write_whose_reply_is_lost_is_retried_and_applied_once(primary, client
 
 
 def test_a_primary_that_stops_answering_a_write_fails_within_operation_timeout(
-        primary, client):
+        primary, client, build_app):
     factory = MongoSessionFactory(client['app']['sessions'], SECRET, operation_timeout=TIMEOUT)
     store = factory.store
 
@@ -267,11 +266,11 @@ def test_a_primary_that_stops_answering_a_write_fails_within_operation_timeout(
 
 
 def test_a_primary_that_stops_answering_mid_request_fails_the_request_in_time(
-        primary, client):
+        primary, client, build_app):
     """A request whose session load hangs gets SessionStoreError (an exception
     view can map it to 503) within operation_timeout, instead of hanging."""
     factory = MongoSessionFactory(client['app']['sessions'], SECRET, operation_timeout=TIMEOUT)
-    app = webtest.TestApp(make_config(factory).make_wsgi_app())
+    app = build_app(factory)
     # A valid cookie, as a returning visitor has (signed by the same secret).
     app.set_cookie(factory.cookie.name, signed_cookie_value(factory))
 
@@ -331,11 +330,10 @@ def test_unauthorized_index_creation_checks_for_the_index(primary, client, caplo
         assert logged in messages and 'refused a TTL index' not in messages
 
 
-def test_unreachable_server_is_reported_as_such(unused_port):
+def test_unreachable_server_is_reported_as_such(unused_port, build_app):
     client = pymongo.MongoClient('mongodb://127.0.0.1:%d' % unused_port,
                                  serverSelectionTimeoutMS=300)
-    factory = MongoSessionFactory(client.app.sessions, SECRET, operation_timeout=1)
-    app = webtest.TestApp(make_config(factory).make_wsgi_app())
+    app = build_app(client.app.sessions, operation_timeout=1)
     with pytest.raises(SessionBackendError, match='^MongoDB is unreachable: could not'):
         app.get('/session?set=a:1')
     client.close()

@@ -5,34 +5,21 @@ rest of the suite would) so that they can kill, stop and restart it.
 """
 import concurrent.futures
 import logging
-import os
 import time
 
 import pymongo
 import pytest
-import webtest
 from pyramid.response import Response
+
+import webtest
 
 from pyramid_mongosession import MongoSessionFactory, SessionBackendError, SessionStoreError
 
-from . import servers
 from .conftest import SECRET, make_config
 
 TIMEOUT = 1.0   # operation_timeout for these tests, in seconds
 PROBE = 0.5     # outage_probe_interval for these tests, in seconds
 SLACK = 4.0     # scheduling headroom on a busy machine; pymongo's default wait is 30 s
-
-
-@pytest.fixture(scope='module')
-def own_server():
-    try:
-        server = servers.start_server()
-    except servers.NoServer as exc:
-        if os.environ.get('CI'):
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
-    yield server
-    server.close()
 
 
 @pytest.fixture
@@ -46,20 +33,29 @@ def server(own_server):
 
 
 @pytest.fixture
-def fault_app(server):
+def server_client(server):
     client = pymongo.MongoClient(server.url, serverSelectionTimeoutMS=500)
-    collection = client['faults_%d' % time.monotonic_ns()]['sessions']
+    yield client
+    client.close()
+
+
+def unavailable_is_503(config):
+    config.add_exception_view(
+        lambda exc, request: Response('sessions unavailable', status=503),
+        context=SessionBackendError)
+
+
+@pytest.fixture
+def fault_app(server_client, build_app):
+    """``fault_app(**options)``: an application on the test's own server, which
+    answers 503 when the sessions are unavailable."""
+    collection = server_client['faults_%d' % time.monotonic_ns()]['sessions']
 
     def make(**options):
         options.setdefault('outage_probe_interval', PROBE)
-        factory = MongoSessionFactory(collection, SECRET, operation_timeout=TIMEOUT, **options)
-        config = make_config(factory)
-        config.add_exception_view(
-            lambda exc, request: Response('sessions unavailable', status=503),
-            context=SessionBackendError)
-        return webtest.TestApp(config.make_wsgi_app())
-    yield make
-    client.close()
+        return build_app(collection, operation_timeout=TIMEOUT, configure=unavailable_is_503,
+                         **options)
+    return make
 
 
 def eventually(call, within=PROBE + SLACK):
@@ -94,7 +90,7 @@ def test_killed_server_fails_fast_then_recovers(server, fault_app):
     assert eventually(lambda: app.get('/session')).json['data'] == {'before': 1}
 
 
-def test_store_failure_raises_session_store_error(server):
+def test_store_failure_raises_session_store_error(server, server_client, build_app):
     loaded = {}
 
     def kill_then_write(request):
@@ -103,12 +99,8 @@ def test_store_failure_raises_session_store_error(server):
         request.session['x'] = 1
         loaded['ok'] = True
         return Response('ok')
-    config = make_config(MongoSessionFactory(
-        pymongo.MongoClient(server.url, serverSelectionTimeoutMS=500).faults.sessions,
-        SECRET, operation_timeout=TIMEOUT))
-    config.add_route('kill', '/kill')
-    config.add_view(kill_then_write, route_name='kill')
-    test_app = webtest.TestApp(config.make_wsgi_app())
+    test_app = build_app(server_client.faults.sessions, operation_timeout=TIMEOUT,
+                         views={'kill': kill_then_write})
     test_app.get('/session?set=x:0')
     error, elapsed = timed(lambda: test_app.get('/kill'))
     assert loaded['ok']
@@ -146,7 +138,8 @@ def test_degrade_mode_serves_an_empty_unsaved_session(server, fault_app, caplog)
     assert app.get('/session').json['data'] == {'a': 1}
 
 
-def test_failed_remove_only_warns_and_still_clears_the_cookie(server, fault_app, caplog):
+def test_failed_remove_only_warns_and_still_clears_the_cookie(server, fault_app, build_app,
+                                                              caplog):
     app = fault_app()
     app.get('/session?set=a:1')
 
@@ -155,11 +148,7 @@ def test_failed_remove_only_warns_and_still_clears_the_cookie(server, fault_app,
         server.kill()
         request.session.options['expire'] = True
         return Response('bye')
-    config = make_config(app.app.registry.queryUtility(
-        __import__('pyramid.interfaces').interfaces.ISessionFactory))
-    config.add_route('logout', '/logout')
-    config.add_view(expire_after_kill, route_name='logout')
-    logout = webtest.TestApp(config.make_wsgi_app())
+    logout = build_app(app.session_factory, views={'logout': expire_after_kill})
     logout.set_cookie('session', app.cookies['session'])
     with caplog.at_level(logging.WARNING, logger='pyramid_mongosession'):
         response = logout.get('/logout')
@@ -176,24 +165,22 @@ def render_exceptions(environ, router):
             return request.invoke_exception_view(reraise=True)
 
 
-def test_failed_save_maps_to_503_with_the_documented_execution_policy(server):
+def test_failed_save_maps_to_503_with_the_documented_execution_policy(server, server_client,
+                                                                      build_app):
     def kill_then_write(request):
         request.session.get('x')
         server.kill()
         request.session['x'] = 1
         return Response('ok')
-    client = pymongo.MongoClient(server.url, serverSelectionTimeoutMS=500)
-    config = make_config(MongoSessionFactory(client.faults_policy.sessions, SECRET,
-                                             operation_timeout=TIMEOUT))
-    config.add_route('kill', '/kill')
-    config.add_view(kill_then_write, route_name='kill')
-    config.add_exception_view(lambda exc, request: Response('try again', status=503),
-                              context=SessionBackendError)
-    config.set_execution_policy(render_exceptions)
-    app = webtest.TestApp(config.make_wsgi_app())
+
+    def configure(config):
+        config.add_exception_view(lambda exc, request: Response('try again', status=503),
+                                  context=SessionBackendError)
+        config.set_execution_policy(render_exceptions)
+    app = build_app(server_client.faults_policy.sessions, operation_timeout=TIMEOUT,
+                    views={'kill': kill_then_write}, configure=configure)
     app.get('/session?set=x:0')
     assert app.get('/kill', status=503).text == 'try again'
-    client.close()
 
 
 def test_degraded_logout_still_clears_the_cookie(server, fault_app):

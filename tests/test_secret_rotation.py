@@ -3,7 +3,6 @@ import hmac
 import logging
 
 import pytest
-import webtest
 from pyramid.exceptions import ConfigurationError
 from pyramid.response import Response
 from webob.cookies import SignedSerializer
@@ -12,7 +11,6 @@ from pyramid_mongosession import MongoSessionFactory, session_factory_from_setti
 from pyramid_mongosession import cookie as cookie_module
 from pyramid_mongosession.settings import parse_settings
 
-from .conftest import make_config
 
 OLD = 'the secret of last year, long and random: 5b0c1f07a8e24d1c'
 OLDER = 'the secret of the year before: 0d9e36a1f4c2b7e8a5f0'
@@ -56,14 +54,11 @@ def public_view(request):
 
 
 @pytest.fixture
-def app_with(collection):
-    """An application on this test's collection, signing with ``secret``."""
-    def make(secret, **options):
-        config = make_config(MongoSessionFactory(collection, secret, **options))
-        config.add_route('public', '/public')
-        config.add_view(public_view, route_name='public')
-        return webtest.TestApp(config.make_wsgi_app())
-    return make
+def app_with(collection, build_app):
+    """``app_with(secret, **options)``: an application on this test's collection,
+    signing with ``secret``."""
+    return lambda secret, **options: build_app(collection, secret=secret,
+                                               views={'public': public_view}, **options)
 
 
 def warm(app):

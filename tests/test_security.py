@@ -2,14 +2,13 @@
 import logging
 
 import pytest
-import webtest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from pyramid.response import Response
 
 from pyramid_mongosession import MongoSessionFactory, SessionValueError
 from pyramid_mongosession.crypto import new_key
 
-from .conftest import SECRET, make_config
+from .conftest import SECRET
 
 
 def cookie_header_values():
@@ -57,8 +56,7 @@ def test_bad_cookies_are_logged_for_operators(app, caplog):
 
 def test_id_the_server_never_issued_is_not_adopted(app, collection):
     # A correctly signed id for which no document exists (say, from a leaked secret).
-    factory = app.app.registry.queryUtility(__import__('pyramid.interfaces').interfaces.ISessionFactory)
-    forged = factory.cookie._profile.serializer.dumps('A' * 43).decode('ascii')
+    forged = app.session_factory.cookie._profile.serializer.dumps('A' * 43).decode('ascii')
     app.set_cookie('session', forged)
     app.get('/session?set=a:1')
     assert app.cookies['session'] != forged
@@ -129,8 +127,7 @@ def test_revoke_deletes_matching_sessions(make_app, collection):
     apps[0].get('/session?set=user_id:42')
     apps[1].get('/session?set=user_id:42')
     apps[2].get('/session?set=user_id:7')
-    factory = apps[0].app.registry.queryUtility(
-        __import__('pyramid.interfaces').interfaces.ISessionFactory)
+    factory = apps[0].session_factory
     assert factory.revoke({'user_id': 42}) == 2
     assert [a.get('/session').json['new'] for a in apps] == [True, True, False]
     with pytest.raises(ValueError):
@@ -155,27 +152,23 @@ def test_secure_strict_cookie(make_app):
     assert 'Domain=example.com' in cookie and 'Path=/app' in cookie
 
 
-def cacheable_app(collection, **options):
-    def public(request):
-        request.session['visited'] = True
-        response = Response('cache me')
-        response.cache_control.public = True
-        response.cache_control.max_age = 60
-        return response
-    config = make_config(MongoSessionFactory(collection, SECRET, **options))
-    config.add_route('public', '/public')
-    config.add_view(public, route_name='public')
-    return webtest.TestApp(config.make_wsgi_app())
+def public_view(request):
+    request.session['visited'] = True
+    response = Response('cache me')
+    response.cache_control.public = True
+    response.cache_control.max_age = 60
+    return response
 
 
-def test_publicly_cacheable_response_gets_no_cookie_and_no_write(collection):
-    app = cacheable_app(collection)
+def test_publicly_cacheable_response_gets_no_cookie_and_no_write(collection, build_app):
+    app = build_app(collection, views={'public': public_view})
     response = app.get('/public')
     assert 'Set-Cookie' not in response.headers
     assert collection.count_documents({}) == 0
 
 
-def test_cacheable_decision_can_be_overridden(collection):
-    app = cacheable_app(collection, is_cacheable=lambda request, response: False)
+def test_cacheable_decision_can_be_overridden(collection, build_app):
+    app = build_app(collection, views={'public': public_view},
+                    is_cacheable=lambda request, response: False)
     assert 'Set-Cookie' in app.get('/public').headers
     assert collection.count_documents({}) == 1

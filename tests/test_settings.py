@@ -2,16 +2,18 @@
 import os
 import re
 
+import pymongo
 import pytest
-import webtest
-from pyramid.config import Configurator
 from pyramid.exceptions import ConfigurationError
 from pyramid.response import Response
 
-from pyramid_mongosession import MongoSessionFactory, session_factory_from_settings
+from pyramid_mongosession import (
+    MongoSessionFactory, SessionBackendError, session_factory_from_settings)
 from pyramid_mongosession import settings as settings_module
 from pyramid_mongosession.factory import DEFAULTS
 from pyramid_mongosession.settings import CONNECTION, FACTORY, REQUIRED, parse_settings
+
+from .conftest import SECRET
 
 BASE = {'mongodb_session.secret': 'seekrit', 'mongodb_session.db_name': 'app'}
 
@@ -122,10 +124,10 @@ def test_malformed_url_stops_startup(url, message):
         assert message in str(info.value)
 
 
-def test_malformed_url_stops_the_application_at_include():
+def test_malformed_url_stops_the_application_at_include(counter_app):
     with pytest.raises(ConfigurationError, match='mongodb_session.url: Invalid URI scheme'):
         counter_app({'mongodb_session.url': 'mongdb://localhost:27017/app',
-                      'mongodb_session.secret': 'seekrit'})
+                     'mongodb_session.secret': 'seekrit'})
 
 
 def test_url_error_does_not_show_the_password():
@@ -259,47 +261,75 @@ def test_factory_construction_does_no_io():
     assert factory.store._get_collection._client is None   # no client yet
 
 
-def test_python_api_rejects_unknown_options(collection):
+def test_python_api_rejects_unknown_options(embedded_collection):
     with pytest.raises(TypeError, match='cookie_nmae'):
-        MongoSessionFactory(collection, 'secret', cookie_nmae='x')
+        MongoSessionFactory(embedded_collection, 'secret', cookie_nmae='x')
 
 
-def counter_app(settings):
-    def view(request):
-        request.session['n'] = request.session.get('n', 0) + 1
-        return Response(str(request.session['n']))
-    with Configurator(settings=settings) as config:
-        config.include('pyramid_mongosession')
-        config.add_route('count', '/')
-        config.add_view(view, route_name='count')
-    return webtest.TestApp(config.make_wsgi_app())
+def test_reissue_time_none_is_refused(embedded_collection):
+    with pytest.raises(ValueError, match='reissue_time'):
+        MongoSessionFactory(embedded_collection, SECRET, reissue_time=None)
 
 
-def test_include_with_ini_strings_keeps_a_counter(mongodb_url, database):
-    app = counter_app({
-        'mongodb_session.url': mongodb_url,
-        'mongodb_session.db_name': database.name,
+def test_collection_callable_is_called_once_per_process(backend_collection, build_app):
+    calls = []
+
+    def sessions():
+        calls.append(1)
+        return backend_collection
+    app = build_app(sessions)
+    for _ in range(5):
+        app.get('/session?set=a:1')
+    assert len(calls) == 1
+
+
+def test_failure_to_create_the_client_is_a_backend_error(build_app):
+    def sessions():
+        raise pymongo.errors.ConfigurationError('no such host')
+    app = build_app(sessions)
+    app.set_cookie('session', MongoSessionFactory(sessions, SECRET).cookie._profile
+                   .serializer.dumps('A' * 43).decode('ascii'))
+    with pytest.raises(SessionBackendError):
+        app.get('/session')
+
+
+def count_view(request):
+    request.session['n'] = request.session.get('n', 0) + 1
+    return Response(str(request.session['n']))
+
+
+@pytest.fixture
+def counter_app(build_app):
+    """``counter_app(settings)``: an application that includes pyramid_mongosession,
+    configured by ``settings``, and counts the requests to ``/count`` in the session."""
+    return lambda settings: build_app(settings=settings, views={'count': count_view})
+
+
+def test_include_with_ini_strings_keeps_a_counter(backend_settings, counter_app):
+    app = counter_app(dict(backend_settings, **{
         'mongodb_session.secret': 'seekrit',
         'mongodb_session.cookie_max_age': '3600',
         'mongodb_session.timeout': '1800',
         'mongodb_session.client.serverSelectionTimeoutMS': '3000',
-    })
-    assert [app.get('/').text for _ in range(3)] == ['1', '2', '3']
-    assert database.sessions.count_documents({}) == 1
-    assert 'Max-Age=3600' in app.get('/').headers.get('Set-Cookie', 'Max-Age=3600')
+    }))
+    assert [app.get('/count').text for _ in range(3)] == ['1', '2', '3']
+    collection = app.session_factory.store.collection()
+    assert collection.full_name == backend_settings['mongodb_session.db_name'] + '.sessions'
+    assert collection.count_documents({}) == 1
+    assert 'Max-Age=3600' in app.get('/count').headers.get('Set-Cookie', 'Max-Age=3600')
 
 
-def test_embedded_backend_keeps_a_counter():
+def test_embedded_backend_keeps_a_counter(counter_app):
     app = counter_app({'mongodb_session.url': 'mongomock:///demo',
                        'mongodb_session.secret': 'seekrit'})
-    assert [app.get('/').text for _ in range(3)] == ['1', '2', '3']
+    assert [app.get('/count').text for _ in range(3)] == ['1', '2', '3']
 
 
-def test_embedded_backend_needs_no_database_name():
+def test_embedded_backend_needs_no_database_name(counter_app):
     # The README's spelling: the url alone.
     app = counter_app({'mongodb_session.url': 'mongomock://',
                        'mongodb_session.secret': 'seekrit'})
-    assert [app.get('/').text for _ in range(2)] == ['1', '2']
+    assert [app.get('/count').text for _ in range(2)] == ['1', '2']
     factory = session_factory_from_settings({'mongodb_session.url': 'mongomock://',
                                              'mongodb_session.secret': 's'})
     assert factory.store.namespace() == 'pyramid_mongosession.sessions'
@@ -320,14 +350,14 @@ def test_one_client_per_process(monkeypatch):
     assert store.collection() is not first
 
 
-def test_processes_share_sessions_through_one_collection(mongodb_url, database):
+def test_processes_share_sessions_through_one_collection(mongodb_url, database, counter_app):
     """Two application processes (two clients, two factories) serve one user."""
     def app():
         return counter_app({'mongodb_session.url': mongodb_url,
                             'mongodb_session.db_name': database.name,
                             'mongodb_session.secret': 'seekrit'})
     first, second = app(), app()
-    assert first.get('/').text == '1'
+    assert first.get('/count').text == '1'
     second.set_cookie('session', first.cookies['session'])
-    assert second.get('/').text == '2'
-    assert first.get('/').text == '3'
+    assert second.get('/count').text == '2'
+    assert first.get('/count').text == '3'

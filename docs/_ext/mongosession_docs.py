@@ -64,8 +64,9 @@ SETTINGS = {
         see :doc:`deployment`). ``mongomock://`` keeps sessions in the memory
         of each process, for development without a server (the ``embedded``
         extra), in the database ``pyramid_mongosession`` unless the url
-        (``mongomock:///mydb``) or ``db_name`` names another. Cannot be combined with ``host``, ``port``, ``username`` or
-        ``password``: put credentials into the url. The url is checked at
+        (``mongomock:///mydb``) or ``db_name`` names another. Cannot be
+        combined with ``host``, ``port``, ``username`` or ``password``: put
+        credentials into the url. The url is checked at
         start-up as pymongo reads it, without connecting: a misspelt scheme,
         a bad host or port, an unknown option or a bad option value stops the
         application with a ``ConfigurationError``. A ``mongodb+srv://`` url is

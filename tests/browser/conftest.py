@@ -115,7 +115,7 @@ def playwright():
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        unavailable('Playwright is not installed (pip install playwright)')
+        unavailable('Playwright is not installed (pip install -e ".[browser]")')
     with sync_playwright() as playwright:
         yield playwright
 

@@ -139,7 +139,8 @@ def test_post_without_csrf_token_is_rejected(context, page, shoot):
 
     # Posts with the browser's cookie: no token, a wrong token, the right one.
     assert context.request.post('/notes', form={'note': 'forged'}).status == 400
-    assert context.request.post('/notes', form={'note': 'forged', 'csrf_token': '0' * 40}).status == 400
+    wrong_token = {'note': 'forged', 'csrf_token': '0' * 40}
+    assert context.request.post('/notes', form=wrong_token).status == 400
     assert context.request.post('/notes', form={'note': 'kept', 'csrf_token': token}).ok
 
     page.goto('/')
