@@ -223,6 +223,25 @@ def _load_error(config_uri: str, exc: BaseException) -> UsageError:
     return UsageError('cannot load %s: %s' % (config_uri, message))
 
 
+def _read_with_placeholders(config_uri: str, app_name: str | None,
+                            given: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The settings, read with a placeholder for each variable the file uses but nobody gave."""
+    from pyramid.paster import get_appsettings
+    placeholders: dict[str, str] = {}
+    first_error: BaseException | None = None
+    while True:
+        try:
+            settings = get_appsettings(config_uri, name=app_name,
+                                       options=dict(given, **placeholders))
+            return dict(settings), placeholders
+        except (LookupError, ValueError, ImportError, configparser.Error, OSError) as exc:
+            name = _missing_variable(exc)
+            if name is None or name in given or name in placeholders:
+                raise _load_error(config_uri, first_error or exc) from None
+            first_error = first_error or exc
+            placeholders[name] = '<no value for %s: %s>' % (name, secrets.token_hex(8))
+
+
 def load_settings(config_uri: str, app_name: str | None = None,
                   variables: Iterable[tuple[str, str]] | None = None) -> dict[str, Any]:
     """The settings of the ini file's application section, as ``pserve`` reads them.
@@ -234,22 +253,7 @@ def load_settings(config_uri: str, app_name: str | None = None,
     does without them (:data:`STAND_INS`), and any other ``mongodb_session.*``
     setting holding one is reported with the variables it needs.
     """
-    from pyramid.paster import get_appsettings
-    given = dict(variables or ())
-    placeholders: dict[str, str] = {}
-    first_error: BaseException | None = None
-    while True:
-        try:
-            settings = get_appsettings(config_uri, name=app_name,
-                                       options=dict(given, **placeholders))
-            break
-        except (LookupError, ValueError, ImportError, configparser.Error, OSError) as exc:
-            name = _missing_variable(exc)
-            if name is None or name in given or name in placeholders:
-                raise _load_error(config_uri, first_error or exc) from None
-            first_error = first_error or exc
-            placeholders[name] = '<no value for %s: %s>' % (name, secrets.token_hex(8))
-
+    settings, placeholders = _read_with_placeholders(config_uri, app_name, dict(variables or ()))
     needed: dict[str, list[str]] = {}   # variable -> the settings that use it
     for key, value in list(settings.items()):
         if key in placeholders:       # the placeholder itself, as a global setting
