@@ -4,7 +4,7 @@ It reads the application's ini file the way ``pserve`` does, builds the
 session store from its ``mongodb_session.*`` settings, and runs one command::
 
     pmongosession ensure-indexes production.ini
-    pmongosession purge production.ini --batch-size 500
+    pmongosession purge production.ini --batch-seconds 60
     pmongosession stats production.ini
     pmongosession revoke production.ini user_id=42
 
@@ -131,14 +131,17 @@ def build_parser() -> argparse.ArgumentParser:
     purge = commands.add_parser(
         'purge', parents=[common],
         help='delete expired sessions, in batches',
-        description='Delete every session whose expiry has passed, in batches. '
+        description='Delete every session whose expiry has passed, in batches '
+                    'that adapt to the server\'s speed (progress goes to stderr on '
+                    'long runs). '
                     'Expired sessions are never served (every read checks the '
                     'expiry); this removes their documents where no TTL index does, '
                     'or ahead of the TTL monitor. Safe to run while the application '
                     'serves requests, and from cron.')
     purge.add_argument(
-        '--batch-size', metavar='N', type=_positive_int, default=1000,
-        help='sessions deleted per database call (default: %(default)s)')
+        '--batch-seconds', metavar='SECONDS', type=_positive_float, default=30.0,
+        help='the longest one delete may take; batches are sized to take about a '
+             'third of it (default: %(default)s)')
     stats = commands.add_parser(
         'stats', parents=[common],
         help='count sessions and show the spread of their sizes',
@@ -315,10 +318,19 @@ def ensure_indexes(store: SessionStore, args: argparse.Namespace, out: Out) -> i
 
 
 def purge(store: SessionStore, args: argparse.Namespace, out: Out) -> int:
-    removed = store.purge_expired(utcnow(), batch_size=args.batch_size)
+    def progress(removed: int, done: float, seconds: float) -> None:
+        if seconds >= PROGRESS_AFTER:
+            print('%s purge: %d removed, %.0f%% done, %.0f s' % (PROG, removed, done * 100,
+                                                                seconds), file=sys.stderr)
+    removed = store.purge_expired(utcnow(), batch_seconds=args.batch_seconds,
+                                  progress=progress)
     out('purged %d expired session%s from %s'
         % (removed, '' if removed == 1 else 's', store.namespace()))
     return OK
+
+
+#: A purge that has run this many seconds reports its progress on stderr.
+PROGRESS_AFTER = 5.0
 
 
 def percentile(sorted_values: Sequence[int], p: float) -> int:

@@ -24,6 +24,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 
 import bson
 import pymongo
@@ -49,6 +50,8 @@ _REFUSED_VALUE_CODES = frozenset((2, 52, 56, 57))
 #: CommandNotFound, CannotCreateIndex, IndexOptionsConflict,
 #: IndexKeySpecsConflict, CommandNotSupported, NotImplemented.
 _INDEX_REFUSED_CODES = frozenset((2, 13, 59, 67, 85, 86, 115, 238))
+#: Session ids are stored as hex digests; purge works through their first 8 digits.
+_ID_SPACE = 16 ** 8
 #: The most a request may write to a session it has not read (see can_write_blind).
 BLIND_WRITE_LIMIT = 16 * 1024
 _UNAUTHORIZED = 13
@@ -574,23 +577,53 @@ class SessionStore:
             close()
         self._process = None
 
-    def purge_expired(self, now, batch_size=1000):
-        """Delete expired sessions in batches; return how many.
+    def purge_expired(self, now, batch_seconds=30.0, progress=None, clock=time.monotonic):
+        """Delete expired sessions (and the tombstones of retired ids); return how many.
 
         The way to clean up on servers without TTL indexes (FerretDB 1.x,
-        Cosmos DB with a non-``_ts`` field).
+        Cosmos DB with a non-``_ts`` field). Session documents are named by
+        hex digests, so the collection is worked through in ranges of ``_id``;
+        each range is one ``deleteMany``, sized so that it takes about a third
+        of ``batch_seconds`` (the most one may take): wider while deletes are
+        quick, narrower when one is slow or fails. No id is held in memory,
+        so a million sessions cost what a thousand do, but time. FerretDB 1.x
+        scans its whole collection for every such delete and cannot delete
+        more than about 32 000 documents in one; the ranges adapt to both.
+        ``progress(removed, fraction_done, seconds)`` is called after each range.
         """
         collection = self.collection()
-        removed = 0
-        while True:
-            batch = [doc['_id'] for doc in self._call(
-                'find expired sessions', lambda: list(collection.find(
-                    {'expires': {'$lte': now}}, {'_id': 1}).limit(batch_size)))]
-            if not batch:
-                return removed
-            result = self._call('purge expired sessions', collection.delete_many,
-                                {'_id': {'$in': batch}, 'expires': {'$lte': now}})
+        removed, start, width = 0, 0, _ID_SPACE // 64
+        began = clock()
+        while start < _ID_SPACE:
+            stop = min(start + width, _ID_SPACE)
+            ids = {'$gte': '%08x' % start}
+            if stop < _ID_SPACE:
+                ids['$lt'] = '%08x' % stop
+            called = clock()
+            try:
+                result = self._maintenance_call('purge expired sessions', batch_seconds,
+                                                collection.delete_many,
+                                                {'_id': ids, 'expires': {'$lte': now}})
+            except SessionBackendError:
+                if width == 1:
+                    raise
+                width = max(width // 4, 1)   # too slow or too many at once: narrower
+                continue
             removed += result.deleted_count
+            start = stop
+            scale = (batch_seconds / 3) / max(clock() - called, 0.001)
+            width = max(1, min(int(width * min(max(scale, 0.25), 4)), _ID_SPACE))
+            if progress is not None:
+                progress(removed, start / _ID_SPACE, clock() - began)
+        return removed
+
+    def _maintenance_call(self, what, seconds, operation, *args, **kwargs):
+        """A call that may take up to ``seconds``, outside the request path's outage handling."""
+        try:
+            with pymongo.timeout(seconds):
+                return operation(*args, **kwargs)
+        except PyMongoError as exc:
+            raise self._error(what, exc) from exc
 
     def namespace(self):
         """``database.collection``: where the sessions are kept."""

@@ -100,7 +100,7 @@ def test_help_for_the_command_and_every_subcommand(run):
         status, out_sub, err = run(command, '--help')
         assert status == 0 and err == ''
         assert 'CONFIG_URI' in out_sub and '--app-name' in out_sub
-    assert '--batch-size' in run('purge', '--help')[1]
+    assert '--batch-seconds' in run('purge', '--help')[1]
     assert '--sample' in run('stats', '--help')[1]
     revoke_help = run('revoke', '--help')[1]
     assert '--json' in revoke_help and 'KEY=VALUE' in revoke_help and '--dry-run' in revoke_help
@@ -110,7 +110,7 @@ def test_help_for_the_command_and_every_subcommand(run):
     ((), 'required: COMMAND'),
     (('purge',), 'required: CONFIG_URI'),
     (('frobnicate', 'app.ini'), 'invalid choice'),
-    (('purge', 'app.ini', '--batch-size', '0'), '--batch-size'),
+    (('purge', 'app.ini', '--batch-seconds', '0'), '--batch-seconds'),
     (('stats', 'app.ini', '--sample', 'many'), '--sample'),
     (('purge', 'app.ini', '--var', 'novalue'), '--var'),
 ])
@@ -426,7 +426,7 @@ def test_ensure_indexes(run, ini, collection):
 def test_purge_deletes_only_expired_sessions_in_batches(run, ini, store, collection):
     live = add_sessions(store, 3)
     add_sessions(store, 7, expired=True)
-    status, out, err = run('purge', ini, '--batch-size', '2')
+    status, out, err = run('purge', ini, '--batch-seconds', '5')
     assert (status, err) == (0, '')
     assert re.search(r'purged 7 expired sessions from \S+\.sessions', out)
     assert stored_ids(collection) == {document_id(i) for i in live}

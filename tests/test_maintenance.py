@@ -8,7 +8,7 @@ import pytest
 from pymongo.errors import AutoReconnect, OperationFailure
 
 from pyramid_mongosession import SessionBackendError
-from pyramid_mongosession.store import SessionStore
+from pyramid_mongosession.store import SessionStore, document_id
 
 
 def utcnow():
@@ -101,3 +101,55 @@ def test_document_sizes_does_not_hide_an_outage(collection):
     with pytest.raises(SessionBackendError, match='connection reset') as info:
         store.document_sizes(10)
     assert isinstance(info.value.__cause__, AutoReconnect)
+
+
+# -- purge at scale ------------------------------------------------------------------------
+
+PURGE_POPULATION = int(os.environ.get('PURGE_POPULATION', '100000'))
+
+
+def test_purge_removes_a_large_population_within_its_batch_budget(collection):
+    """Every expired session goes, none of the live ones, with no delete over its budget.
+
+    FerretDB 1.x scans the whole collection for each delete and cannot delete
+    more than about 32 000 documents in one: the ranges must adapt to both.
+    """
+    past, future = datetime.datetime(2000, 1, 1), datetime.datetime(2100, 1, 1)
+    for start in range(0, PURGE_POPULATION, 10000):
+        collection.insert_many([
+            {'_id': document_id('expired-%d' % n), 'data': {'user': n}, 'created': past,
+             'expires': past, 'v': 1}
+            for n in range(start, min(start + 10000, PURGE_POPULATION))], ordered=False)
+    collection.insert_many([{'_id': document_id('live-%d' % n), 'data': {}, 'created': past,
+                             'expires': future, 'v': 1} for n in range(100)])
+    store = SessionStore(collection)
+    reports = []
+    removed = store.purge_expired(datetime.datetime(2026, 1, 1), batch_seconds=30,
+                                  progress=lambda *report: reports.append(report))
+    assert removed == PURGE_POPULATION
+    assert collection.count_documents({}) == 100
+    assert reports[-1][:2] == (PURGE_POPULATION, 1.0)
+    assert [done for _, done, _ in reports] == sorted(done for _, done, _ in reports)
+
+
+def test_purge_narrows_its_ranges_when_a_delete_fails(monkeypatch):
+    """A delete that times out or refuses is retried over a narrower range."""
+    import mongomock
+    collection = mongomock.MongoClient().db.sessions
+    # Expired for the purge's clock, not yet for mongomock's TTL index.
+    later = datetime.datetime(2100, 1, 1)
+    collection.insert_many([{'_id': document_id('s%d' % n), 'expires': later}
+                            for n in range(500)])
+    store = SessionStore(collection)
+    real = store._maintenance_call
+    calls = []
+
+    def flaky(what, seconds, operation, query):
+        calls.append(query['_id'])
+        if len(calls) <= 2:
+            raise SessionBackendError('could not purge expired sessions: timed out')
+        return real(what, seconds, operation, query)
+    monkeypatch.setattr(store, '_maintenance_call', flaky)
+    assert store.purge_expired(datetime.datetime(2200, 1, 1)) == 500
+    width = [int(ids['$lt'], 16) - int(ids['$gte'], 16) for ids in calls[:3]]
+    assert width[1] == width[0] // 4 and width[2] == width[1] // 4
