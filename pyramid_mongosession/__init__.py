@@ -6,6 +6,13 @@ settings and installs the session factory; code-only applications build a
 """
 from pyramid.tweens import EXCVIEW
 
+from .accounts import (
+    SessionCreated,
+    SessionEnded,
+    SessionExpired,
+    SessionIdChanged,
+    get_session_factory,
+)
 from .exceptions import (
     SessionBackendError,
     SessionConflict,
@@ -19,8 +26,13 @@ __all__ = [
     'MongoSessionFactory',
     'SessionBackendError',
     'SessionConflict',
+    'SessionCreated',
+    'SessionEnded',
+    'SessionExpired',
+    'SessionIdChanged',
     'SessionStoreError',
     'SessionValueError',
+    'get_session_factory',
     'includeme',
     'session_factory_from_settings',
 ]

@@ -19,6 +19,7 @@ import datetime
 import functools
 import logging
 
+from .accounts import Accounts
 from .cookie import new_session_id
 from .encoding import utcnow
 from .exceptions import SessionBackendError, SessionConflict, SessionStoreError
@@ -126,8 +127,10 @@ class EndOfRequest:
     """Decides and carries out the end of a request (see :meth:`register`)."""
 
     def __init__(self, store, cookie, expiry, is_cacheable=publicly_cacheable,
-                 degrade_on_outage=False):
+                 degrade_on_outage=False, accounts=None):
         self.store = store
+        #: The account fields, the cap and the events (:mod:`pyramid_mongosession.accounts`).
+        self.accounts = accounts if accounts is not None else Accounts(store)
         self.cookie = cookie
         self.expiry = expiry
         self.is_cacheable = is_cacheable
@@ -141,6 +144,7 @@ class EndOfRequest:
         application's exception view.
         """
         done = []
+        state.request, state.accounts = request, self.accounts
 
         def finish(request, response):
             if not done:
@@ -173,7 +177,7 @@ class EndOfRequest:
             state.id = None
         if plan.remove_loaded:
             # An ended session goes now, whatever happens to the body.
-            self.store.remove(state.cookie_id)
+            self.accounts.remove_ended(state)
         if late:
             self._set_cookie(plan, state, response, refresh)
             finish = functools.partial(self._finish_late, plan, state, state.id, refresh)
@@ -226,7 +230,7 @@ class EndOfRequest:
             # The session ended while the body streamed: the cookie can no
             # longer change, so nothing is stored, and the old document goes.
             if state.found and not plan.remove_loaded:
-                self.store.remove(state.cookie_id)
+                self.accounts.remove_ended(state)
         elif body_sent:
             self._guarded(self._store, plan, state, refresh)
         else:
@@ -245,7 +249,7 @@ class EndOfRequest:
         """Carry out ``plan``'s store action; return the plan for the cookie."""
         now = utcnow()
         if plan.store == INSERT:
-            self._insert(state, now)
+            self.accounts.created(state, self._insert(state, now))
         elif plan.store == MOVE:
             if state.found:
                 if not self._move(state, now):
@@ -259,19 +263,24 @@ class EndOfRequest:
                 return self._as_new(state, now)
         return plan
 
-    def _insert(self, state, now):
+    def _insert(self, state, now, handle=None):
+        """Insert the session (new, or moving with its ``handle``); return its account fields."""
         state.fold_pushes()
+        account = self.accounts.new_document(state, now, handle)
         self.store.insert(state.id, state.data, state.created,
-                          self.expiry.at(state.created, now))
+                          self.expiry.at(state.created, now), account=account)
+        return account
 
     def _update(self, state, now, refresh):
         changed, removed = state.changes()
         if changed or removed:
-            self.store.update(state.id, now, changed, removed,
-                              self.expiry.at(state.created, now), state.stored.version,
-                              data=state.data, stored_size=state.stored.size)
+            if self.store.update(state.id, now, changed, removed,
+                                 self.expiry.at(state.created, now), state.stored.version,
+                                 data=state.data, stored_size=state.stored.size,
+                                 account=self.accounts.written(state, now)):
+                self.accounts.updated(state, changed, now)
         elif refresh is not None:
-            self.store.touch(state.id, now, refresh)
+            self.store.touch(state.id, now, refresh, account=self.accounts.written(state, now))
 
     def _update_unread(self, state, now):
         """A write-only request: its changes in one update, without a find.
@@ -284,8 +293,11 @@ class EndOfRequest:
         removed = [key for key in state.changed if key not in state.data]
         if not (written or removed or state.pushes):
             return True
-        return self.store.update(state.cookie_id, now, written, removed,
-                                 self.expiry.at(now, now), pushes=state.pushes)
+        if not self.store.update(state.cookie_id, now, written, removed, self.expiry.at(now, now),
+                                 pushes=state.pushes, account=self.accounts.written(state, now)):
+            return False
+        self.accounts.updated(state, written, now)
+        return True
 
     def _as_new(self, state, now):
         """The session this request wrote to blindly had gone: its writes start a new one."""
@@ -295,7 +307,7 @@ class EndOfRequest:
         if plan.store == INSERT:
             if state.id is None:
                 state.id = new_session_id()
-            self._insert(state, now)
+            self.accounts.created(state, self._insert(state, now))
         else:
             state.id = None
         return plan
@@ -312,7 +324,9 @@ class EndOfRequest:
         cannot bring a session back.
         """
         store, old_id, stored = self.store, state.cookie_id, state.stored
-        store.insert(state.id, state.data, state.created, self.expiry.at(state.created, now))
+        account = self.accounts.new_document(state, now, self.accounts.handle(state))
+        store.insert(state.id, state.data, state.created, self.expiry.at(state.created, now),
+                     account=account)
         try:
             latest = store.take(old_id, now, stored.version)
         except SessionConflict:
@@ -330,6 +344,7 @@ class EndOfRequest:
             if theirs or dropped:
                 store.update(state.id, now, theirs, dropped, self.expiry.at(state.created, now),
                              data=dict(state.data, **theirs), stored_size=latest.size)
+        self.accounts.moved(state, stored.user, account)
         return True
 
     def _move_unread(self, state, now):
@@ -353,13 +368,14 @@ class EndOfRequest:
         state.fold_pushes()
         state.created = old.created or state.created
         try:
-            self._insert(state, now)
+            account = self._insert(state, now, self.accounts.stored_handle(old, old_id))
         except Exception:
             try:
                 store.restore(old_id, old)
             except Exception as exc:  # the original error is the one to report
                 log.warning('could not put back session after a failed change_id: %s', exc)
             raise
+        self.accounts.moved(state, old.user, account)
         return True
 
 
