@@ -199,7 +199,7 @@ class Accounts:
         return records
 
     def revoke_session(self, handle, userid=None, request=None):
-        """End the session named by ``handle``; return True if it was live.
+        """End the session named by ``handle``; return True if it was there.
 
         With ``userid``, only if it is that user's session: what a view that
         lets a user sign out one of their sessions passes, so that a handle
@@ -211,9 +211,11 @@ class Accounts:
         return bool(self._revoke(request, userid=userid, handles=[handle]))
 
     def revoke_user(self, userid, keep=None, request=None):
-        """End every live session of ``userid``, except the one whose handle is ``keep``.
+        """End every session of ``userid``, except the one whose handle is ``keep``.
 
-        Returns how many were ended. ``keep=request.session.handle`` signs the
+        Returns how many were ended (a session that had expired but was still
+        stored is deleted and counted too: nothing of the user's sessions is
+        left behind). ``keep=request.session.handle`` signs the
         user out everywhere else (after a password change, say); without it,
         everywhere. One delete on the user index, or, when something
         subscribes to :class:`SessionEnded`, one query and one delete per
@@ -254,11 +256,10 @@ class Accounts:
         if request is None:
             request = get_current_request()
         registry = request.registry if request is not None else get_current_registry()
-        now = utcnow()
         if not _wants(registry, SessionEnded):
-            return self.store.revoke_sessions(now, **which)
+            return self.store.revoke_sessions(**which)
         ended = {}
-        for handle, userid in self.store.take_sessions(now, **which):
+        for handle, userid in self.store.take_sessions(**which):
             ended.setdefault(handle, userid)
         for handle, userid in ended.items():
             registry.notify(SessionEnded(request, handle, userid, reason))

@@ -204,13 +204,13 @@ class MongoSessionFactory:
 
     def revoke_session(self, handle, userid=None, request=None):
         """End the session named by ``handle`` (only if it is ``userid``'s, when
-        given); return True if it was live. ``request`` (by default the
+        given); return True if it was there. ``request`` (by default the
         current one) is what the :class:`~pyramid_mongosession.SessionEnded`
         event carries."""
         return self.accounts.revoke_session(handle, userid, request)
 
     def revoke_user(self, userid, keep=None, request=None):
-        """End every live session of ``userid`` but the one whose handle is
+        """End every session of ``userid`` but the one whose handle is
         ``keep``; return how many. ``keep=request.session.handle``: sign out
         everywhere else."""
         return self.accounts.revoke_user(userid, keep, request)

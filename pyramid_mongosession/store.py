@@ -732,9 +732,6 @@ class SessionStore:
         except DecryptionError:
             return None
 
-    def _live(self, now):
-        return {'$not': {'$lte': now}}
-
     def user_sessions(self, userid, now):
         """The live sessions of ``userid``, in no order, in one query on the user index.
 
@@ -743,7 +740,7 @@ class SessionStore:
         ``handle`` recorded here, once (one more write).
         """
         collection = self.collection()
-        query = {USER: self.user_filter(userid), 'expires': self._live(now)}
+        query = {USER: self.user_filter(userid), 'expires': {'$not': {'$lte': now}}}
         projection = dict.fromkeys(('created', 'expires') + ACCOUNT_FIELDS, 1)
         found = self._call('list the sessions of a user',
                            lambda: list(collection.find(query, projection)))
@@ -755,33 +752,35 @@ class SessionStore:
                            {'$set': {HANDLE: document[HANDLE]}})
         return found
 
-    def _ending(self, now, userid, handles, keep):
+    def _ending(self, userid, handles, keep):
+        # Expired sessions still stored go too: erasing a user's sessions
+        # leaves nothing for the TTL monitor (or purge) to find.
         if userid is None and handles is None:
             raise ValueError('refusing to revoke the sessions of every user: '
                              'name a user or handles')
-        query = {USER: self.user_filter(userid) if userid is not None else {'$exists': True},
-                 'expires': self._live(now)}
+        query = {USER: self.user_filter(userid) if userid is not None else {'$exists': True}}
         if handles is not None:
             query[HANDLE] = {'$in': list(handles)}
         if keep is not None:
             query[HANDLE] = dict(query.get(HANDLE, {}), **{'$ne': keep})
         return query
 
-    def revoke_sessions(self, now, userid=None, handles=None, keep=None):
-        """Delete the live sessions of ``userid``, or of any user; return how many.
+    def revoke_sessions(self, userid=None, handles=None, keep=None):
+        """Delete the sessions of ``userid``, or of any user; return how many.
 
         ``handles`` restricts them to those handles, ``keep`` spares the one
-        with that handle. One ``delete``, by the user index (or by the handle
+        with that handle. Sessions that expired but are still stored are
+        deleted too. One ``delete``, by the user index (or by the handle
         index, without ``userid``).
         """
-        query = self._ending(now, userid, handles, keep)
+        query = self._ending(userid, handles, keep)
         return self._call('revoke sessions', self.collection().delete_many, query).deleted_count
 
-    def take_sessions(self, now, userid=None, handles=None, keep=None):
+    def take_sessions(self, userid=None, handles=None, keep=None):
         """As :meth:`revoke_sessions`, one session at a time: ``[(handle, user id)]``
         of each session deleted (for the events that report them)."""
         collection = self.collection()
-        query = self._ending(now, userid, handles, keep)
+        query = self._ending(userid, handles, keep)
         projection = {HANDLE: 1}
         if self.user_key is not None:
             projection['data.' + field_name(self.user_key)] = 1
@@ -835,13 +834,15 @@ class SessionStore:
                         sealed.append(key)
                         continue
                 data[key] = value
-            entry = {name: value for name, value in document.items()
-                     if name not in ('_id', 'data')}
-            entry[HANDLE] = document.get(HANDLE) or session_handle(document['_id'])
-            entry[USER] = userid
+            entry = {HANDLE: document.get(HANDLE) or session_handle(document['_id']),
+                     USER: userid}
+            entry.update((name, document[name]) for name in (
+                'created', LAST_SEEN, 'expires') if name in document)
             if CLIENT in document:
                 entry[CLIENT] = self.client_of(document)
             entry['data'] = data
+            entry.update((name, value) for name, value in document.items()
+                         if name not in entry and name not in ('_id', 'data'))
             if sealed:
                 entry['sealed'] = sealed
             exported.append(entry)
