@@ -97,6 +97,12 @@ class SessionExpired(SessionEvent):
     """A request presented a session that had expired (and got a new, empty one)."""
 
 
+def _request_of(state):
+    """The request of a session's state (held by a weak reference), or None."""
+    reference = state.request
+    return reference() if reference is not None else None
+
+
 def _wants(registry, event_class):
     """Whether anything subscribes to ``event_class``: nothing is built or fetched otherwise."""
     if registry is None or not getattr(registry, 'has_listeners', False):
@@ -305,7 +311,7 @@ class Accounts:
         """The account fields of the document inserted for ``state``: a new session, or,
         given its ``handle``, one that moves to a new id. ``user`` is the store's."""
         account = {HANDLE: handle or session_handle(document_id(state.id)), LAST_SEEN: now}
-        request = state.request
+        request = _request_of(state)
         if self.track_clients and request is not None:
             client = client_of(request)
             if client is not None:
@@ -334,19 +340,19 @@ class Accounts:
 
     def created(self, state, account):
         """After a new session's insert: the cap, and :class:`SessionCreated`."""
-        userid = self._userid(state.data)
-        self._notify(state.request, SessionCreated, account[HANDLE], userid)
+        userid, request = self._userid(state.data), _request_of(state)
+        self._notify(request, SessionCreated, account[HANDLE], userid)
         if userid is not None and self.max_sessions_per_user is not None:
-            self._enforce_cap(state.request, userid, account[LAST_SEEN])
+            self._enforce_cap(request, userid, account[LAST_SEEN])
 
     def moved(self, state, previous, account):
         """After ``change_id``: the cap if the user is new to the session, and
         :class:`SessionIdChanged`. ``previous`` is the user id before the move."""
-        userid = self._userid(state.data)
-        self._notify(state.request, SessionIdChanged, account[HANDLE], userid)
+        userid, request = self._userid(state.data), _request_of(state)
+        self._notify(request, SessionIdChanged, account[HANDLE], userid)
         if (userid is not None and self.max_sessions_per_user is not None
                 and self.store.user_value(userid) != self.store.user_value(previous)):
-            self._enforce_cap(state.request, userid, account[LAST_SEEN])
+            self._enforce_cap(request, userid, account[LAST_SEEN])
 
     def updated(self, state, changed, now):
         """After an update that wrote ``changed``: the cap, if it gave the session a user.
@@ -362,7 +368,7 @@ class Accounts:
         if stored is not None and self.store.user_value(stored.user) == self.store.user_value(
                 changed[key]):
             return
-        self._enforce_cap(state.request, changed[key], now)
+        self._enforce_cap(_request_of(state), changed[key], now)
 
     def remove_ended(self, state):
         """Delete the session that ``state``'s request ended (``expire``, ``invalidate()``).
@@ -371,7 +377,7 @@ class Accounts:
         not read is deleted by a find-and-delete that returns its handle and
         user (still one round trip).
         """
-        request = state.request
+        request = _request_of(state)
         registry = getattr(request, 'registry', None)
         if not _wants(registry, SessionEnded):
             self.store.remove(state.cookie_id)

@@ -2,6 +2,7 @@
 import datetime
 import functools
 import logging
+import weakref
 
 from pyramid.interfaces import ISessionFactory
 from zope.interface import implementer
@@ -162,15 +163,19 @@ class MongoSessionFactory:
         else:
             # Loaded on the first read (see MongoSession), and not before.
             state = SessionState(session_id, True,
-                                 functools.partial(self._load, session_id, request))
+                                 functools.partial(self._load, session_id, weakref.ref(request)))
         self._end_of_request.register(request, state)
         return MongoSession(state)
 
     def _load(self, session_id, request=None):
-        """``(stored session or None, degraded)`` for the id a request's cookie named."""
+        """``(stored session or None, degraded)`` for the id a request's cookie named.
+
+        ``request`` is a weak reference to the request (for :class:`SessionExpired`
+        events), so that the session does not keep its request alive.
+        """
         try:
-            return self.store.load(session_id, utcnow(),
-                                   self.accounts.expired_hook(request)), False
+            return self.store.load(session_id, utcnow(), self.accounts.expired_hook(
+                request() if request is not None else None)), False
         except SessionBackendError as exc:
             if not self.degrade_on_outage:
                 raise

@@ -18,6 +18,7 @@ import collections
 import datetime
 import functools
 import logging
+import weakref
 
 from .accounts import Accounts
 from .cookie import new_session_id
@@ -144,7 +145,9 @@ class EndOfRequest:
         application's exception view.
         """
         done = []
-        state.request, state.accounts = request, self.accounts
+        # A weak reference: the request holds its session, which must not hold
+        # the request back, or every request would wait for the cyclic GC.
+        state.request, state.accounts = weakref.ref(request), self.accounts
 
         def finish(request, response):
             if not done:
@@ -180,7 +183,8 @@ class EndOfRequest:
             self.accounts.remove_ended(state)
         if late:
             self._set_cookie(plan, state, response, refresh)
-            finish = functools.partial(self._finish_late, plan, state, state.id, refresh)
+            finish = _keeping_request(state, functools.partial(
+                self._finish_late, plan, state, state.id, refresh))
             length = response.content_length   # WebOb forgets it when app_iter changes
             response.app_iter = _BodyThenFinish(response.app_iter, finish)
             response.content_length = length
@@ -403,6 +407,26 @@ def session_tween_factory(handler, registry):
             return request.invoke_exception_view(reraise=True)
         return response
     return session_tween
+
+
+def _keeping_request(state, finish):
+    """``finish(body_sent)``, with ``state`` holding its request strongly until then.
+
+    The state holds its request by a weak reference; under ``late_store`` the
+    body ends after the request may be done with, and the end of the session
+    still needs it (the client it records, the events it publishes).
+    """
+    request = state.request()
+    state.request = lambda: request
+
+    def finish_then_let_go(body_sent=True):
+        # Reaches the request through the state only: once let go, nothing
+        # that the response keeps (its body) holds the request any more.
+        try:
+            finish(body_sent)
+        finally:
+            state.request = weakref.ref(state.request())
+    return finish_then_let_go
 
 
 class _BodyThenFinish:

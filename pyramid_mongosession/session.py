@@ -48,9 +48,10 @@ class SessionState:
     a new or invalidated session; the end of the request assigns one).
     ``changed`` holds the keys this request set or deleted, ``pushes`` the
     flash messages appended to keys not read, and ``snapshots`` the BSON of
-    mutable values as they were first read. ``request`` is the request, for
-    what the end of the request records about its client, and its events;
-    ``accounts`` the factory's :class:`~pyramid_mongosession.accounts.Accounts`.
+    mutable values as they were first read. ``request`` is a weak reference
+    to the request, for what the end of the request records about its
+    client, and its events; ``accounts`` the factory's
+    :class:`~pyramid_mongosession.accounts.Accounts`.
     """
 
     __slots__ = ('cookie_id', 'had_cookie', 'load', 'found', 'stored', 'degraded', 'id', 'data',

@@ -666,3 +666,54 @@ def test_listing_and_revoking_on_either_backend(backend_collection):
     assert here.get('/do?others=1').json['revoked'] == 1
     assert there.get('/do?read=1').json['user'] is None
     assert here.get('/do?read=1').json['user'] == 'alice'
+
+
+# -- the request is not kept alive --------------------------------------------------------
+
+def test_a_request_is_freed_without_the_cyclic_garbage_collector(collection):
+    """The session holds its request by a weak reference: no reference cycle."""
+    import gc
+    import weakref
+    requests = []
+
+    def view(request):
+        requests.append(weakref.ref(request))
+        request.session['a'] = 1
+        request.session.get('a')
+        return Response('ok')
+    config = Configurator()
+    config.set_session_factory(MongoSessionFactory(collection, SECRET))
+    config.add_subscriber(lambda event: None, SessionCreated)
+    config.add_route('view', '/')
+    config.add_view(view, route_name='view')
+    client = browser(config.make_wsgi_app())
+    client.get('/')
+    gc.collect()
+    gc.disable()
+    try:
+        client.get('/')
+        client.get('/?again=1')
+        assert [reference() for reference in requests[1:]] == [None, None]
+    finally:
+        gc.enable()
+
+
+def test_late_store_records_the_client_and_publishes_with_its_request(collection, events):
+    def streamed(request):
+        request.session.options['late_store'] = True
+
+        def body():
+            yield b'one'
+            request.session['auth.userid'] = 'alice'
+        return Response(app_iter=body())
+    config = Configurator()
+    config.set_session_factory(MongoSessionFactory(collection, SECRET))
+    config.add_subscriber(events.append, SessionCreated)
+    config.add_route('stream', '/stream')
+    config.add_view(streamed, route_name='stream')
+    browser(config.make_wsgi_app()).get('/stream')
+    document = collection.find_one()
+    assert document['user'] == 'alice'
+    assert document['client'] == {'agent': UA, 'address': '203.0.113.0/24'}
+    assert [(type(e), e.userid, e.request.path) for e in events] == [
+        (SessionCreated, 'alice', '/stream')]
