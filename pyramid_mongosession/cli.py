@@ -459,7 +459,8 @@ def revoke(store, args, out):
             % (removed, '' if removed == 1 else 's', shown))
     if store.cipher is not None:
         out('note: session values are encrypted at rest (encryption_keys): only '
-            'operators such as {"$exists": true} can match them')
+            'operators such as {"$exists": true} can match them; "revoke --user" '
+            'finds a user\'s sessions by their index')
     return OK
 
 
