@@ -509,6 +509,25 @@ def test_ended_events_for_sessions_the_request_did_not_read(collection, events, 
     assert [(e.handle, e.userid, e.reason) for e in events] == [(other_handle, 'bob', INVALIDATE)]
 
 
+@pytest.mark.parametrize('query, reason', [('read=1&logout=1', EXPIRE),
+                                           ('read=1&invalidate=1', INVALIDATE),
+                                           ('read=1&invalidate=1&set=cart:x', INVALIDATE)])
+def test_ended_events_for_sessions_the_request_read(collection, events, round_trips,
+                                                    query, reason):
+    wsgi = account_app(collection, events=events)
+    client = log_in(wsgi, 'alice')
+    handle = handle_of(client)
+    del events[:]
+    round_trips()
+    client.get('/do?' + query)
+    assert 'findAndModify' not in round_trips()      # the request knows what it ended
+    ended = [(e.handle, e.userid, e.reason) for e in events if isinstance(e, SessionEnded)]
+    assert ended == [(handle, 'alice', reason)]
+    if 'set=' in query:   # data stored after invalidate() starts a new session
+        assert [type(e) for e in events] == [SessionEnded, SessionCreated]
+        assert events[1].handle != handle and events[1].userid is None
+
+
 def test_no_subscriber_no_cost(warm, round_trips):
     """Without subscribers a blind logout stays one delete."""
     client = log_in(warm, 'alice')
