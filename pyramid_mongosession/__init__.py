@@ -10,6 +10,13 @@ from typing import TYPE_CHECKING
 
 from pyramid.tweens import EXCVIEW
 
+from .accounts import (
+    SessionCreated,
+    SessionEnded,
+    SessionExpired,
+    SessionIdChanged,
+    get_session_factory,
+)
 from .exceptions import (
     SessionBackendError,
     SessionConflict,
@@ -26,8 +33,13 @@ __all__ = [
     'MongoSessionFactory',
     'SessionBackendError',
     'SessionConflict',
+    'SessionCreated',
+    'SessionEnded',
+    'SessionExpired',
+    'SessionIdChanged',
     'SessionStoreError',
     'SessionValueError',
+    'get_session_factory',
     'includeme',
     'session_factory_from_settings',
 ]

@@ -7,6 +7,9 @@ session store from its ``mongodb_session.*`` settings, and runs one command::
     pmongosession purge production.ini --batch-seconds 60
     pmongosession stats production.ini
     pmongosession revoke production.ini user_id=42
+    pmongosession sessions production.ini alice
+    pmongosession revoke production.ini --user alice --keep HANDLE
+    pmongosession export production.ini alice
 
 Exit status: 0 when the command did its work, 1 when the database failed
 (unreachable, timed out, refused), 2 for a usage or configuration error.
@@ -17,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import datetime
+import json
 import logging
 import math
 import os
@@ -25,7 +30,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, NoReturn, Sequence, TextIO
 
 from bson.errors import BSONError
-from bson.json_util import loads as json_loads
+from bson.json_util import RELAXED_JSON_OPTIONS, dumps as json_dumps, loads as json_loads
 from pyramid.exceptions import ConfigurationError
 
 from .crypto import new_key
@@ -112,8 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
         '--var', metavar='NAME=VALUE', action='append', type=_assignment, default=[],
         help='a value for %%(NAME)s in the ini file, as pserve\'s NAME=VALUE '
              'arguments; may be repeated. Not needed for the variables of '
-             'mongodb_session.secret and mongodb_session.encryption_keys, '
-             'which no command uses')
+             'mongodb_session.secret, which no command uses, nor of '
+             'mongodb_session.encryption_keys, which only sessions, export and '
+             'revoke --user use')
     common.add_argument(
         '--operation-timeout', metavar='SECONDS', type=_positive_float,
         help='the longest one database call may take (default: the ini file\'s '
@@ -156,13 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
         help='the most documents whose sizes are measured (default: %(default)s)')
     revoke = commands.add_parser(
         'revoke', parents=[common],
-        help='delete the sessions whose data match a query',
-        description='Delete every session whose data match all the given session '
-                    'keys and values, e.g. to log a user out everywhere after a '
-                    'password change. An empty query is refused.',
-        epilog='Values of KEY=VALUE are read as JSON when they parse (42, true, '
-               'null, "42", [1, 2]) and as strings otherwise. --json takes a JSON '
-               'object of session keys; MongoDB Extended JSON ({"$date": ...}) and '
+        help='delete the sessions of a user, or those whose data match a query',
+        description='With --user, end every live session of that user (but the one '
+                    '--keep names), by the index of sessions by user: log a user out '
+                    'everywhere, or erase what is stored about their sessions. '
+                    'Otherwise delete every session whose data match all the given '
+                    'session keys and values (a scan of the collection). An empty '
+                    'query is refused.',
+        epilog='USERID and the values of KEY=VALUE are read as JSON when they parse '
+               '(42, true, null, "42", [1, 2]) and as strings otherwise. --json takes a '
+               'JSON object of session keys; MongoDB Extended JSON ({"$date": ...}) and '
                'query operators ({"$lt": ...}) are allowed there.')
     revoke.add_argument(
         'query', metavar='KEY=VALUE', nargs='*', type=_assignment,
@@ -172,8 +181,45 @@ def build_parser() -> argparse.ArgumentParser:
         help='the query as a JSON object, e.g. \'{"user_id": 42}\'; '
              'combined with any KEY=VALUE arguments')
     revoke.add_argument(
+        '--user', metavar='USERID', type=parse_value,
+        help='end the sessions of this user (the value of the session key '
+             'mongodb_session.user_key)')
+    revoke.add_argument(
+        '--keep', metavar='HANDLE',
+        help='with --user: spare the session with this handle (see "sessions")')
+    revoke.add_argument(
         '--dry-run', action='store_true',
         help='only count the matching sessions; delete nothing')
+    sessions = commands.add_parser(
+        'sessions', parents=[common],
+        help='list the live sessions of a user',
+        description='List the live sessions of a user, newest first: handle, when '
+                    'created, last seen and expiring (UTC), and the client recorded '
+                    '(network and User-Agent). One query, on the index of sessions by '
+                    'user. Needs the encryption keys when session values are encrypted '
+                    '(the user id is indexed as a keyed hash).',
+        epilog='USERID is read as JSON when it parses (42, "42") and as a string '
+               'otherwise.')
+    sessions.add_argument('userid', metavar='USERID', type=parse_value,
+                          help='the user id, as the session key mongodb_session.user_key '
+                               'holds it')
+    sessions.add_argument('--json', action='store_true', dest='as_json',
+                          help='print a JSON array of the sessions instead of a table')
+    export = commands.add_parser(
+        'export', parents=[common],
+        help='print everything stored about a user\'s sessions, as JSON',
+        description='Print, as one JSON document, everything stored about the '
+                    'sessions of a user, expired ones still stored included: their '
+                    'handles, times, the client recorded and the session data, '
+                    'decrypted (a data-subject access request). Erase it with '
+                    '"revoke --user". Needs the encryption keys when session values '
+                    'are encrypted.',
+        epilog='USERID is read as JSON when it parses (42, "42") and as a string '
+               'otherwise. The output is MongoDB Extended JSON, relaxed: dates as '
+               '{"$date": "..."}.')
+    export.add_argument('userid', metavar='USERID', type=parse_value,
+                        help='the user id, as the session key mongodb_session.user_key '
+                             'holds it')
     return parser
 
 
@@ -201,8 +247,10 @@ def parse_args(parser: argparse.ArgumentParser,
 # -- reading the ini file ------------------------------------------------------
 
 #: Settings maintenance does without, and the stand-in each gets: no command
-#: signs a cookie or decrypts a value (the store only needs to know that values
-#: are encrypted). So their ``%(NAME)s`` variables need no value here.
+#: signs a cookie, and only the commands about users (:data:`NEED_KEYS`,
+#: ``revoke --user``) hash a user id or decrypt a value; the others only need
+#: to know that values are encrypted. So their ``%(NAME)s`` variables need no
+#: value here, unless the command needs them.
 STAND_INS: dict[str, Callable[[], str]] = {
     PREFIX + 'secret': lambda: secrets.token_urlsafe(32),
     PREFIX + 'encryption_keys': new_key,
@@ -246,15 +294,17 @@ def _read_with_placeholders(config_uri: str, app_name: str | None,
 
 
 def load_settings(config_uri: str, app_name: str | None = None,
-                  variables: Iterable[tuple[str, str]] | None = None) -> dict[str, Any]:
+                  variables: Iterable[tuple[str, str]] | None = None,
+                  needs: Iterable[str] = ()) -> dict[str, Any]:
     """The settings of the ini file's application section, as ``pserve`` reads them.
 
     A variable that the file uses (``%(NAME)s``, ``get setting = NAME``) but
     that has no value is an error only where maintenance needs it: the file
     is read again with a placeholder for each such variable; the settings
     that end up holding one are dropped, or get a stand-in if maintenance
-    does without them (:data:`STAND_INS`), and any other ``mongodb_session.*``
-    setting holding one is reported with the variables it needs.
+    does without them (:data:`STAND_INS`, unless the command ``needs`` them),
+    and any other ``mongodb_session.*`` setting holding one is reported with
+    the variables it needs.
     """
     settings, placeholders = _read_with_placeholders(config_uri, app_name, dict(variables or ()))
     needed: dict[str, list[str]] = {}   # variable -> the settings that use it
@@ -266,7 +316,7 @@ def load_settings(config_uri: str, app_name: str | None = None,
                    if isinstance(value, str) and placeholder in value]
         if not missing:
             continue
-        if key in STAND_INS:
+        if key in STAND_INS and key not in needs:
             settings[key] = STAND_INS[key]()
         elif key.startswith(PREFIX):
             for name in missing:
@@ -288,6 +338,13 @@ def store_from_settings(settings: Mapping[str, Any],
     The secret is never used: a stand-in replaces it, so a file without one,
     such as an administrator's for ``ensure-indexes``, does as well.
     """
+    return factory_from_settings(settings, operation_timeout).store
+
+
+def factory_from_settings(settings: Mapping[str, Any],
+                          operation_timeout: float | None = None) -> Any:
+    """The session factory described by ``settings``, as :func:`store_from_settings`
+    reads them: its store, and its ``accounts`` for the commands about users."""
     settings = dict(settings)
     url = str(settings.get(PREFIX + 'url', '')).strip()
     if url.startswith(EMBEDDED_SCHEME):
@@ -298,7 +355,7 @@ def store_from_settings(settings: Mapping[str, Any],
     if operation_timeout is not None:
         settings[PREFIX + 'operation_timeout'] = str(operation_timeout)
     try:
-        return session_factory_from_settings(settings).store
+        return session_factory_from_settings(settings)
     except ConfigurationError as exc:
         raise UsageError(str(exc)) from None
 
@@ -314,6 +371,14 @@ def ensure_indexes(store: SessionStore, args: argparse.Namespace, out: Out) -> i
         out('the server refused a TTL index on %s.expires: expired sessions are '
             'ignored when read but stay stored; run "%s purge" periodically '
             '(e.g. from cron)' % (store.namespace(), PROG))
+    if store.user_key is not None:
+        indexes = store.user_indexes()
+        if indexes:
+            out('user indexes on %s: %s (a user\'s sessions are one indexed query)'
+                % (store.namespace(), ', '.join(indexes)))
+        else:
+            out('the server refused partial indexes on %s: listing and revoking a user\'s '
+                'sessions scan the collection' % store.namespace())
     return OK
 
 
@@ -410,6 +475,8 @@ def revoke_query(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def revoke(store: SessionStore, args: argparse.Namespace, out: Out) -> int:
+    if args.user is not None or args.keep is not None:
+        return revoke_user(store, args, out)
     query = revoke_query(args)
     shown = _show(query)
     if args.dry_run:
@@ -422,7 +489,72 @@ def revoke(store: SessionStore, args: argparse.Namespace, out: Out) -> int:
             % (removed, '' if removed == 1 else 's', shown))
     if store.cipher is not None:
         out('note: session values are encrypted at rest (encryption_keys): only '
-            'operators such as {"$exists": true} can match them')
+            'operators such as {"$exists": true} can match them; "revoke --user" '
+            'finds a user\'s sessions by their index')
+    return OK
+
+
+def _user_store(store: SessionStore, args: argparse.Namespace) -> Any:
+    """Refuse a command about users when sessions are not recorded under them."""
+    if store.user_key is None:
+        raise UsageError('%suser_key is none: sessions are not recorded under their users'
+                         % PREFIX)
+
+
+def revoke_user(store: SessionStore, args: argparse.Namespace, out: Out) -> int:
+    if args.user is None:
+        raise UsageError('--keep needs --user')
+    if args.query or args.json_query is not None:
+        raise UsageError('--user cannot be combined with KEY=VALUE or --json')
+    accounts = args.accounts
+    _user_store(store, args)
+    shown = _show(args.user)
+    kept = '' if args.keep is None else ' but %s' % args.keep
+    if args.dry_run:
+        count = sum(1 for record in accounts.user_sessions(args.user)
+                    if record.handle != args.keep)
+        out('%d live session%s of user %s%s; nothing deleted (--dry-run)'
+            % (count, '' if count == 1 else 's', shown, kept))
+    else:
+        count = accounts.revoke_user(args.user, keep=args.keep)
+        out('revoked %d session%s of user %s%s' % (count, '' if count == 1 else 's', shown,
+                                                  kept))
+    return OK
+
+
+def _when(moment: Any) -> str:
+    return moment.strftime('%Y-%m-%d %H:%M:%S') if moment is not None else '-'
+
+
+def sessions(store: SessionStore, args: argparse.Namespace, out: Out) -> int:
+    _user_store(store, args)
+    records = args.accounts.user_sessions(args.userid)
+    if args.as_json:
+        out(json.dumps([record.as_dict() for record in records], indent=2))
+        return OK
+    header = ('HANDLE', 'CREATED (UTC)', 'LAST SEEN', 'EXPIRES', 'NETWORK', 'USER AGENT')
+    rows = [(record.handle, _when(record.created), _when(record.last_seen),
+             _when(record.expires) if record.expires is not None else 'never',
+             record.client_address or '-', record.user_agent or '-')
+            for record in records]
+    widths = [max(len(row[n]) for row in [header] + rows) for n in range(len(header) - 1)]
+    for row in [header] + rows:
+        out('  '.join(cell.ljust(width) for cell, width in zip(row, widths)) + '  ' + row[-1])
+    out('%d live session%s of user %s in %s' % (
+        len(records), '' if len(records) == 1 else 's', _show(args.userid), store.namespace()))
+    return OK
+
+
+def export(store: SessionStore, args: argparse.Namespace, out: Out) -> int:
+    _user_store(store, args)
+    exported = args.accounts.export(args.userid)
+    document = {
+        'user': args.userid,
+        'collection': store.namespace(),
+        'exported': datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0),
+        'sessions': exported,
+    }
+    out(json_dumps(document, json_options=RELAXED_JSON_OPTIONS, indent=2, ensure_ascii=False))
     return OK
 
 
@@ -445,7 +577,12 @@ COMMANDS: dict[str, Callable[[SessionStore, argparse.Namespace, Out], int]] = {
     'purge': purge,
     'stats': stats,
     'revoke': revoke,
+    'sessions': sessions,
+    'export': export,
 }
+#: The commands that find sessions by user: with encryption_keys they need the
+#: keys (the user id is indexed as their keyed hash; export decrypts values).
+NEED_KEYS = ('sessions', 'export')
 
 
 # -- the entry point ---------------------------------------------------------------
@@ -508,7 +645,10 @@ def _run(argv: Sequence[str] | None) -> int:
     store_log.setLevel(logging.ERROR)
     store = None
     try:
-        settings = load_settings(args.config_uri, args.app_name, args.var)
+        needs: tuple[str, ...] = ()
+        if args.command in NEED_KEYS or getattr(args, 'user', None) is not None:
+            needs = (PREFIX + 'encryption_keys',)
+        settings = load_settings(args.config_uri, args.app_name, args.var, needs)
         if not any(key.startswith(PREFIX) for key in settings):
             section = args.app_name or args.config_uri.partition('#')[2] or 'main'
             raise UsageError(
@@ -516,7 +656,8 @@ def _run(argv: Sequence[str] | None) -> int:
                 'or composite, name the application: %s#myapp)'
                 % (section, args.config_uri.partition('#')[0], PREFIX,
                    args.config_uri.partition('#')[0]))
-        store = store_from_settings(settings, args.operation_timeout)
+        factory = factory_from_settings(settings, args.operation_timeout)
+        store, args.accounts = factory.store, factory.accounts
         return COMMANDS[args.command](store, args, out)
     except UsageError as exc:
         return fail(USAGE, exc, exc.prog)

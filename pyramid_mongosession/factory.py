@@ -2,10 +2,12 @@
 import datetime
 import functools
 import logging
+import weakref
 
 from pyramid.interfaces import ISessionFactory
 from zope.interface import implementer
 
+from .accounts import Accounts
 from .cookie import SessionCookie
 from .crypto import ValueCipher
 from .encoding import utcnow
@@ -37,6 +39,9 @@ DEFAULTS = {
     'degrade_on_outage': False,
     'is_cacheable': publicly_cacheable,
     'encryption_keys': None,
+    'user_key': 'auth.userid',
+    'track_clients': True,
+    'max_sessions_per_user': None,
 }
 
 
@@ -99,7 +104,17 @@ class MongoSessionFactory:
       written (by default: responses marked ``Cache-Control: public``);
     - ``encryption_keys=None``: a list of base64 AES-256 keys (or one string
       of them separated by white space) to encrypt session values at rest;
-      the first encrypts, all decrypt. Needs the ``encryption`` extra.
+      the first encrypts, all decrypt. Needs the ``encryption`` extra;
+    - ``user_key='auth.userid'``: the session key whose value is the user id
+      (where Pyramid's ``SessionAuthenticationHelper`` keeps it); each write
+      that changes it also indexes the session under that user, for
+      :meth:`user_sessions`, :meth:`revoke_session` and :meth:`revoke_user`.
+      None: sessions belong to no user;
+    - ``track_clients=True``: record the User-Agent and the client's network
+      (IPv4 /24, IPv6 /48) when a session is created and at each
+      ``change_id``, for the user's list of sessions;
+    - ``max_sessions_per_user=None``: when a session gets a user who then has
+      more live sessions than this, the least recently seen are revoked.
 
     Constructing the factory does no I/O.
     """
@@ -121,6 +136,12 @@ class MongoSessionFactory:
         if settings['max_size'] is not None and settings['max_size'] <= 0:
             raise ValueError('max_size must be a positive number of bytes or None')
         keys = settings['encryption_keys']
+        cap = settings['max_sessions_per_user']
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            raise ValueError('max_sessions_per_user must be a positive integer or None')
+        user_key = settings['user_key']
+        if user_key is not None and not isinstance(user_key, str):
+            raise TypeError('user_key must be a session key (a string) or None')
         #: The signed session-id cookie (:class:`~pyramid_mongosession.cookie.SessionCookie`).
         self.cookie = SessionCookie(
             secret, name=settings['cookie_name'], max_age=max_age,
@@ -135,13 +156,17 @@ class MongoSessionFactory:
                                   outage_probe_interval=settings['outage_probe_interval'],
                                   detect_conflicts=settings['detect_conflicts'],
                                   cipher=ValueCipher(keys) if keys else None,
-                                  max_size=settings['max_size'])
+                                  max_size=settings['max_size'], user_key=user_key or None)
+        #: Users and their sessions (:class:`~pyramid_mongosession.accounts.Accounts`).
+        self.accounts = Accounts(self.store, track_clients=bool(settings['track_clients']),
+                                 max_sessions_per_user=cap)
         self.degrade_on_outage = settings['degrade_on_outage']
         self._end_of_request = EndOfRequest(
             self.store, self.cookie,
             Expiry(timeout, reissue_time, _seconds('absolute_timeout', settings['absolute_timeout'])),
             is_cacheable=settings['is_cacheable'], degrade_on_outage=self.degrade_on_outage,
-            rotation_grace=_seconds('rotation_grace', settings['rotation_grace'], allow_zero=True))
+            rotation_grace=_seconds('rotation_grace', settings['rotation_grace'], allow_zero=True),
+            accounts=self.accounts)
 
     def __call__(self, request):
         session_id = self.cookie.read(request)
@@ -149,14 +174,20 @@ class MongoSessionFactory:
             state = SessionState(had_cookie=self.cookie.sent(request) is not None)
         else:
             # Loaded on the first read (see MongoSession), and not before.
-            state = SessionState(session_id, True, functools.partial(self._load, session_id))
+            state = SessionState(session_id, True,
+                                 functools.partial(self._load, session_id, weakref.ref(request)))
         self._end_of_request.register(request, state)
         return MongoSession(state)
 
-    def _load(self, session_id):
-        """``(stored session or None, degraded, retired)`` for the id a request's cookie named."""
+    def _load(self, session_id, request=None):
+        """``(stored session or None, degraded, retired)`` for the id a request's cookie named.
+
+        ``request`` is a weak reference to the request (for :class:`SessionExpired`
+        events), so that the session does not keep its request alive.
+        """
         try:
-            found = self.store.load(session_id, utcnow())
+            found = self.store.load(session_id, utcnow(), self.accounts.expired_hook(
+                request() if request is not None else None))
         except SessionBackendError as exc:
             if not self.degrade_on_outage:
                 raise
@@ -181,3 +212,25 @@ class MongoSessionFactory:
     def ensure_indexes(self):
         """Create the TTL index now (it is otherwise created on first use)."""
         return self.store.ensure_indexes()
+
+    # -- users and their sessions (see pyramid_mongosession.accounts) -------------
+
+    def user_sessions(self, userid):
+        """The live sessions of ``userid``, newest first: a list of
+        :class:`~pyramid_mongosession.accounts.SessionRecord` (``handle``,
+        ``created``, ``last_seen``, ``expires``, ``user_agent``,
+        ``client_address``). One indexed query."""
+        return self.accounts.user_sessions(userid)
+
+    def revoke_session(self, handle, userid=None, request=None):
+        """End the session named by ``handle`` (only if it is ``userid``'s, when
+        given); return True if it was there. ``request`` (by default the
+        current one) is what the :class:`~pyramid_mongosession.SessionEnded`
+        event carries."""
+        return self.accounts.revoke_session(handle, userid, request)
+
+    def revoke_user(self, userid, keep=None, request=None):
+        """End every session of ``userid`` but the one whose handle is
+        ``keep``; return how many. ``keep=request.session.handle``: sign out
+        everywhere else."""
+        return self.accounts.revoke_user(userid, keep, request)

@@ -18,7 +18,9 @@ import collections
 import datetime
 import functools
 import logging
+import weakref
 
+from .accounts import Accounts
 from .cookie import new_session_id
 from .encoding import utcnow
 from .exceptions import SessionBackendError, SessionConflict, SessionStoreError
@@ -135,8 +137,10 @@ class EndOfRequest:
     """Decides and carries out the end of a request (see :meth:`register`)."""
 
     def __init__(self, store, cookie, expiry, is_cacheable=publicly_cacheable,
-                 degrade_on_outage=False, rotation_grace=None):
+                 degrade_on_outage=False, rotation_grace=None, accounts=None):
         self.store = store
+        #: The account fields, the cap and the events (:mod:`pyramid_mongosession.accounts`).
+        self.accounts = accounts if accounts is not None else Accounts(store)
         self.cookie = cookie
         self.expiry = expiry
         self.is_cacheable = is_cacheable
@@ -151,6 +155,9 @@ class EndOfRequest:
         application's exception view.
         """
         done = []
+        # A weak reference: the request holds its session, which must not hold
+        # the request back, or every request would wait for the cyclic GC.
+        state.request, state.accounts = weakref.ref(request), self.accounts
 
         def finish(request, response):
             if not done:
@@ -181,10 +188,11 @@ class EndOfRequest:
             state.id = new_session_id() if plan.cookie == NEW_ID else None
         if plan.remove_loaded:
             # An ended session goes now, whatever happens to the body.
-            self.store.remove(state.cookie_id)
+            self.accounts.remove_ended(state)
         if late:
             self._set_cookie(plan, state, response, refresh)
-            finish = functools.partial(self._finish_late, plan, state, state.id, refresh)
+            finish = _keeping_request(state, functools.partial(
+                self._finish_late, plan, state, state.id, refresh))
             length = response.content_length   # WebOb forgets it when app_iter changes
             response.app_iter = _BodyThenFinish(response.app_iter, finish)
             response.content_length = length
@@ -258,7 +266,7 @@ class EndOfRequest:
             # The session ended while the body streamed: the cookie can no
             # longer change, so nothing is stored, and the old document goes.
             if state.found and not plan.remove_loaded:
-                self.store.remove(state.cookie_id)
+                self.accounts.remove_ended(state)
         elif body_sent:
             self._guarded(self._store, plan, state, refresh)
         else:
@@ -277,7 +285,7 @@ class EndOfRequest:
         """Carry out ``plan``'s store action; return the plan for the cookie."""
         now = utcnow()
         if plan.store == INSERT:
-            self._insert(state, now)
+            self.accounts.created(state, self._insert(state, now))
         elif plan.store == MOVE:
             if state.found:
                 if not self._move(state, now):
@@ -294,20 +302,25 @@ class EndOfRequest:
     def _expires(self, state, now):
         return self.expiry.at(state.created, now, state.timeout)
 
-    def _insert(self, state, now):
+    def _insert(self, state, now, handle=None):
+        """Insert the session (new, or moving with its ``handle``); return its account fields."""
         state.fold_pushes()
+        account = self.accounts.new_document(state, now, handle)
         self.store.insert(state.id, state.data, state.created, self._expires(state, now),
-                          state.timeout)
+                          state.timeout, account=account)
+        return account
 
     def _update(self, state, now, refresh):
         changed, removed = state.changes()
         if changed or removed or state.timeout_set:
-            self.store.update(state.id, now, changed, removed,
-                              self._expires(state, now), state.stored.version,
-                              data=state.data, stored_size=state.stored.size,
-                              timeout=state.timeout if state.timeout_set else UNCHANGED)
+            if self.store.update(state.id, now, changed, removed,
+                                 self._expires(state, now), state.stored.version,
+                                 data=state.data, stored_size=state.stored.size,
+                                 timeout=state.timeout if state.timeout_set else UNCHANGED,
+                                 account=self.accounts.written(state, now)):
+                self.accounts.updated(state, changed, now)
         elif refresh is not None:
-            self.store.touch(state.id, now, refresh)
+            self.store.touch(state.id, now, refresh, account=self.accounts.written(state, now))
 
     def _update_unread(self, state, now):
         """A write-only request: its changes in one update, without a find.
@@ -320,8 +333,11 @@ class EndOfRequest:
         removed = [key for key in state.changed if key not in state.data]
         if not (written or removed or state.pushes):
             return True
-        return self.store.update(state.cookie_id, now, written, removed,
-                                 self.expiry.at(now, now), pushes=state.pushes)
+        if not self.store.update(state.cookie_id, now, written, removed, self.expiry.at(now, now),
+                                 pushes=state.pushes, account=self.accounts.written(state, now)):
+            return False
+        self.accounts.updated(state, written, now)
+        return True
 
     def _as_new(self, state, now):
         """A write that did not read the session found nothing to write to: find out why.
@@ -344,7 +360,7 @@ class EndOfRequest:
         if plan.store == INSERT:
             if state.id is None:
                 state.id = new_session_id()
-            self._insert(state, now)
+            self.accounts.created(state, self._insert(state, now))
         else:
             state.id = None
         return plan
@@ -361,7 +377,7 @@ class EndOfRequest:
         cannot bring a session back.
         """
         store, old_id, stored = self.store, state.cookie_id, state.stored
-        self._insert(state, now)
+        account = self._insert(state, now, self.accounts.handle(state))
         try:
             latest = store.take(old_id, now, stored.version, self.rotation_grace)
         except SessionConflict:
@@ -379,6 +395,7 @@ class EndOfRequest:
             if theirs or dropped:
                 store.update(state.id, now, theirs, dropped, self._expires(state, now),
                              data=dict(state.data, **theirs), stored_size=latest.size)
+        self.accounts.moved(state, stored.user, account)
         return True
 
     def _move_unread(self, state, now):
@@ -404,13 +421,14 @@ class EndOfRequest:
         if not state.timeout_set:
             state.timeout = old.timeout
         try:
-            self._insert(state, now)
+            account = self._insert(state, now, self.accounts.stored_handle(old, old_id))
         except Exception:
             try:
                 store.restore(old_id, old)
             except Exception as exc:  # the original error is the one to report
                 log.warning('could not put back session after a failed change_id: %s', exc)
             raise
+        self.accounts.moved(state, old.user, account)
         return True
 
 
@@ -438,6 +456,26 @@ def session_tween_factory(handler, registry):
             return request.invoke_exception_view(reraise=True)
         return response
     return session_tween
+
+
+def _keeping_request(state, finish):
+    """``finish(body_sent)``, with ``state`` holding its request strongly until then.
+
+    The state holds its request by a weak reference; under ``late_store`` the
+    body ends after the request may be done with, and the end of the session
+    still needs it (the client it records, the events it publishes).
+    """
+    request = state.request()
+    state.request = lambda: request
+
+    def finish_then_let_go(body_sent=True):
+        # Reaches the request through the state only: once let go, nothing
+        # that the response keeps (its body) holds the request any more.
+        try:
+            finish(body_sent)
+        finally:
+            state.request = weakref.ref(state.request())
+    return finish_then_let_go
 
 
 class _BodyThenFinish:

@@ -50,12 +50,15 @@ class SessionState:
     a new or invalidated session; the end of the request assigns one).
     ``changed`` holds the keys this request set or deleted, ``pushes`` the
     flash messages appended to keys not read, and ``snapshots`` the BSON of
-    mutable values as they were first read.
+    mutable values as they were first read. ``request`` is a weak reference
+    to the request, for what the end of the request records about its
+    client, and its events; ``accounts`` the factory's
+    :class:`~pyramid_mongosession.accounts.Accounts`.
     """
 
     __slots__ = ('cookie_id', 'had_cookie', 'load', 'found', 'stored', 'retired', 'degraded',
                  'id', 'data', 'created', 'expires', 'timeout', 'timeout_set', 'invalidated',
-                 'flags', 'changed', 'pushes', 'snapshots')
+                 'flags', 'changed', 'pushes', 'snapshots', 'request', 'accounts')
 
     def __init__(self, cookie_id=None, had_cookie=False, load=None):
         self.cookie_id = cookie_id
@@ -76,6 +79,8 @@ class SessionState:
         self.changed = set()
         self.pushes = {}
         self.snapshots = {}
+        self.request = None
+        self.accounts = None
 
     @property
     def loaded(self):
@@ -294,6 +299,18 @@ class MongoSession:
         Short for ``self.options['expire'] = True``.
         """
         self.options['expire'] = True
+
+    @property
+    def handle(self):
+        """The session's handle: a stable, non-secret name for it, or None while it has no id.
+
+        What a page of the user's sessions marks as "this one", and
+        ``revoke_user(userid, keep=request.session.handle)`` spares. It is
+        not the session id, nor anything that could log in; it stays the same
+        across ``change_id``. See :doc:`accounts`.
+        """
+        state = self._loaded()
+        return state.accounts.handle(state) if state.accounts is not None else None
 
     def invalidate(self):
         """Forget this session: its document is deleted at the end of the request.

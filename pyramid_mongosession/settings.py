@@ -148,6 +148,9 @@ FACTORY: dict[str, Converter] = {
     'degrade_on_outage': _bool,
     'is_cacheable': _dotted,
     'encryption_keys': _list_or_none,
+    'user_key': _string_or_none,
+    'track_clients': _bool,
+    'max_sessions_per_user': _int_or_none,
 }
 REQUIRED = ('secret',)
 

@@ -7,7 +7,11 @@ One document per session::
         "data": {<the session's keys, as native BSON>},
         "created": <datetime, UTC>,
         "expires": <datetime, UTC, or null when no timeout applies>,
-        "v": <int, incremented by every write>
+        "v": <int, incremented by every write>,
+        "handle": "<the session's handle: stable, not secret>",
+        "last_seen": <datetime, UTC: the last write>,
+        "user": <the user id, when the session has one>,
+        "client": {"agent": ..., "address": ...}
     }
 
 The id itself is never stored, only its digest, so read access to the
@@ -18,7 +22,15 @@ only once a minute and some servers have no TTL indexes at all.
 Writes never upsert: a write to a session whose document has gone (expired,
 logged out, given a new id by a concurrent request) matches nothing and is
 dropped, so a stale request can never bring a session back.
+
+``handle``, ``last_seen``, ``user`` and ``client`` serve users' lists of
+their sessions (:mod:`pyramid_mongosession.accounts`): ``user`` mirrors the
+session key ``user_key`` whenever a write changes it (a keyed hash of it
+with ``encryption_keys``, which seal ``client`` too), and a partial index on
+``user`` and ``expires`` finds a user's sessions; sessions without a user
+stay out of it.
 """
+import base64
 import contextlib
 import hashlib
 import logging
@@ -30,6 +42,7 @@ import bson
 import pymongo
 from bson.binary import UuidRepresentation
 from bson.raw_bson import RawBSONDocument
+from pymongo import IndexModel
 from pymongo.errors import DocumentTooLarge, DuplicateKeyError, OperationFailure, PyMongoError
 
 from .crypto import DecryptionError
@@ -64,6 +77,11 @@ ENCRYPTION_OVERHEAD = 40
 _EMBEDDED_CODEC_OPTIONS = CODEC_OPTIONS.with_options(
     uuid_representation=UuidRepresentation.UNSPECIFIED)
 _RAW_CODEC_OPTIONS = CODEC_OPTIONS.with_options(document_class=RawBSONDocument)
+#: The account fields of a session document (see pyramid_mongosession.accounts).
+HANDLE, LAST_SEEN, USER, CLIENT = 'handle', 'last_seen', 'user', 'client'
+ACCOUNT_FIELDS = (HANDLE, LAST_SEEN, USER, CLIENT)
+#: The partial indexes that find a user's sessions, and a session by its handle.
+USER_INDEX, HANDLE_INDEX = 'user_sessions', 'user_session_handles'
 
 
 class _RefusedValue(SessionValueError):
@@ -84,11 +102,18 @@ def _naming_refused(values):
 
 
 class StoredSession:
-    """What :meth:`SessionStore.load` found: the data and its bookkeeping."""
+    """What :meth:`SessionStore.load` found: the data and its bookkeeping.
 
-    __slots__ = ('data', 'created', 'expires', 'version', 'stale_keys', 'size', 'timeout')
+    ``account`` holds the document's account fields as stored (``handle``,
+    ``last_seen``, ``user``, ``client``: those present); ``user`` is the value
+    of the session key ``user_key`` as loaded, or None.
+    """
 
-    def __init__(self, data, created, expires, version, stale_keys=(), size=0, timeout=None):
+    __slots__ = ('data', 'created', 'expires', 'version', 'stale_keys', 'size', 'timeout',
+                 'account', 'user')
+
+    def __init__(self, data, created, expires, version, stale_keys=(), size=0, timeout=None,
+                 account=None, user=None):
         self.data = data
         self.created = created
         self.expires = expires
@@ -99,6 +124,8 @@ class StoredSession:
         self.size = size
         #: The session's own idle timeout in seconds (``options['timeout']``), or None.
         self.timeout = timeout
+        self.account = account if account is not None else {}
+        self.user = user
 
 
 #: ``update(timeout=UNCHANGED)`` leaves the session's own timeout as it is.
@@ -124,6 +151,18 @@ class RetiredSession:
 def document_id(session_id):
     """The ``_id`` under which a session id's document is stored."""
     return hashlib.sha256(session_id.encode('ascii')).hexdigest()
+
+
+def session_handle(doc_id):
+    """The handle of a session first stored under the document id ``doc_id``.
+
+    128 bits of a SHA-256 digest of the document id (itself the digest of the
+    session id), base64url: it names the session to its user without being
+    anything that could log in. It is stored in the document and carried
+    over by ``change_id``, so it stays the same for the session's life.
+    """
+    digest = hashlib.sha256(b'pyramid_mongosession handle\x00' + doc_id.encode('ascii')).digest()
+    return base64.urlsafe_b64encode(digest[:16]).rstrip(b'=').decode('ascii')
 
 
 class ProcessLocalCollection:
@@ -164,7 +203,7 @@ class SessionStore:
     """
 
     def __init__(self, collection, operation_timeout=5.0, detect_conflicts=False,
-                 cipher=None, max_size=None, outage_probe_interval=5.0):
+                 cipher=None, max_size=None, outage_probe_interval=5.0, user_key=None):
         if operation_timeout is not None and operation_timeout <= 0:
             raise ValueError('operation_timeout must be a positive number of seconds or None')
         if hasattr(collection, 'find_one'):  # a Collection (callable itself, but not a getter)
@@ -175,6 +214,8 @@ class SessionStore:
         self.detect_conflicts = detect_conflicts
         self.cipher = cipher
         self.max_size = max_size
+        #: The session key whose value names the session's user (None: none does).
+        self.user_key = user_key
         self._lock = threading.Lock()
         self._process = None      # (pid, collection): published in one assignment
         self._indexed = False
@@ -268,6 +309,8 @@ class SessionStore:
         """
         if collection is None:
             collection = self._process_collection()
+        if self._ensure_all_indexes(collection):
+            return True
         try:
             self._call('create the TTL index', collection.create_index,
                        'expires', expireAfterSeconds=0, name='expires_ttl')
@@ -316,11 +359,12 @@ class SessionStore:
         """
         fields, size = {}, 0
         cipher = self.cipher
+        owner = document_id(session_id) if cipher is not None else None
         for key, value in values.items():
             name = prefix + field_name(key)
             size += check_value(key, value) + len(name.encode('utf-8', 'surrogatepass')) + 2
             if cipher is not None:
-                value = cipher.encrypt(session_id, key, encode_value(value))
+                value = cipher.encrypt(owner, key, encode_value(value))
                 size += ENCRYPTION_OVERHEAD
             fields[name] = value
         return fields, size
@@ -379,44 +423,57 @@ class SessionStore:
 
     # -- the four operations ---------------------------------------------
 
-    def load(self, session_id, now):
+    def load(self, session_id, now, expired=None):
         """The session stored under ``session_id``, or None if absent or expired.
 
         The query names the document by ``_id`` alone, which every server
         answers fastest (MongoDB's IDHACK path; FerretDB pushes down nothing
-        else); the expiry is checked here, since a TTL monitor lags.
+        else); the expiry is checked here, since a TTL monitor lags. When
+        the document is there but has expired, ``expired(handle, user)`` is
+        called, if given.
         """
         collection = self._raw_collection()
         document = self._call('load a session', collection.find_one,
                               {'_id': document_id(session_id)})
         if document is None:
             return None
-        return self._stored(session_id, document, now)
+        return self._stored(session_id, document, now, expired)
 
-    def _stored(self, session_id, document, now):
+    def _stored(self, session_id, document, now, expired=None):
         if isinstance(document, RawBSONDocument):
             raw = document.raw
         else:   # mongomock
             raw = bson.encode(document, codec_options=_EMBEDDED_CODEC_OPTIONS)
         document = bson.decode(raw, codec_options=CODEC_OPTIONS)
         expires = document.get('expires')
-        if expires is not None and expires <= now:
-            return None
         if 'retired' in document:
-            return RetiredSession(expires)
+            return RetiredSession(expires) if expires is not None and expires > now else None
+        if expires is not None and expires <= now:
+            if expired is not None:
+                expired(document.get(HANDLE) or session_handle(document['_id']),
+                        self._user_of(document, session_id))
+            return None
         data = {session_key(name): value for name, value in document.get('data', {}).items()}
         stale = ()
         if self.cipher is not None:
             try:
-                data, stale = self.cipher.decrypt_all(session_id, data, decode_value)
+                data, stale = self.cipher.decrypt_all(document_id(session_id), data,
+                                                      decode_value, session_id)
             except DecryptionError as exc:
                 log.warning('ignored a session that could not be decrypted: %s', exc)
                 return None
+        account = {name: document[name] for name in ACCOUNT_FIELDS if name in document}
+        user = data.get(self.user_key) if self.user_key is not None else None
         return StoredSession(data, document.get('created'), document.get('expires'),
-                             document.get('v', 0), stale, len(raw), document.get('timeout'))
+                             document.get('v', 0), stale, len(raw), document.get('timeout'),
+                             account, user)
 
-    def insert(self, session_id, data, created, expires, timeout=None):
-        """Store a new session (``timeout``: its own idle timeout, if any). Raises if it cannot."""
+    def insert(self, session_id, data, created, expires, timeout=None, account=None):
+        """Store a new session (``timeout``: its own idle timeout, if any). Raises if it cannot.
+
+        ``account`` adds account fields (see :mod:`pyramid_mongosession.accounts`);
+        ``user`` is set from ``data`` here.
+        """
         fields, size = self._fields(session_id, data, '')
         self._check_size(size, data)
         document = {
@@ -428,6 +485,10 @@ class SessionStore:
         }
         if timeout is not None:
             document['timeout'] = timeout
+        if account:
+            document.update(account)
+        self._mirror_user(document, None, data, ())
+        self._seal_client(document)
         collection = self.collection()
         try:
             with _naming_refused(data):
@@ -439,7 +500,7 @@ class SessionStore:
             raise unstorable(data, exc) from exc
 
     def update(self, session_id, now, changed, removed, expires, version=None,
-               data=None, stored_size=0, pushes=None, timeout=UNCHANGED):
+               data=None, stored_size=0, pushes=None, timeout=UNCHANGED, account=None):
         """Write ``changed`` keys, remove ``removed`` keys and set ``expires``.
 
         Returns False, writing nothing, when the session has gone meanwhile:
@@ -453,6 +514,7 @@ class SessionStore:
         ``timeout`` sets the session's own idle timeout (None removes it).
         Without ``data`` (a request that did not read the session), only a
         session without a timeout of its own matches: its expiry is known.
+        ``account`` sets account fields; ``user`` follows a change of ``user_key``.
         """
         query = _live(session_id, now)
         if self.detect_conflicts and version is not None:
@@ -460,7 +522,7 @@ class SessionStore:
         if data is None:
             query['timeout'] = {'$exists': False}
         update, size = self._update_document(session_id, changed, removed, expires, pushes,
-                                             timeout)
+                                             timeout, account)
         if data is not None:
             self._check_size(stored_size + size, data)
         collection = self.collection()
@@ -478,7 +540,8 @@ class SessionStore:
         log.debug('dropped a write to a session that no longer exists')
         return False
 
-    def _update_document(self, session_id, changed, removed, expires, pushes, timeout):
+    def _update_document(self, session_id, changed, removed, expires, pushes, timeout,
+                         account):
         """The update operators of :meth:`update`, and a bound of the bytes they write."""
         sets, size = self._fields(session_id, changed, 'data.')
         sets['expires'] = expires
@@ -490,6 +553,9 @@ class SessionStore:
         update = {'$set': sets, '$inc': {'v': 1}}
         if unsets:
             update['$unset'] = unsets
+        if account:
+            sets.update(account)
+        self._mirror_user(sets, update, changed, removed)
         if pushes:
             for key, values in pushes.items():
                 for value in values:
@@ -498,11 +564,14 @@ class SessionStore:
                                for key, values in pushes.items()}
         return update, size
 
-    def touch(self, session_id, now, expires):
-        """Move a live session's expiry; no data changes, so no conflict either."""
+    def touch(self, session_id, now, expires, account=None):
+        """Move a live session's expiry (and set ``account`` fields); no data
+        changes, so no conflict either."""
+        sets = {'expires': expires}
+        if account:
+            sets.update(account)
         self._call('refresh a session', self.collection().update_one,
-                   _live(session_id, now),
-                   {'$set': {'expires': expires}})
+                   _live(session_id, now), {'$set': sets})
 
     def take(self, session_id, now, version=None, retire_for=None):
         """Delete a live session and return it as it was, or None if it was gone or expired.
@@ -539,6 +608,8 @@ class SessionStore:
                     'v': stored.version + 1}
         if stored.timeout is not None:
             document['timeout'] = stored.timeout
+        document.update(stored.account)
+        self._mirror_user(document, None, stored.data, ())
         self._call('put back a session', self.collection().replace_one,
                    {'_id': document_id(session_id)}, self._sent(document), upsert=True)
 
@@ -676,6 +747,242 @@ class SessionStore:
         sizes = [len(doc.raw) for doc in self._call(
             'read sessions', lambda: list(raw.find({}, limit=limit)))]
         return sizes, (refusal.details or {}).get('errmsg') or str(refusal)
+
+    # -- users and their sessions ----------------------------------------------
+    # The account fields and the queries of pyramid_mongosession.accounts.
+
+    def _user_index_models(self):
+        only_users = {USER: {'$exists': True}}
+        return [IndexModel([(USER, 1), ('expires', 1)], name=USER_INDEX,
+                           partialFilterExpression=only_users),
+                IndexModel([(HANDLE, 1)], name=HANDLE_INDEX,
+                           partialFilterExpression=only_users)]
+
+    def _ensure_all_indexes(self, collection):
+        """The TTL and user indexes in one ``createIndexes``; True if that was accepted.
+
+        When the server refuses it, the user indexes are tried alone (False
+        is returned, and :meth:`ensure_indexes` then tries the TTL index alone).
+        """
+        if self.user_key is None:
+            return False
+        models = [IndexModel([('expires', 1)], expireAfterSeconds=0, name='expires_ttl')]
+        try:
+            self._call('create the indexes', collection.create_indexes,
+                       models + self._user_index_models())
+        except SessionBackendError as exc:
+            refusal = exc.__cause__
+            if not (isinstance(refusal, OperationFailure)
+                    and refusal.code in _INDEX_REFUSED_CODES):
+                raise
+            self.ensure_user_indexes(collection)
+            return False
+        self._indexed = True
+        return True
+
+    def ensure_user_indexes(self, collection=None):
+        """Create the partial indexes of the sessions that have a user; False if refused.
+
+        One on ``user`` and ``expires`` lists a user's live sessions, one on
+        ``handle`` finds a session to revoke; both hold only documents with
+        a ``user`` field, so anonymous sessions cost them nothing. A server
+        that refuses partial indexes (FerretDB 1.x, which uses no secondary
+        index for these queries anyway) gets none: the queries still work, by
+        a collection scan. Nothing is created when no ``user_key`` is set.
+        """
+        if self.user_key is None:
+            return False
+        if collection is None:
+            collection = self._process_collection()
+        try:
+            self._call('create the user indexes', collection.create_indexes,
+                       self._user_index_models())
+        except SessionBackendError as exc:
+            refusal = exc.__cause__
+            if not (isinstance(refusal, OperationFailure)
+                    and refusal.code in _INDEX_REFUSED_CODES):
+                raise
+            log.warning('the server refused partial indexes on %s (%s): listing and '
+                        'revoking a user\'s sessions scan the collection',
+                        collection.full_name, refusal)
+            return False
+        return True
+
+    def user_indexes(self):
+        """The names of the user indexes in place (see :meth:`ensure_user_indexes`)."""
+        indexes = self._call('list the indexes', self.collection().index_information)
+        return sorted(name for name in indexes if name in (USER_INDEX, HANDLE_INDEX))
+
+    def user_value(self, value):
+        """The ``user`` field for the user id ``value``: the value itself, or with
+        ``encryption_keys`` its keyed hash under the first key; None for None."""
+        if value is None:
+            return None
+        if self.cipher is None:
+            return value
+        return bson.Binary(self.cipher.user_digests(encode_value(value))[0])
+
+    def user_filter(self, userid):
+        """What matches the ``user`` field of ``userid``'s sessions, under any key."""
+        if self.cipher is None:
+            return userid
+        return {'$in': [bson.Binary(digest)
+                        for digest in self.cipher.user_digests(encode_value(userid))]}
+
+    def _mirror_user(self, sets, update, changed, removed):
+        """Keep ``user`` in step with a write of ``user_key`` in ``changed`` or ``removed``."""
+        key = self.user_key
+        if key is None:
+            return
+        if key in changed and changed[key] is not None:
+            sets[USER] = self.user_value(changed[key])
+        elif key in changed or key in removed:
+            sets.pop(USER, None)
+            if update is not None:
+                update.setdefault('$unset', {})[USER] = ''
+
+    def _seal_client(self, document):
+        """With ``encryption_keys``, seal a new document's ``client`` (bound to its ``_id``)."""
+        if isinstance(document.get(CLIENT), dict) and self.cipher is not None:
+            document[CLIENT] = self.cipher.encrypt(document['_id'] + ':client', CLIENT,
+                                                   encode_value(document[CLIENT]))
+
+    def _user_of(self, document, session_id=None):
+        """The value of ``user_key`` in a decoded document's data (decrypted), or None."""
+        key = self.user_key
+        value = (document.get('data') or {}).get(field_name(key)) if key is not None else None
+        if value is None or self.cipher is None:
+            return value
+        try:
+            return decode_value(self.cipher.decrypt(document['_id'], key, value, session_id))
+        except DecryptionError:
+            return None
+
+    def client_of(self, document):
+        """A document's ``client`` field, decrypted; None when absent or unreadable."""
+        client = document.get(CLIENT)
+        if client is None or self.cipher is None or isinstance(client, dict):
+            return client
+        try:
+            return decode_value(self.cipher.decrypt(document['_id'] + ':client', CLIENT, client))
+        except DecryptionError:
+            return None
+
+    def user_sessions(self, userid, now):
+        """The live sessions of ``userid``, in no order, in one query on the user index.
+
+        Each is a document with ``_id``, ``created``, ``expires`` and the
+        account fields. A session stored by an earlier version gets its
+        ``handle`` recorded here, once (one more write).
+        """
+        collection = self.collection()
+        query = {USER: self.user_filter(userid), 'expires': {'$not': {'$lte': now}}}
+        projection = dict.fromkeys(('created', 'expires') + ACCOUNT_FIELDS, 1)
+        found = self._call('list the sessions of a user',
+                           lambda: list(collection.find(query, projection)))
+        for document in found:
+            if not document.get(HANDLE):
+                document[HANDLE] = session_handle(document['_id'])
+                self._call('record the handle of a session', collection.update_one,
+                           {'_id': document['_id'], HANDLE: {'$exists': False}},
+                           {'$set': {HANDLE: document[HANDLE]}})
+        return found
+
+    def _ending(self, userid, handles, keep):
+        # Expired sessions still stored go too: erasing a user's sessions
+        # leaves nothing for the TTL monitor (or purge) to find.
+        if userid is None and handles is None:
+            raise ValueError('refusing to revoke the sessions of every user: '
+                             'name a user or handles')
+        query = {USER: self.user_filter(userid) if userid is not None else {'$exists': True}}
+        if handles is not None:
+            query[HANDLE] = {'$in': list(handles)}
+        if keep is not None:
+            query[HANDLE] = dict(query.get(HANDLE, {}), **{'$ne': keep})
+        return query
+
+    def revoke_sessions(self, userid=None, handles=None, keep=None):
+        """Delete the sessions of ``userid``, or of any user; return how many.
+
+        ``handles`` restricts them to those handles, ``keep`` spares the one
+        with that handle. Sessions that expired but are still stored are
+        deleted too. One ``delete``, by the user index (or by the handle
+        index, without ``userid``).
+        """
+        query = self._ending(userid, handles, keep)
+        return self._call('revoke sessions', self.collection().delete_many, query).deleted_count
+
+    def take_sessions(self, userid=None, handles=None, keep=None):
+        """As :meth:`revoke_sessions`, one session at a time: ``[(handle, user id)]``
+        of each session deleted (for the events that report them)."""
+        collection = self.collection()
+        query = self._ending(userid, handles, keep)
+        projection = {HANDLE: 1}
+        if self.user_key is not None:
+            projection['data.' + field_name(self.user_key)] = 1
+        found = self._call('find sessions to revoke',
+                           lambda: list(collection.find(query, projection)))
+        taken = []
+        for document in found:
+            gone = self._call('revoke a session', collection.find_one_and_delete,
+                              dict(query, _id=document['_id']))
+            if gone is not None:
+                taken.append((gone.get(HANDLE) or session_handle(gone['_id']),
+                              self._user_of(gone)))
+        return taken
+
+    def take_ended(self, session_id):
+        """Delete a session, returning ``(handle, user id)`` if it was there (else None).
+
+        :meth:`remove`'s one round trip, for an application that is told of
+        ended sessions; a failure is logged, as by :meth:`remove`.
+        """
+        try:   # the whole document: FerretDB 1.x has no projection in findAndModify
+            gone = self._call('remove a session', self.collection().find_one_and_delete,
+                              {'_id': document_id(session_id)})
+        except SessionBackendError as exc:
+            log.warning('%s; the session will expire on its own', exc)
+            return None
+        if gone is None:
+            return None
+        return gone.get(HANDLE) or session_handle(gone['_id']), self._user_of(gone, session_id)
+
+    def export_user_sessions(self, userid):
+        """Everything stored about ``userid``'s sessions, expired ones still stored
+        included, with the values decrypted: a list of documents without ``_id``.
+
+        A value that cannot be decrypted here (sealed with its session id by
+        an earlier version, or under a key no longer configured) is left out
+        of ``data`` and its key listed under ``sealed``.
+        """
+        collection = self.collection()
+        found = self._call('export the sessions of a user',
+                           lambda: list(collection.find({USER: self.user_filter(userid)})))
+        exported = []
+        for document in found:
+            data, sealed = {}, []
+            for name, value in (document.get('data') or {}).items():
+                key = session_key(name)
+                if self.cipher is not None:
+                    try:
+                        value = decode_value(self.cipher.decrypt(document['_id'], key, value))
+                    except DecryptionError:
+                        sealed.append(key)
+                        continue
+                data[key] = value
+            entry = {HANDLE: document.get(HANDLE) or session_handle(document['_id']),
+                     USER: userid}
+            entry.update((name, document[name]) for name in (
+                'created', LAST_SEEN, 'expires') if name in document)
+            if CLIENT in document:
+                entry[CLIENT] = self.client_of(document)
+            entry['data'] = data
+            entry.update((name, value) for name, value in document.items()
+                         if name not in entry and name not in ('_id', 'data'))
+            if sealed:
+                entry['sealed'] = sealed
+            exported.append(entry)
+        return exported
 
 
 def _data_selector(query):

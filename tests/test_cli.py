@@ -95,7 +95,7 @@ def stored_ids(collection):
 def test_help_for_the_command_and_every_subcommand(run):
     status, out, err = run('--help')
     assert status == 0 and err == ''
-    for command in ('ensure-indexes', 'purge', 'stats', 'revoke'):
+    for command in ('ensure-indexes', 'purge', 'stats', 'revoke', 'sessions', 'export'):
         assert command in out
         status, out_sub, err = run(command, '--help')
         assert status == 0 and err == ''

@@ -22,5 +22,8 @@ def main(global_config, **settings):
         config.add_route('private', '/private')
         config.add_route('stream', '/stream')
         config.add_route('inspect', '/inspect')
+        config.add_route('sessions', '/sessions')
+        config.add_route('sign_out_session', '/sessions/sign-out')
+        config.add_route('sign_out_others', '/sessions/sign-out-others')
         config.scan('.views')
     return config.make_wsgi_app()

@@ -8,7 +8,7 @@ from pyramid.response import Response
 from pyramid.view import exception_view_config, view_config
 from pyramid_jinja2 import IJinja2Environment
 
-from pyramid_mongosession import SessionBackendError
+from pyramid_mongosession import SessionBackendError, get_session_factory
 
 #: Any user name logs in with this password: it is a demo.
 DEMO_PASSWORD = 'demo'
@@ -123,6 +123,50 @@ def inspector(request):
         'expires': _utc(session.expires),
         'data': sorted(session.items()),
     }
+
+
+def _seen(moment):
+    return moment.strftime('%Y-%m-%d %H:%M') if moment is not None else None
+
+
+@view_config(route_name='sessions', renderer='sessions.jinja2')
+def sessions(request):
+    """The signed-in user's sessions, this one marked, each with a "sign out" button."""
+    session = request.session
+    user = session.get('user')
+    if user is None:
+        return HTTPSeeOther(request.route_url('login'))
+    current = session.handle
+    rows = [{
+        'handle': record.handle,
+        'current': record.handle == current,
+        'created': _seen(record.created),
+        'last_seen': _seen(record.last_seen),
+        'agent': record.user_agent or 'not recorded',
+        'network': record.client_address,
+    } for record in get_session_factory(request).user_sessions(user)]
+    return {'sessions': rows, 'messages': session.pop_flash()}
+
+
+@view_config(route_name='sign_out_session', request_method='POST')
+def sign_out_session(request):
+    """Sign out one session; the user id makes sure it is one of this user's."""
+    user = request.session.get('user')
+    handle = request.POST.get('handle', '')
+    if user is not None and handle != request.session.handle:
+        if get_session_factory(request).revoke_session(handle, userid=user):
+            request.session.flash('That session is signed out.')
+    return HTTPSeeOther(request.route_url('sessions'))
+
+
+@view_config(route_name='sign_out_others', request_method='POST')
+def sign_out_others(request):
+    user = request.session.get('user')
+    if user is not None:
+        count = get_session_factory(request).revoke_user(user, keep=request.session.handle)
+        request.session.flash('Signed out of %d other session%s.'
+                              % (count, '' if count == 1 else 's'))
+    return HTTPSeeOther(request.route_url('sessions'))
 
 
 @exception_view_config(BadCSRFToken, renderer='error.jinja2')

@@ -194,7 +194,31 @@ SETTINGS = {
         at rest; the first encrypts, all decrypt, so a new key goes first and
         an old one is dropped once the sessions it encrypted have expired.
         Needs the ``encryption`` extra. Encrypted values cannot be matched by
-        ``revoke``. See :doc:`security`.'''),
+        ``revoke``; the user id of a session (``user_key``) is then indexed
+        as a keyed hash, and what is recorded about its client encrypted. See
+        :doc:`security` and :doc:`accounts`.'''),
+    # -- users and their sessions
+    'user_key': ('accounts', 'user_key = user_id', '''
+        The session key whose value is the user id: ``auth.userid`` is where
+        Pyramid's ``SessionAuthenticationHelper`` keeps it. Each write that
+        changes this key also stores the value in the document's ``user``
+        field, which a partial index covers with ``expires``, so that a
+        user's sessions are listed and revoked with one indexed query
+        (:meth:`~pyramid_mongosession.MongoSessionFactory.user_sessions`,
+        ``revoke_session``, ``revoke_user``, ``pmongosession sessions``).
+        Sessions without the key stay out of the index. ``none``: sessions
+        belong to no user. See :doc:`accounts`.'''),
+    'track_clients': ('accounts', 'track_clients = false', '''
+        Record, when a session is created and at each ``change_id``, its
+        User-Agent (the first 200 characters) and its client's network (the
+        ``REMOTE_ADDR`` cut to its IPv4 /24 or IPv6 /48), which a user's list
+        of sessions shows. ``false`` records neither. See :doc:`accounts`.'''),
+    'max_sessions_per_user': ('accounts', 'max_sessions_per_user = 5', '''
+        The most live sessions one user may have. When a session gets a user
+        who then has more, that user's least recently seen sessions are
+        revoked, also under concurrent logins. Costs each login (a write of
+        ``user_key``) one query more, and a delete when over. ``none``: no
+        limit. See :doc:`accounts`.'''),
 }
 
 GROUPS = [
@@ -202,6 +226,7 @@ GROUPS = [
     ('cookie', 'The cookie'),
     ('expiry', 'Expiry'),
     ('storage', 'Storage, concurrency and faults'),
+    ('accounts', 'Users and their sessions'),
 ]
 
 

@@ -224,3 +224,62 @@ def test_remember_me_makes_the_login_outlive_the_browser(context, page):
     page.goto('/inspect')
     expires = page.inner_text('#expires')
     assert expires != 'never'
+
+
+def test_active_sessions_sign_out_another_browser(new_context, demo_server, shoot):
+    """One user in two browsers: the first signs the second out, which is logged out
+    on its next request."""
+    first = new_context(demo_server.url).new_page()
+    second = new_context(demo_server.url).new_page()
+    for page in (first, second):
+        log_in(page, 'erin')
+        expect(page.locator('#user')).to_contain_text('erin')
+
+    first.goto('/sessions')
+    rows = first.locator('#sessions tr.session')
+    expect(rows).to_have_count(2)
+    this = first.locator('#sessions tr.session.current')
+    expect(this).to_have_count(1)
+    expect(this).to_contain_text('this session')
+    expect(this).to_contain_text('127.0.0.0/24')     # the network, never the address
+    expect(this.locator('button')).to_have_count(0)
+    shoot(first, 'sessions')
+
+    first.locator('#sessions tr.session:not(.current) button').click()
+    expect(first.locator('.flash')).to_have_text('That session is signed out.')
+    expect(rows).to_have_count(1)
+    expect(first.locator('#sign-out-others')).to_have_count(0)
+
+    second.reload()   # its next request: the session is gone
+    expect(second.locator('.account')).to_contain_text('Log in')
+    expect(second.locator('#user')).to_have_count(0)
+    first.goto('/')
+    expect(first.locator('#user')).to_contain_text('erin')
+
+
+def test_active_sessions_sign_out_all_others(new_context, demo_server):
+    pages = [new_context(demo_server.url).new_page() for _ in range(3)]
+    for page in pages:
+        log_in(page, 'frank')
+        expect(page.locator('#user')).to_contain_text('frank')
+    other_user = new_context(demo_server.url).new_page()
+    log_in(other_user, 'grace')
+
+    here = pages[0]
+    here.goto('/sessions')
+    expect(here.locator('#sessions tr.session')).to_have_count(3)
+    here.click('#sign-out-others button')
+    expect(here.locator('.flash')).to_have_text('Signed out of 2 other sessions.')
+    expect(here.locator('#sessions tr.session')).to_have_count(1)
+    for page in pages[1:]:
+        page.goto('/')
+        expect(page.locator('.account')).to_contain_text('Log in')
+    here.goto('/')
+    expect(here.locator('#user')).to_contain_text('frank')
+    other_user.goto('/')
+    expect(other_user.locator('#user')).to_contain_text('grace')
+
+
+def test_sessions_page_needs_a_login(page):
+    page.goto('/sessions')
+    expect(page).to_have_url(re.compile(r'/login$'))

@@ -1,0 +1,416 @@
+"""Users and their sessions: "your active sessions", sign out one, sign out everywhere else.
+
+The session key ``user_key`` (``auth.userid`` by default, where Pyramid's
+:class:`~pyramid.authentication.SessionAuthenticationHelper` keeps the user
+id) names the user a session belongs to. Every write that changes that key
+also sets the document's top-level ``user`` field, which a partial index on
+``user`` and ``expires`` covers: a user's sessions are one indexed query, and
+when the TTL monitor or a revocation deletes a session its index entry goes
+with it. Besides, each session document carries:
+
+``handle``
+    A stable, non-secret name for the session (see
+    :func:`~pyramid_mongosession.store.session_handle`), kept across
+    ``change_id``: what a page of "your sessions" shows and posts back.
+``last_seen``
+    Set by every write the session gets anyway — its changes, and the expiry
+    refresh of read-only requests once per ``reissue_time`` — so it costs no
+    write of its own and is accurate to ``reissue_time``.
+``client``
+    The User-Agent (its first :data:`USER_AGENT_LENGTH` characters) and the
+    client's network (IPv4 /24, IPv6 /48), recorded when the session is
+    created and at each ``change_id``; not with ``track_clients = false``.
+
+With ``encryption_keys``, ``user`` holds a keyed hash of the user id and
+``client`` is encrypted (see :doc:`accounts`).
+
+:class:`Accounts` holds what the factory offers (``user_sessions``,
+``revoke_session``, ``revoke_user``) and what the end of a request calls; the
+events below tell an application, or its audit log, what happened.
+"""
+import collections
+import datetime
+import ipaddress
+
+from pyramid.interfaces import ISessionFactory
+from pyramid.threadlocal import get_current_registry, get_current_request
+from zope.interface import implementedBy
+
+from .encoding import utcnow
+from .store import CLIENT, HANDLE, LAST_SEEN, USER, document_id, session_handle
+
+#: Why a session ended (:attr:`SessionEnded.reason`): its request set
+#: ``options['expire']`` (a logout), called ``invalidate()``, it was revoked
+#: (:meth:`Accounts.revoke_session`, :meth:`Accounts.revoke_user`), or its
+#: user went over ``max_sessions_per_user``.
+EXPIRE, INVALIDATE, REVOKE, CAP = 'expire', 'invalidate', 'revoke', 'cap'
+#: How many characters of the User-Agent header are kept.
+USER_AGENT_LENGTH = 200
+#: How much of the client's address is kept: its network, of this prefix length.
+IPV4_PREFIX, IPV6_PREFIX = 24, 48
+
+_EPOCH = datetime.datetime(1970, 1, 1)
+
+
+# -- events -----------------------------------------------------------------------
+
+class SessionEvent:
+    """What every session event carries.
+
+    ``request`` is the request during which it happened (None outside a
+    request); ``handle`` names the session, which need not be the request's
+    own (a revocation, the cap); ``userid`` is the value of ``user_key`` in
+    that session, or None.
+    """
+
+    def __init__(self, request, handle, userid):
+        self.request = request
+        self.handle = handle
+        self.userid = userid
+
+    def __repr__(self):
+        return '<%s handle=%r userid=%r>' % (type(self).__name__, self.handle, self.userid)
+
+
+class SessionCreated(SessionEvent):
+    """A new session was stored (its first document, under a new id)."""
+
+
+class SessionIdChanged(SessionEvent):
+    """A session moved to a new id (``change_id``); its handle stays the same."""
+
+
+class SessionEnded(SessionEvent):
+    """A session was deleted before it expired; ``reason`` says why:
+    :data:`EXPIRE`, :data:`INVALIDATE`, :data:`REVOKE` or :data:`CAP`."""
+
+    def __init__(self, request, handle, userid, reason):
+        super().__init__(request, handle, userid)
+        self.reason = reason
+
+    def __repr__(self):
+        return '<%s handle=%r userid=%r reason=%r>' % (
+            type(self).__name__, self.handle, self.userid, self.reason)
+
+
+class SessionExpired(SessionEvent):
+    """A request presented a session that had expired (and got a new, empty one)."""
+
+
+def _request_of(state):
+    """The request of a session's state (held by a weak reference), or None."""
+    reference = state.request
+    return reference() if reference is not None else None
+
+
+def _wants(registry, event_class):
+    """Whether anything subscribes to ``event_class``: nothing is built or fetched otherwise."""
+    if registry is None or not getattr(registry, 'has_listeners', False):
+        return False
+    return bool(registry.adapters.subscriptions((implementedBy(event_class),), None))
+
+
+# -- what a user sees -----------------------------------------------------------------
+
+class SessionRecord(collections.namedtuple(
+        'SessionRecord', 'handle created last_seen expires user_agent client_address')):
+    """One session of a user, as :meth:`Accounts.user_sessions` lists it.
+
+    Times are naive UTC datetimes (``expires`` None when no timeout
+    applies); ``user_agent`` and ``client_address`` are None when not
+    recorded (``track_clients = false``, or a session stored before they
+    were).
+    """
+
+    def as_dict(self):
+        """The record as a dict, times in ISO 8601 (for JSON)."""
+        return {name: value.isoformat() + 'Z' if isinstance(value, datetime.datetime) else value
+                for name, value in self._asdict().items()}
+
+
+def client_address(address):
+    """The network of ``address``: ``'203.0.113.0/24'``, ``'2001:db8:1::/48'``; None if
+    it is not an IP address. An IPv4-mapped IPv6 address counts as IPv4."""
+    try:
+        ip = ipaddress.ip_address((address or '').strip())
+    except ValueError:
+        return None
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    prefix = IPV4_PREFIX if ip.version == 4 else IPV6_PREFIX
+    return str(ipaddress.ip_network('%s/%d' % (ip, prefix), strict=False))
+
+
+def client_of(request):
+    """What is recorded about the client of ``request``, or None.
+
+    The address is the WSGI ``REMOTE_ADDR``, never a header the client
+    could forge: behind a proxy, have the server set it from the proxy's
+    header (waitress's ``trusted_proxy``, for one).
+    """
+    client = {}
+    agent = request.user_agent
+    if agent:
+        client['agent'] = agent[:USER_AGENT_LENGTH]
+    address = client_address(request.remote_addr)
+    if address:
+        client['address'] = address
+    return client or None
+
+
+def get_session_factory(request):
+    """The :class:`~pyramid_mongosession.MongoSessionFactory` of ``request``'s application.
+
+    A view's way to its sessions API::
+
+        factory = get_session_factory(request)
+        factory.revoke_user(request.authenticated_userid, keep=request.session.handle)
+
+    Raises :exc:`LookupError` when the application's session factory is another.
+    """
+    factory = request.registry.queryUtility(ISessionFactory)
+    if not isinstance(getattr(factory, 'accounts', None), Accounts):
+        raise LookupError('the session factory of this application is not a '
+                          'MongoSessionFactory: %r' % (factory,))
+    return factory
+
+
+class Accounts:
+    """Which user each session belongs to; listing, revoking, capping; the events.
+
+    Built by the factory (``factory.accounts``) from its ``store`` and the
+    ``track_clients`` and ``max_sessions_per_user`` options; the store's
+    ``user_key`` names the session key of the user id.
+    """
+
+    def __init__(self, store, track_clients=True, max_sessions_per_user=None):
+        self.store = store
+        self.track_clients = track_clients
+        self.max_sessions_per_user = max_sessions_per_user
+
+    @property
+    def user_key(self):
+        return self.store.user_key
+
+    # -- the API ------------------------------------------------------------------------
+
+    def user_sessions(self, userid):
+        """The live sessions of ``userid``: :class:`SessionRecord`\\ s, newest first.
+
+        One query, on the partial index of ``user`` and ``expires``.
+        """
+        records = [self._record(document)
+                   for document in self._distinct(self.store.user_sessions(userid, utcnow()))]
+        records.sort(key=lambda record: (record.created or _EPOCH, record.handle), reverse=True)
+        return records
+
+    def revoke_session(self, handle, userid=None, request=None):
+        """End the session named by ``handle``; return True if it was there.
+
+        With ``userid``, only if it is that user's session: what a view that
+        lets a user sign out one of their sessions passes, so that a handle
+        posted by one user can never end another's. Only sessions that
+        belong to a user can be revoked so (the handle index holds no
+        other). The session is deleted: every request that presents it from
+        then on gets a new, empty session.
+        """
+        return bool(self._revoke(request, userid=userid, handles=[handle]))
+
+    def revoke_user(self, userid, keep=None, request=None):
+        """End every session of ``userid``, except the one whose handle is ``keep``.
+
+        Returns how many were ended (a session that had expired but was still
+        stored is deleted and counted too: nothing of the user's sessions is
+        left behind). ``keep=request.session.handle`` signs the
+        user out everywhere else (after a password change, say); without it,
+        everywhere. One delete on the user index, or, when something
+        subscribes to :class:`SessionEnded`, one query and one delete per
+        session, to report each.
+        """
+        return self._revoke(request, userid=userid, keep=keep)
+
+    def export(self, userid):
+        """Everything stored about ``userid``'s sessions, values decrypted, newest first.
+
+        See :meth:`~pyramid_mongosession.store.SessionStore.export_user_sessions`.
+        """
+        exported = self.store.export_user_sessions(userid)
+        exported.sort(key=lambda entry: (entry.get('created') or _EPOCH, entry[HANDLE]),
+                      reverse=True)
+        return exported
+
+    def _record(self, document):
+        client = self.store.client_of(document) or {}
+        return SessionRecord(document[HANDLE], document.get('created'),
+                             document.get(LAST_SEEN), document.get('expires'),
+                             client.get('agent'), client.get('address'))
+
+    @staticmethod
+    def _distinct(documents):
+        """One document per handle: a session is briefly under two ids while it moves."""
+        latest = {}
+        for document in documents:
+            other = latest.get(document[HANDLE])
+            if other is None or (document.get(LAST_SEEN) or _EPOCH) > (other.get(LAST_SEEN)
+                                                                       or _EPOCH):
+                latest[document[HANDLE]] = document
+        return list(latest.values())
+
+    def _revoke(self, request, reason=REVOKE, **which):
+        # Outside a request, the events go to the current registry: the
+        # application's in a script run under pyramid.paster.bootstrap().
+        if request is None:
+            request = get_current_request()
+        registry = request.registry if request is not None else get_current_registry()
+        if not _wants(registry, SessionEnded):
+            return self.store.revoke_sessions(**which)
+        ended = {}
+        for handle, userid in self.store.take_sessions(**which):
+            ended.setdefault(handle, userid)
+        for handle, userid in ended.items():
+            registry.notify(SessionEnded(request, handle, userid, reason))
+        return len(ended)
+
+    def _enforce_cap(self, request, userid, now):
+        """Revoke the least recently seen sessions of ``userid`` beyond the cap.
+
+        Concurrent logins of one user each run this after their own write.
+        Each keeps the first ``max_sessions_per_user`` sessions it sees in
+        one total order (``last_seen``, then handle, latest first) and
+        revokes the others by handle. A session among the first of all the
+        sessions is among the first of any subset that holds it, so no run
+        revokes it; and the run that lists last sees every session, so it
+        revokes all the others: exactly the cap survives.
+        """
+        cap = self.max_sessions_per_user
+        sessions = self._distinct(self.store.user_sessions(userid, now))
+        if len(sessions) <= cap:
+            return
+        sessions.sort(key=lambda document: (document.get(LAST_SEEN) or _EPOCH,
+                                            document[HANDLE]), reverse=True)
+        self._revoke(request, reason=CAP, userid=userid,
+                     handles=[document[HANDLE] for document in sessions[cap:]])
+
+    # -- what the end of a request writes ------------------------------------------------
+
+    def handle(self, state):
+        """The handle of the session ``state`` loaded, or None while it has no id."""
+        if state.id is None:
+            return None
+        stored = state.stored
+        if stored is None:
+            return session_handle(document_id(state.id))
+        return self.stored_handle(stored, state.cookie_id)
+
+    @staticmethod
+    def stored_handle(stored, session_id):
+        """The handle of ``stored``, the session loaded or taken under ``session_id``."""
+        return stored.account.get(HANDLE) or session_handle(document_id(session_id))
+
+    def new_document(self, state, now, handle=None):
+        """The account fields of the document inserted for ``state``: a new session, or,
+        given its ``handle``, one that moves to a new id. ``user`` is the store's."""
+        account = {HANDLE: handle or session_handle(document_id(state.id)), LAST_SEEN: now}
+        request = _request_of(state)
+        if self.track_clients and request is not None:
+            client = client_of(request)
+            if client is not None:
+                account[CLIENT] = client
+        return account
+
+    def written(self, state, now):
+        """The account fields of a write to the stored session of ``state``.
+
+        ``last_seen``, and what its document lacks: the ``handle`` and
+        ``user`` fields of a session stored by an earlier version, a
+        ``user`` hashed under a retired key. ``user`` follows the request's
+        own changes in the store.
+        """
+        account = {LAST_SEEN: now}
+        stored = state.stored
+        if stored is None:   # a write-only request
+            return account
+        if not stored.account.get(HANDLE):
+            account[HANDLE] = session_handle(document_id(state.cookie_id))
+        if stored.user is not None:
+            user = self.store.user_value(stored.user)
+            if stored.account.get(USER) != user:
+                account[USER] = user
+        return account
+
+    def created(self, state, account):
+        """After a new session's insert: the cap, and :class:`SessionCreated`."""
+        userid, request = self._userid(state.data), _request_of(state)
+        self._notify(request, SessionCreated, account[HANDLE], userid)
+        if userid is not None and self.max_sessions_per_user is not None:
+            self._enforce_cap(request, userid, account[LAST_SEEN])
+
+    def moved(self, state, previous, account):
+        """After ``change_id``: the cap if the user is new to the session, and
+        :class:`SessionIdChanged`. ``previous`` is the user id before the move."""
+        userid, request = self._userid(state.data), _request_of(state)
+        self._notify(request, SessionIdChanged, account[HANDLE], userid)
+        if (userid is not None and self.max_sessions_per_user is not None
+                and self.store.user_value(userid) != self.store.user_value(previous)):
+            self._enforce_cap(request, userid, account[LAST_SEEN])
+
+    def updated(self, state, changed, now):
+        """After an update that wrote ``changed``: the cap, if it gave the session a user.
+
+        A write-only request does not know the user before: a write of the
+        user key counts as associating it (enforcing the cap again is harmless).
+        """
+        key = self.user_key
+        if (self.max_sessions_per_user is None or key is None
+                or changed.get(key) is None):
+            return
+        stored = state.stored
+        if stored is not None and self.store.user_value(stored.user) == self.store.user_value(
+                changed[key]):
+            return
+        self._enforce_cap(_request_of(state), changed[key], now)
+
+    def remove_ended(self, state):
+        """Delete the session that ``state``'s request ended (``expire``, ``invalidate()``).
+
+        With a subscriber to :class:`SessionEnded`, a session the request did
+        not read is deleted by a find-and-delete that returns its handle and
+        user (still one round trip).
+        """
+        request = _request_of(state)
+        registry = getattr(request, 'registry', None)
+        if not _wants(registry, SessionEnded):
+            self.store.remove(state.cookie_id)
+            return
+        reason = EXPIRE if state.flags['expire'] else INVALIDATE
+        stored = state.stored
+        if stored is not None:
+            if self.store.remove(state.cookie_id):
+                handle = stored.account.get(HANDLE) or session_handle(
+                    document_id(state.cookie_id))
+                registry.notify(SessionEnded(request, handle, stored.user, reason))
+            return
+        gone = self.store.take_ended(state.cookie_id)
+        if gone is not None:
+            registry.notify(SessionEnded(request, gone[0], gone[1], reason))
+
+    def expired_hook(self, request):
+        """For :meth:`SessionStore.load`: a callable that publishes
+        :class:`SessionExpired`, or None when nothing subscribes."""
+        registry = getattr(request, 'registry', None)
+        if not _wants(registry, SessionExpired):
+            return None
+
+        def expired(handle, userid):
+            registry.notify(SessionExpired(request, handle, userid))
+        return expired
+
+    def _userid(self, data):
+        key = self.user_key
+        return data.get(key) if key is not None else None
+
+    @staticmethod
+    def _notify(request, event_class, handle, userid):
+        registry = getattr(request, 'registry', None)
+        if _wants(registry, event_class):
+            registry.notify(event_class(request, handle, userid))
