@@ -55,6 +55,28 @@ def _seconds(name, value, allow_zero=False):
     return datetime.timedelta(seconds=value)
 
 
+def _checked(options):
+    """The factory's options with their defaults, each checked (TypeError, ValueError)."""
+    unknown = set(options) - set(DEFAULTS)
+    if unknown:
+        raise TypeError('unknown option(s): %s' % ', '.join(sorted(unknown)))
+    settings = dict(DEFAULTS, **options)
+    if settings['reissue_time'] is None:
+        raise ValueError('reissue_time must be a number of seconds (0 refreshes every request)')
+    if settings['cookie_max_age'] is not None:
+        _seconds('cookie_max_age', settings['cookie_max_age'])
+    _seconds('outage_probe_interval', settings['outage_probe_interval'], allow_zero=True)
+    if settings['max_size'] is not None and settings['max_size'] <= 0:
+        raise ValueError('max_size must be a positive number of bytes or None')
+    cap = settings['max_sessions_per_user']
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        raise ValueError('max_sessions_per_user must be a positive integer or None')
+    user_key = settings['user_key']
+    if user_key is not None and not isinstance(user_key, str):
+        raise TypeError('user_key must be a session key (a string) or None')
+    return settings
+
+
 @implementer(ISessionFactory)
 class MongoSessionFactory:
     """A Pyramid session factory that keeps sessions in a MongoDB collection.
@@ -120,28 +142,15 @@ class MongoSessionFactory:
     """
 
     def __init__(self, collection, secret, **options):
-        unknown = set(options) - set(DEFAULTS)
-        if unknown:
-            raise TypeError('unknown option(s): %s' % ', '.join(sorted(unknown)))
-        settings = dict(DEFAULTS, **options)
+        settings = _checked(options)
         timeout = _seconds('timeout', settings['timeout'])
-        if settings['reissue_time'] is None:
-            raise ValueError('reissue_time must be a number of seconds (0 refreshes every request)')
         reissue_time = _seconds('reissue_time', settings['reissue_time'], allow_zero=True)
         if timeout is not None and reissue_time >= timeout:
             raise ValueError('reissue_time must be shorter than timeout')
         max_age = settings['cookie_max_age']
-        if max_age is not None:
-            _seconds('cookie_max_age', max_age)
-        if settings['max_size'] is not None and settings['max_size'] <= 0:
-            raise ValueError('max_size must be a positive number of bytes or None')
         keys = settings['encryption_keys']
         cap = settings['max_sessions_per_user']
-        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
-            raise ValueError('max_sessions_per_user must be a positive integer or None')
         user_key = settings['user_key']
-        if user_key is not None and not isinstance(user_key, str):
-            raise TypeError('user_key must be a session key (a string) or None')
         #: The signed session-id cookie (:class:`~pyramid_mongosession.cookie.SessionCookie`).
         self.cookie = SessionCookie(
             secret, name=settings['cookie_name'], max_age=max_age,
@@ -151,7 +160,6 @@ class MongoSessionFactory:
             is_cacheable=settings['is_cacheable'],
         )
         #: The sessions collection (:class:`~pyramid_mongosession.store.SessionStore`).
-        _seconds('outage_probe_interval', settings['outage_probe_interval'], allow_zero=True)
         self.store = SessionStore(collection, operation_timeout=settings['operation_timeout'],
                                   outage_probe_interval=settings['outage_probe_interval'],
                                   detect_conflicts=settings['detect_conflicts'],
