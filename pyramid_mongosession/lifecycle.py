@@ -126,7 +126,8 @@ def publicly_cacheable(request, response):
     A shared cache would hand such a response, session cookie included, to
     other users; so it gets no session cookie, and nothing is written.
     """
-    return bool(response.cache_control.public)
+    # Most responses have no Cache-Control: skip parsing one then.
+    return 'Cache-Control' in response.headers and bool(response.cache_control.public)
 
 
 #: Where a request keeps the end of its session until the tween or the response callback runs it.
