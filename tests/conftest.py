@@ -427,3 +427,15 @@ def backend_settings(request):
                 'mongodb_session.db_name': request.getfixturevalue('database').name}
     return {'mongodb_session.url': 'mongomock://',
             'mongodb_session.db_name': 'test_%s' % uuid.uuid4().hex[:16]}
+
+
+@pytest.fixture
+def run(capsys):
+    """Run ``pmongosession`` in this process; return (status, stdout, stderr)."""
+    from pyramid_mongosession.cli import main
+
+    def run(*argv):
+        status = main(list(argv))
+        captured = capsys.readouterr()
+        return status, captured.out, captured.err
+    return run

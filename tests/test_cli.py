@@ -54,15 +54,6 @@ def store(collection):
     return SessionStore(collection)
 
 
-@pytest.fixture
-def run(capsys):
-    """Run the command in this process; return (status, stdout, stderr)."""
-    def run(*argv):
-        status = main(list(argv))
-        captured = capsys.readouterr()
-        return status, captured.out, captured.err
-    return run
-
 
 def one_error_line(err):
     lines = err.strip().splitlines()

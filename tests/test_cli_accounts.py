@@ -17,17 +17,6 @@ AGENTS = ('Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.
 ADDRESSES = ('203.0.113.77', '2001:db8:abcd:12::7', '198.51.100.20')
 
 
-@pytest.fixture
-def run(capsys):
-    from pyramid_mongosession.cli import main
-
-    def run(*argv):
-        status = main(list(argv))
-        captured = capsys.readouterr()
-        return status, captured.out, captured.err
-    return run
-
-
 def three_sessions(collection, user='alice', **options):
     """Three logged-in browsers of ``user`` (and a session of bob's, and an anonymous one)."""
     wsgi = account_app(collection, **options)
