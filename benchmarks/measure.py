@@ -11,7 +11,9 @@ for the timed runs and one whose store client counts round trips and bytes
 (:class:`libraries.Traffic`) for the counted runs. Counted runs come first,
 then the timed runs in rounds, the order of libraries rotating each round.
 """
+import datetime
 import gc
+import secrets
 import statistics
 import sys
 import threading
@@ -42,6 +44,10 @@ def measurements(scenarios, populations):
     for population in sorted(populations):
         chosen += [(scenario, population) for scenario in POPULATED if scenario in scenarios]
     return chosen
+
+
+#: A timed run that took this many times its budget is not repeated in later rounds.
+SLOW = 5
 
 
 class Meter:
@@ -150,6 +156,50 @@ def server_control(url, threads, per_thread, pool_size):
     return threads * per_thread - len(stored), threads * per_thread
 
 
+#: What :func:`server_probe` times, in its order.
+PROBES = [
+    ('find by _id', 'find', False),
+    ('find by _id and a condition on another field', 'find', True),
+    ('update by _id', 'update', False),
+    ('update by _id and a condition on another field', 'update', True),
+    ('delete_many by a $regex on _id, as Beaker sweeps expired entries', 'regex', False),
+]
+
+
+def server_probe(collection):
+    """Milliseconds the server takes for single commands on a populated collection.
+
+    No session library: one document is stored after the others, and each
+    command of :data:`PROBES` is sent once (by its ``_id``, alone or with
+    ``expires: {$not: {$lte: now}}``, as a session store may ask); the
+    document is then deleted. Returns ``[(what, ms)]``.
+    """
+    doc_id = secrets.token_hex(32)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    collection.insert_one({'_id': doc_id, 'data': {}, 'expires': now + datetime.timedelta(
+        hours=1)})
+    timings = []
+    try:
+        for what, command, condition in PROBES:
+            query = {'_id': doc_id}
+            if condition:
+                query['expires'] = {'$not': {'$lte': now}}
+            started = time.perf_counter()
+            if command == 'find':
+                found = collection.find_one(query)
+                if found is None:
+                    raise RuntimeError('server probe: %s found nothing' % what)
+            elif command == 'update':
+                collection.update_one(query, {'$set': {'data.probe': 1}})
+            else:
+                collection.delete_many({'_id': {'$regex': '^probe-none:'},
+                                        'expiration': {'$ne': None, '$lte': 0}})
+            timings.append((what, (time.perf_counter() - started) * 1000))
+    finally:
+        collection.delete_one({'_id': doc_id})
+    return timings
+
+
 class Pass:
     """Every measurement of every library against one set of servers.
 
@@ -173,6 +223,8 @@ class Pass:
         self.rows = {}
         #: ``{(library, population): seconds}`` spent filling stores.
         self.populating = {}
+        #: ``{population: (library, [(what, ms)])}``: see :func:`server_probe`.
+        self.probes = {}
         self.visitors = {}
 
     # -- set-up -------------------------------------------------------------------
@@ -223,7 +275,17 @@ class Pass:
 
     # -- running ----------------------------------------------------------------
 
-    def run(self, chosen):
+    def probe(self, population):
+        """Time single commands on the populated collection of the last MongoDB library."""
+        mongo = [lib for lib in self.libraries if lib.server == 'mongodb' and lib.no_store is None]
+        if mongo:
+            library = mongo[-1]
+            self.progress('%s: probing the server with %s stored' % (
+                self.name, thousands(population)))
+            collection = library._admin[library.database][library.collection]
+            self.probes[population] = library.name, server_probe(collection)
+
+    def run(self, chosen, probe=False):
         groups = []
         for scenario, population in chosen:
             if not groups or groups[-1][0] != population:
@@ -238,6 +300,8 @@ class Pass:
                             self.name, thousands(population), library.name))
                         self.populate(library, population, first_population)
                 first_population = False
+                if probe:
+                    self.probe(population)
             self._run_group(scenarios, population)
         return self.rows
 
@@ -268,7 +332,7 @@ class Pass:
 
     def _measure(self, library, scenario, population, counted):
         row = self.rows[scenario, population, library.name]
-        if row['error']:
+        if row['error'] or row.get('once'):
             return
         budget = dict(self.budget)
         if population:
@@ -294,7 +358,10 @@ class Pass:
         if counted:
             row['counted'] = meter.result
         else:
-            row['timed'].append(meter.result)
+            result = meter.result
+            row['timed'].append(result)
+            if result['requests'] / result['requests_per_s'] > budget['seconds'] * SLOW:
+                row['once'] = True   # its requests are so slow that noise does not matter
             if meter.lost_updates is not None:
                 row['lost'][0] += meter.lost_updates
                 row['lost'][1] += meter.expected_updates
@@ -306,6 +373,8 @@ def summarise(rows):
     for key, row in rows.items():
         timed = row['timed']
         summary = {'error': row['error'], 'runs': len(timed)}
+        if row.get('once') and timed:
+            summary['slow_run_s'] = timed[0]['requests'] / timed[0]['requests_per_s']
         if row['counted']:
             summary['round_trips'] = row['counted']['round_trips']
             summary['bytes_written'] = row['counted']['bytes_written']

@@ -45,7 +45,7 @@ def _failed(row):
     return row is not None and row.get('error')
 
 
-def scenario_tables(real, libraries, chosen, notes):
+def scenario_tables(real, libraries, chosen, notes, rounds=1):
     """One table per scenario; a populated store's rows beside the empty store's."""
     lines = []
     scenarios = []
@@ -60,7 +60,7 @@ def scenario_tables(real, libraries, chosen, notes):
         concurrency = scenario == 'concurrency'
         if concurrency:
             headers.append('lost updates')
-        table, failures = [], []
+        table, failures, once = [], [], []
         for library in libraries:
             for population in populations:
                 row = real.get((scenario, population, library.name))
@@ -76,6 +76,10 @@ def scenario_tables(real, libraries, chosen, notes):
                               '%.0f' % row['bytes_written']]
                     if concurrency:
                         cells.append('%d of %d' % (row['lost_updates'], row['expected_updates']))
+                    if row.get('slow_run_s') and rounds > 1:
+                        once.append('%s, %s: one timed run, not %d (it took %.0f s).' % (
+                            library.name, label(scenario, population), rounds,
+                            row['slow_run_s']))
                 table.append(cells)
         if not table:
             continue
@@ -86,7 +90,7 @@ def scenario_tables(real, libraries, chosen, notes):
                         for lib in libraries
                         if lib.no_store and scenario not in lib.unsupported]
         lines += [scenario, '-' * len(scenario), ''] + rst_table(headers, table)
-        extra = skipped + failures + notes.get(scenario, [])
+        extra = skipped + failures + once + notes.get(scenario, [])
         lines += [''] + extra if extra else []
         lines.append('')
     return lines

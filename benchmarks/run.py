@@ -255,7 +255,7 @@ def main(argv=None):
                              _budget(profile, 'seconds', 'rounds'), counted=True,
                              single_connection=single_connection, progress=progress)
             real_pass.start(real_stack)
-            real = summarise(real_pass.run(chosen))
+            real = summarise(real_pass.run(chosen, probe=True))
 
         cpu = real
         standin_stats = None
@@ -297,7 +297,13 @@ def main(argv=None):
     out += ['How this run measured', '', *run_notes(profile, mode, populations, real_pass,
                                                     standin, standin_stats, libraries,
                                                     servers), '']
-    out += report.scenario_tables(real, libraries, chosen, scenario_notes)
+    for population, (library, timings) in sorted(real_pass.probes.items()):
+        scenario_notes.setdefault('read-only', []).append(
+            'Server probe, the real MongoDB server with %s documents in %s\'s collection '
+            '(no session library; one command each, on a document stored after the others): '
+            '%s.' % (thousands(population), library, '; '.join(
+                '%s %.1f ms' % timing for timing in timings)))
+    out += report.scenario_tables(real, libraries, chosen, scenario_notes, profile['rounds'])
     cpu_where = 'stand-in' if standin else 'real servers'
     cpu_lines = report.cpu_table(cpu, libraries, chosen)
     if cpu_lines:
@@ -327,7 +333,8 @@ def main(argv=None):
     if args.json:
         rows = []
         for (scenario, population, library), row in real.items():
-            clean = {'library': library, 'scenario': scenario, 'population': population}
+            clean = {'library': library, 'scenario': scenario, 'population': population,
+                     'cpu_server': cpu_where}
             for key in ('requests_per_s', 'round_trips', 'bytes_written', 'lost_updates',
                         'error'):
                 if row.get(key) is not None:
@@ -339,7 +346,7 @@ def main(argv=None):
                 clean['cpu_error'] = other['error']
             rows.append(clean)
         with open(args.json, 'w') as f:
-            json.dump({'cpu_server': cpu_where, 'rows': rows}, f, indent=2)
+            json.dump(rows, f, indent=2)
             f.write('\n')
     failed = [(key, row['error']) for source in ((real, cpu) if cpu is not real else (real,))
               for key, row in source.items() if row.get('error')]
