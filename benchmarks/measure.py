@@ -26,6 +26,14 @@ from scenarios import POPULATED, SCENARIOS, make_app, stored_visitor, warm_up
 from libraries import Traffic
 
 
+def short_error(exc):
+    """One line naming an exception, without the server's full reply."""
+    text = str(exc).split(', full error:')[0].split('\n')[0]
+    if len(text) > 160:
+        text = text[:157] + '...'
+    return '%s: %s' % (type(exc).__name__, text) if text else type(exc).__name__
+
+
 def thousands(number):
     """10000 -> '10 000'."""
     return format(number, ',').replace(',', ' ')
@@ -98,8 +106,11 @@ class Meter:
         if self.traffic is not None:
             self.block(run_over(prepare(self.counted_requests)))
             return
-        first = True
-        while self._totals[0] < self.min_requests or self._totals[1] < self.seconds:
+        # Preparing costs about as much as what is measured: the whole loop
+        # stops at twice the budget even if the measured part has not used it.
+        first, end = True, time.perf_counter() + 2 * self.seconds
+        while self._totals[0] < self.min_requests or (
+                self._totals[1] < self.seconds and time.perf_counter() < end):
             self.block(run_over(prepare(self.batch)), collect=first)
             first = False
 
@@ -350,8 +361,7 @@ class Pass:
         try:
             SCENARIOS[scenario](app, meter, **kwargs)
         except Exception as exc:  # reported in the tables
-            row['error'] = '%s: %s' % (type(exc).__name__, str(exc).splitlines()[0][:300]
-                                       if str(exc) else '')
+            row['error'] = short_error(exc)
             sys.stderr.write('\n%s: %s, %s failed:\n%s' % (
                 self.name, library.name, label(scenario, population), traceback.format_exc()))
             return
@@ -381,8 +391,6 @@ def summarise(rows):
         if timed:
             summary['requests_per_s'] = statistics.median(r['requests_per_s'] for r in timed)
             summary['cpu_us'] = statistics.median(r['cpu_us'] for r in timed)
-            summary['cpu_us_range'] = (min(r['cpu_us'] for r in timed),
-                                       max(r['cpu_us'] for r in timed))
             summary['requests'] = sum(r['requests'] for r in timed)
         if key[0] == 'concurrency' and row['lost'][1]:
             summary['lost_updates'], summary['expected_updates'] = row['lost']

@@ -53,7 +53,7 @@ from standin_mongo import NoStandin, self_check, server_cpu, standin_server  # n
 PROFILES = {
     'full': dict(seconds=2.0, rounds=3, cpu_seconds=1.0, cpu_rounds=3, min_requests=50,
                  counted_requests=20, threads=8, per_thread=40, counted_per_thread=3, batch=25,
-                 populations=(10000, 100000), populated_min_requests=1, populated_counted=2),
+                 populations=(10000, 100000), populated_min_requests=1, populated_counted=1),
     'quick': dict(seconds=0.25, rounds=1, cpu_seconds=0.25, cpu_rounds=1, min_requests=20,
                   counted_requests=10, threads=8, per_thread=8, counted_per_thread=2, batch=10,
                   populations=(10000,), populated_min_requests=1, populated_counted=1),
@@ -314,9 +314,11 @@ def main(argv=None):
             out += ['The CPU time of this process (Pyramid, the session library, its store '
                     'client) per request, in runs against the stand-in MongoDB server; '
                     'pyramid_session_redis ran against the real redis-server, already local '
-                    'and fast; no-session and cookie use no server. Median of %d run%s of '
-                    '%.2f s each.' % (profile['cpu_rounds'], 's' if profile['cpu_rounds'] > 1
-                                      else '', profile['cpu_seconds']), '']
+                    'and fast; no-session and cookie use no server. %s.'
+                    % ('Median of %d runs of %.2f s each' % (profile['cpu_rounds'],
+                                                            profile['cpu_seconds'])
+                       if profile['cpu_rounds'] > 1 else
+                       'One run of %.2f s each' % profile['cpu_seconds']), '']
     ratios = report.ratio_tables(real, cpu, libraries, chosen)
     if ratios:
         out += ['Ratios', '------', ''] + ratios
@@ -389,20 +391,23 @@ def run_notes(profile, mode, populations, real_pass, standin, standin_stats, lib
             'set_redis_ttl left True, version 1.8 would also send an EXPIRE after every read.'
             % (', '.join('%s=%s' % item for item in REDIS_OPTIONS.items()), MAXMEMORY))
     if 'mongodb' in servers:
+        import redis
+        redis_pool = redis.ConnectionPool().max_connections
         lines.append(
             '- Connection pools: every library\'s store client has its default pool '
-            '(pymongo: maxPoolSize 100; redis-py: unbounded). Only in concurrency, and only '
-            'on a MongoDB server that loses concurrent updates of one document (see the '
+            '(pymongo: maxPoolSize %d; redis-py: max_connections %s). Only in concurrency, '
+            'and only on a MongoDB server that loses concurrent updates of one document (see the '
             'control below that table), every MongoDB library\'s client has maxPoolSize=1 '
-            'alike.')
+            'alike.' % (pymongo.common.MAX_POOL_SIZE,
+                        'unbounded' if redis_pool >= 2 ** 31 else redis_pool))
     if populations:
         sizes = ' and '.join(thousands(p) for p in populations)
         text = ('- Populated store: read-only and write-one-key also ran with %s other '
                 'sessions stored, for every library that stores sessions on a server. The '
                 'others are copies, under fresh ids, of a session the library stored itself '
                 '(its own document or value), sent in batches of 1 000 (insert_many; for '
-                'Redis, pipelined SETs with the same TTL); each store was filled once per '
-                'size, the larger grown from the smaller, and the measured visitor\'s '
+                'Redis, pipelined SETs, with its TTL if it has one); each store was filled '
+                'once per size, the larger grown from the smaller, and the measured visitor\'s '
                 'session was stored after the others. Timed runs there make at least %d '
                 'request%s each.' % (sizes, profile['populated_min_requests'],
                                      '' if profile['populated_min_requests'] == 1 else 's'))
