@@ -232,6 +232,19 @@ def main(argv=None):
             raise SystemExit(str(exc))
         env = environment(libraries, servers)
         threads, per_thread = profile['threads'], profile['per_thread']
+        if standin and 'mongodb' not in needs:
+            standin = False   # nothing talks to MongoDB: CPU from the real pass
+        if standin:
+            # Started and checked first, so that a broken stand-in stops the run at once.
+            progress('starting and checking the stand-in')
+            try:
+                standin_url = stack.enter_context(standin_server())
+                checks = self_check(standin_url)
+            except NoStandin as exc:
+                raise SystemExit(str(exc))
+            env.append('- Stand-in MongoDB server for the CPU figures: standin_mongo.py, '
+                       'on this machine; self-check through pymongo passed (%d checks)'
+                       % checks)
 
         # Does the real server apply concurrent updates of one document whole?
         single_connection = False
@@ -259,37 +272,25 @@ def main(argv=None):
 
         cpu = real
         standin_stats = None
-        if standin and 'mongodb' in needs:
+        if standin:
             with contextlib.ExitStack() as cpu_stack:
-                progress('starting and checking the stand-in')
-                try:
-                    url = cpu_stack.enter_context(standin_server())
-                    checks = self_check(url)
-                except NoStandin as exc:
-                    raise SystemExit(str(exc))
-                env.append('- Stand-in MongoDB server for the CPU figures: standin_mongo.py, '
-                           'on this machine; self-check through pymongo passed (%d checks)'
-                           % checks)
-                cpu_servers = dict(servers, mongodb=url)
+                cpu_servers = dict(servers, mongodb=standin_url)
+                cpu_single = False
                 if 'concurrency' in scenarios:
-                    control = server_control(url, threads, per_thread, threads)
+                    control = server_control(standin_url, threads, per_thread, threads)
                     scenario_notes.setdefault('concurrency', []).append(_control_line(
                         'Control on the stand-in', threads, control, None)
                         + (' The CPU runs used the default connection pools.'
                            if not control[0] else ''))
                     cpu_single = control[0] > 0
-                else:
-                    cpu_single = False
                 cpu_pass = Pass('CPU, stand-in', classes, cpu_servers,
                                 _budget(profile, 'cpu_seconds', 'cpu_rounds'), counted=False,
                                 single_connection=cpu_single, progress=progress)
                 cpu_pass.start(cpu_stack)
-                before = server_cpu(url)
+                before = server_cpu(standin_url)
                 cpu = summarise(cpu_pass.run(chosen))
-                after = server_cpu(url)
+                after = server_cpu(standin_url)
                 standin_stats = (after[0] - before[0], after[1] - before[1])
-        elif standin:
-            standin = False   # nothing talks to MongoDB: CPU from the real pass
     if sys.stderr.isatty() and not args.verbose:
         sys.stderr.write('\r\033[K')
 

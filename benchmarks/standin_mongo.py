@@ -34,6 +34,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -184,6 +185,9 @@ class Store:
             reply = handler(body, body.get('$db', 'test'), sequences)
         except CommandError as exc:
             return {'ok': 0.0, 'errmsg': str(exc), 'code': exc.code, 'codeName': exc.name}
+        except Exception as exc:  # the client gets it, as a server error
+            return {'ok': 0.0, 'errmsg': 'stand-in: %s: %r' % (name, exc), 'code': 1,
+                    'codeName': 'InternalError'}
         reply['ok'] = 1.0
         return reply
 
@@ -381,16 +385,19 @@ class NoStandin(Exception):
 @contextlib.contextmanager
 def standin_server():
     """Start the stand-in in its own process; yield its URL; stop it (also on error)."""
+    errors = tempfile.TemporaryFile(mode='w+')
     process = subprocess.Popen([sys.executable, os.path.abspath(__file__)],
                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
+                               stderr=errors, text=True, preexec_fn=_die_with_parent)
     try:
         line = process.stdout.readline()
+        process.stdout.close()
         if not line.startswith('port '):
             process.kill()
+            process.wait()
+            errors.seek(0)
             raise NoStandin('the stand-in MongoDB server did not start: %s'
-                            % (line + process.stderr.read()).strip())
-        process.stdout.close()
+                            % (line + errors.read()).strip())
         yield 'mongodb://127.0.0.1:%d' % int(line.split()[1])
     finally:
         if process.poll() is None:
@@ -400,9 +407,7 @@ def standin_server():
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
+        errors.close()
 
 
 def _die_with_parent():
