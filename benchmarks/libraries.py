@@ -208,11 +208,15 @@ class _MongoLibrary(Library):
         self._clients.append(client)
         return client
 
+    def sessions_collection(self):
+        """The collection of the library's sessions, through an uninstrumented client."""
+        return self._admin[self.database][self.collection]
+
     def stored(self):
-        return self._admin[self.database][self.collection].estimated_document_count()
+        return self.sessions_collection().estimated_document_count()
 
     def copy_sessions(self, count):
-        collection = self._admin[self.database][self.collection]
+        collection = self.sessions_collection()
         template = collection.find_one()
         if template is None:
             raise RuntimeError('%s: no stored session to copy' % self.name)

@@ -270,8 +270,8 @@ class Pass:
     def supports(library, scenario, population):
         return scenario not in library.unsupported and (not population or library.no_store is None)
 
-    def populate(self, library, population, first):
-        """Fill the library's store up to ``population`` sessions; make its visitors after."""
+    def populate(self, library, population, first, scenarios):
+        """Fill the library's store up to ``population`` sessions; then store its visitors."""
         started = time.perf_counter()
         app, _ = self.app(library, None, counted=False)
         if first:
@@ -281,7 +281,7 @@ class Pass:
         if missing > 0:
             library.copy_sessions(missing)
         self.populating[library.name, population] = time.perf_counter() - started
-        for scenario in POPULATED:
+        for scenario in scenarios:
             self.visitors[scenario, population, library.name] = stored_visitor(app)
 
     # -- running ----------------------------------------------------------------
@@ -293,8 +293,11 @@ class Pass:
             library = mongo[-1]
             self.progress('%s: probing the server with %s stored' % (
                 self.name, thousands(population)))
-            collection = library._admin[library.database][library.collection]
-            self.probes[population] = library.name, server_probe(collection)
+            try:
+                timings = server_probe(library.sessions_collection())
+            except Exception as exc:  # reported instead of the timings
+                timings = [('failed', short_error(exc))]
+            self.probes[population] = library.name, timings
 
     def run(self, chosen, probe=False):
         groups = []
@@ -304,25 +307,35 @@ class Pass:
             groups[-1][1].append(scenario)
         first_population = True
         for population, scenarios in groups:
+            self._run_group(scenarios, population, first_population, probe)
             if population:
-                for library in self.libraries:
-                    if any(self.supports(library, s, population) for s in scenarios):
-                        self.progress('%s: storing %s sessions for %s' % (
-                            self.name, thousands(population), library.name))
-                        self.populate(library, population, first_population)
                 first_population = False
-                if probe:
-                    self.probe(population)
-            self._run_group(scenarios, population)
         return self.rows
 
-    def _run_group(self, scenarios, population):
+    def _run_group(self, scenarios, population, first_population, probe):
         libraries = self.libraries
         for scenario in scenarios:
             for library in libraries:
                 if self.supports(library, scenario, population):
                     self.rows[scenario, population, library.name] = {
                         'counted': None, 'timed': [], 'lost': [0, 0], 'error': None}
+        if population:
+            for library in libraries:
+                supported = [s for s in scenarios if self.supports(library, s, population)]
+                if not supported:
+                    continue
+                self.progress('%s: storing %s sessions for %s' % (
+                    self.name, thousands(population), library.name))
+                try:
+                    self.populate(library, population, first_population, supported)
+                except Exception as exc:  # reported in the tables
+                    for scenario in supported:
+                        self.rows[scenario, population, library.name]['error'] = (
+                            'filling the store: ' + short_error(exc))
+                    sys.stderr.write('\n%s: filling %s\'s store failed:\n%s' % (
+                        self.name, library.name, traceback.format_exc()))
+            if probe:
+                self.probe(population)
         if self.counted:
             for scenario in scenarios:
                 for library in libraries:

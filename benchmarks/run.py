@@ -299,11 +299,14 @@ def main(argv=None):
                                                     standin, standin_stats, libraries,
                                                     servers), '']
     for population, (library, timings) in sorted(real_pass.probes.items()):
+        if timings and timings[0][0] == 'failed':
+            found = 'failed: %s' % timings[0][1]
+        else:
+            found = '; '.join('%s %.1f ms' % timing for timing in timings)
         scenario_notes.setdefault('read-only', []).append(
             'Server probe, the real MongoDB server with %s documents in %s\'s collection '
             '(no session library; one command each, on a document stored after the others): '
-            '%s.' % (thousands(population), library, '; '.join(
-                '%s %.1f ms' % timing for timing in timings)))
+            '%s.' % (thousands(population), library, found))
     out += report.scenario_tables(real, libraries, chosen, scenario_notes, profile['rounds'])
     cpu_where = 'stand-in' if standin else 'real servers'
     cpu_lines = report.cpu_table(cpu, libraries, chosen)
