@@ -27,7 +27,7 @@ BEAKER_RATIO_SCENARIOS = ('read-only', 'write-one-key')
 #: A median CPU time over the peer's by less than this share, or by less than
 #: NOISE_US microseconds, is taken as noise.
 NOISE = 0.05
-NOISE_US = 5
+NOISE_US = 10
 
 
 def rst_table(headers, rows):

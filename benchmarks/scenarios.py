@@ -254,9 +254,14 @@ def login(app, meter):
 
 def logout(app, meter):
     """A returning visitor logs out: the session ends (each request on a session of its own)."""
+    prepared = []
+
     def prepare(count):
-        return [Browser(app, stored_visitor(app)) for _ in range(count)]
+        prepared[:] = [Browser(app, stored_visitor(app)) for _ in range(count)]
+        return list(prepared)
     meter.batches(prepare, lambda browser: browser.get('/logout'))
+    if meter.keeps_sessions and prepared[-1].get('/peek') != b'':   # an unmeasured request
+        raise RuntimeError('the session was still there after the logout')
 
 
 def concurrency(app, meter):
