@@ -170,8 +170,8 @@ def _control_line(where, threads, pooled, single):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--quick', action='store_true',
-                        help='short runs, one round, 10 000 other sessions only (about a minute '
-                             'and a half)')
+                        help='short runs, one round, 10 000 other sessions only (a minute or '
+                             'two; the full run takes about a quarter of an hour)')
     parser.add_argument('--json', metavar='PATH', help='also write the rows as JSON to PATH')
     parser.add_argument('--libraries', metavar='A,B',
                         help='comma-separated, from: ' + ', '.join(l.name for l in LIBRARIES))
