@@ -14,7 +14,13 @@ Round trips and bytes are counted on the client side, alike for every store:
 - Redis: one ``send_packed_command`` call is one round trip (a MULTI/EXEC
   pipeline is sent at once: one round trip); its size is the RESP bytes sent.
   The connection handshake (HELLO, CLIENT SETINFO...) is not counted.
+
+Every store client has its library's default connection pool, unless a
+scenario asks for ``pool_size`` (see ``run.py``: the concurrency scenario on
+a server that does not apply each update atomically).
 """
+import re
+import secrets
 import threading
 
 import bson
@@ -24,6 +30,19 @@ from pymongo import monitoring
 SECRET = 'benchmark secret, long enough to be taken seriously: 0123456789abcdef'
 #: Idle timeout, in seconds, given to every library that has one.
 TIMEOUT = 1200
+#: pyramid_session_redis as its documentation describes for read-heavy
+#: production traffic ("Feature - Timeout Triggers"): the expiry is kept in
+#: the payload and moved only once ``timeout_trigger`` seconds of the
+#: timeout have passed, so a read is a single GET. Its timeline there has no
+#: EXPIRE before the trigger; pyramid_session_redis 1.8 sends none only with
+#: ``set_redis_ttl=False`` (with its default, True, every read is followed by
+#: an EXPIRE), which its documentation pairs with Redis run as an LRU cache:
+#: so does ``redis_server.py``. Half the timeout, as in its example.
+REDIS_TIMEOUT_TRIGGER = TIMEOUT // 2
+REDIS_OPTIONS = {'timeout': TIMEOUT, 'timeout_trigger': REDIS_TIMEOUT_TRIGGER,
+                 'set_redis_ttl': False}
+#: Documents (or keys) sent to the store at once when it is populated.
+POPULATE_BATCH = 1000
 
 
 class Traffic:
@@ -71,13 +90,25 @@ def url_with_database(url, database):
     return '%s://%s/%s%s' % (scheme, hosts, database, '?' + query if query else '')
 
 
+def fresh_id(template):
+    """An id shaped like ``template``: each run of 16 or more hex digits redrawn at random."""
+    def redraw(match):
+        size = len(match.group())
+        return secrets.token_hex((size + 1) // 2)[:size]
+    fresh, count = re.subn(r'[0-9a-f]{16,}', redraw, template)
+    if not count:
+        raise ValueError('no random part found in the stored id %r' % (template,))
+    return fresh
+
+
 class Library:
     """The adapter interface.
 
-    ``factory(traffic)`` returns a Pyramid session factory (``traffic`` is
-    None for the timed runs); ``rotate(session)`` is what a login does to the
-    session id; ``unsupported`` names scenarios the library cannot run, with
-    the reason.
+    ``factory(traffic, pool_size)`` returns a Pyramid session factory
+    (``traffic`` is None for the timed runs; ``pool_size`` None is the store
+    client's default connection pool); ``rotate(session)`` is what a login
+    does to the session id, ``logout(session)`` what a logout does;
+    ``unsupported`` names scenarios the library cannot run, with the reason.
     """
 
     name = None
@@ -86,18 +117,31 @@ class Library:
     modules = ()
     #: 'mongodb' or 'redis' when the library needs that server.
     server = None
+    #: Why the library has no populated-store scenarios (None: it has them).
+    no_store = 'it keeps nothing on a server'
 
     def start(self, servers):
         """Connect to what ``servers`` (``{'mongodb': url, 'redis': port}``) provides."""
 
-    def factory(self, traffic=None):
+    def factory(self, traffic=None, pool_size=None):
         raise NotImplementedError
 
     def rotate(self, session):
         session.invalidate()
 
+    def logout(self, session):
+        session.invalidate()
+
     def reset(self):
         """Remove every stored session (before each measurement)."""
+
+    def stored(self):
+        """How many sessions the store holds."""
+        return 0
+
+    def copy_sessions(self, count):
+        """Store ``count`` copies of a stored session, each under a fresh id."""
+        raise NotImplementedError
 
     def close(self):
         """Close clients and remove the library's data from the server."""
@@ -109,7 +153,7 @@ class NoSession(Library):
     name = 'no-session'
     unsupported = {'concurrency': 'nothing is stored, so there is nothing to lose'}
 
-    def factory(self, traffic=None):
+    def factory(self, traffic=None, pool_size=None):
         return _NullSession
 
     def rotate(self, session):
@@ -138,7 +182,7 @@ class CookieSessions(Library):
     unsupported = {'write-one-key-100kb':
                    'a 100 KB session does not fit in a cookie (browsers keep 4 KB)'}
 
-    def factory(self, traffic=None):
+    def factory(self, traffic=None, pool_size=None):
         from pyramid.session import SignedCookieSessionFactory
         return SignedCookieSessionFactory(SECRET, timeout=TIMEOUT)
 
@@ -146,22 +190,41 @@ class CookieSessions(Library):
 class _MongoLibrary(Library):
     server = 'mongodb'
     database = None
+    #: The collection that holds the library's sessions.
+    collection = None
+    no_store = None
 
     def start(self, servers):
         self.url = servers['mongodb']
-        # FerretDB 1.x applies one update as a read and a write: concurrent
-        # commands on one document can lose each other's changes. One
-        # connection per client serialises commands, as MongoDB applies them.
-        self.client_options = {'maxPoolSize': 1} if servers.get('ferretdb') else {}
         self._clients = []
         self._admin = self.client()
 
-    def client(self, traffic=None):
+    def client(self, traffic=None, pool_size=None):
+        """A MongoClient: pymongo's default pool, or ``pool_size`` connections at most."""
         listeners = [_MongoCounter(traffic, self.database)] if traffic is not None else []
+        options = {} if pool_size is None else {'maxPoolSize': pool_size}
         client = pymongo.MongoClient(url_with_database(self.url, self.database),
-                                     event_listeners=listeners, **self.client_options)
+                                     event_listeners=listeners, **options)
         self._clients.append(client)
         return client
+
+    def sessions_collection(self):
+        """The collection of the library's sessions, through an uninstrumented client."""
+        return self._admin[self.database][self.collection]
+
+    def stored(self):
+        return self.sessions_collection().estimated_document_count()
+
+    def copy_sessions(self, count):
+        collection = self.sessions_collection()
+        template = collection.find_one()
+        if template is None:
+            raise RuntimeError('%s: no stored session to copy' % self.name)
+        while count > 0:
+            batch = [dict(template, _id=fresh_id(template['_id']))
+                     for _ in range(min(count, POPULATE_BATCH))]
+            collection.insert_many(batch, ordered=False)
+            count -= len(batch)
 
     def reset(self):
         # Emptied, indexes kept: FerretDB's cost per command grows with the
@@ -184,14 +247,18 @@ class MongoSessions(_MongoLibrary):
 
     name = 'pyramid_mongosession'
     database = 'bench_pyramid_mongosession'
+    collection = 'sessions'
 
-    def factory(self, traffic=None):
+    def factory(self, traffic=None, pool_size=None):
         from pyramid_mongosession import MongoSessionFactory
-        collection = self.client(traffic)[self.database]['sessions']
+        collection = self.client(traffic, pool_size)[self.database][self.collection]
         return MongoSessionFactory(collection, SECRET, timeout=TIMEOUT)
 
     def rotate(self, session):
         session.options['change_id'] = True
+
+    def logout(self, session):
+        session.options['expire'] = True
 
 
 class BeakerSessions(_MongoLibrary):
@@ -199,21 +266,23 @@ class BeakerSessions(_MongoLibrary):
 
     name = 'pyramid_beaker'
     database = 'bench_pyramid_beaker'
+    collection = 'backer_cache'   # sic: beaker.ext.mongodb's name
     modules = ('pyramid_beaker', 'beaker')
 
-    def factory(self, traffic=None):
+    def factory(self, traffic=None, pool_size=None):
         from pyramid_beaker import BeakerSessionFactoryConfig
         # Beaker accepts a MongoClient as its url; the client names the database.
-        return BeakerSessionFactoryConfig(type='ext:mongodb', url=self.client(traffic),
+        return BeakerSessionFactoryConfig(type='ext:mongodb', url=self.client(traffic, pool_size),
                                           secret=SECRET, key='session', timeout=TIMEOUT)
 
 
 class RedisSessions(Library):
-    """pyramid_session_redis, with its defaults."""
+    """pyramid_session_redis, with :data:`REDIS_OPTIONS` (its defaults otherwise)."""
 
     name = 'pyramid_session_redis'
     server = 'redis'
     modules = ('pyramid_session_redis', 'redis')
+    no_store = None
 
     def start(self, servers):
         import redis
@@ -224,15 +293,35 @@ class RedisSessions(Library):
     def reset(self):
         self._admin.flushdb()
 
-    def factory(self, traffic=None):
+    def stored(self):
+        return self._admin.dbsize()
+
+    def copy_sessions(self, count):
+        template = self._admin.randomkey()
+        if template is None:
+            raise RuntimeError('%s: no stored session to copy' % self.name)
+        value, ttl = self._admin.get(template), self._admin.pttl(template)
+        size = len(template)
+        while count > 0:
+            pipe = self._admin.pipeline(transaction=False)
+            for _ in range(min(count, POPULATE_BATCH)):
+                # The library's own ids: URL-safe base64 of random bytes.
+                pipe.set(secrets.token_urlsafe(size)[:size], value,
+                         px=ttl if ttl > 0 else None)   # no TTL: set_redis_ttl=False
+            count -= len(pipe.execute())
+
+    def factory(self, traffic=None, pool_size=None):
         import redis
         from pyramid_session_redis import RedisSessionFactory
         kwargs = {'host': '127.0.0.1', 'port': self.port}
+        if pool_size is not None:
+            kwargs['max_connections'] = pool_size
         if traffic is not None:
             kwargs.update(connection_class=_counting_connection_class(), traffic=traffic)
+        # redis-py's pool, as RedisSessionFactory would make it from a host and port.
         pool = redis.ConnectionPool(**kwargs)
         self._pools.append(pool)
-        return RedisSessionFactory(SECRET, timeout=TIMEOUT, redis_connection_pool=pool)
+        return RedisSessionFactory(SECRET, redis_connection_pool=pool, **REDIS_OPTIONS)
 
     def close(self):
         self._admin.flushdb()

@@ -1,7 +1,10 @@
 """A throw-away ``redis-server`` on 127.0.0.1, for pyramid_session_redis.
 
 The server keeps nothing on disk, listens on a free loopback port and is
-stopped when the ``with`` block ends, also on error.
+stopped when the ``with`` block ends, also on error. It runs as a
+least-recently-used cache (``maxmemory`` with ``allkeys-lru``), the set-up
+that pyramid_session_redis's documentation pairs with ``set_redis_ttl=False``
+(see ``libraries.py``): abandoned sessions are evicted when memory runs short.
 """
 import contextlib
 import os
@@ -12,6 +15,10 @@ import tempfile
 import time
 
 from tests.servers import free_port, stop_process
+
+
+#: Far more than the benchmark stores: nothing is evicted during a run.
+MAXMEMORY = '2gb'
 
 
 class NoRedis(Exception):
@@ -55,7 +62,8 @@ def redis_server():
     work = tempfile.mkdtemp(prefix='bench-redis-')
     argv = [binary, '--bind', '127.0.0.1', '--port', str(port), '--protected-mode', 'yes',
             '--save', '', '--appendonly', 'no', '--dir', work, '--daemonize', 'no',
-            '--logfile', os.path.join(work, 'redis.log')]
+            '--logfile', os.path.join(work, 'redis.log'),
+            '--maxmemory', MAXMEMORY, '--maxmemory-policy', 'allkeys-lru']
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     try:

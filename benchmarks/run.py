@@ -2,6 +2,7 @@
 """Pyramid session libraries side by side, in one run.
 
     python3 benchmarks/run.py [--quick] [--json PATH] [--libraries a,b] [--scenarios x,y]
+                              [--populations N,M|none] [--cpu-server standin|real]
 
 Libraries: no-session (a baseline), cookie (Pyramid's
 SignedCookieSessionFactory), pyramid_session_redis (against a redis-server
@@ -11,21 +12,23 @@ pyramid_mongosession, both on the same MongoDB-compatible server: the one
 starts (mongod, or FerretDB built once with Go).
 
 For every library and scenario it measures, in this process: requests per
-second, CPU time per request (``time.process_time``: the whole application
-process, store client included, the servers excluded), round trips to the
-store per request and bytes sent to the store per request. Requests go
-through the full Pyramid WSGI stack. Nothing is hard-coded: every figure
-printed comes from this run.
+second, round trips to the store per request and bytes sent to the store
+per request, against those real servers; and CPU time per request
+(``time.process_time``: the whole application process, store client
+included, the servers excluded) against a stand-in MongoDB server that
+answers at once (``standin_mongo.py``, in its own process) and the same
+redis-server, so that no server's slowness inflates a client's CPU figures.
+Requests go through the full Pyramid WSGI stack. Read-only and write-one-key
+also run with many other sessions stored. Nothing is hard-coded: every figure
+printed comes from this run, and so does every target's verdict.
 """
 import argparse
 import contextlib
-import gc
 import importlib.util
 import json
 import logging
 import os
 import platform
-import statistics
 import sys
 import time
 from importlib import metadata
@@ -37,313 +40,24 @@ sys.path.insert(0, HERE)
 
 import pymongo  # noqa: E402
 
-from libraries import LIBRARIES, OURS, Traffic  # noqa: E402
-from redis_server import NoRedis, redis_server  # noqa: E402
-from scenarios import SCENARIOS, make_app, warm_up  # noqa: E402
+import report  # noqa: E402
+from libraries import LIBRARIES, REDIS_OPTIONS  # noqa: E402
+from measure import Pass, label, measurements, server_control, summarise, thousands  # noqa: E402
+from redis_server import MAXMEMORY, NoRedis, redis_server  # noqa: E402
+from scenarios import SCENARIOS  # noqa: E402
+from standin_mongo import NoStandin, self_check, server_cpu, standin_server  # noqa: E402
 
 #: How long each measurement runs, and how often: full run and --quick.
+#: ``seconds``/``rounds``: timed runs against the real servers;
+#: ``cpu_seconds``/``cpu_rounds``: timed runs for the CPU figures.
 PROFILES = {
-    'full': dict(seconds=2.0, min_requests=50, rounds=3, counted_requests=20,
-                 threads=8, per_thread=40, counted_per_thread=3),
-    'quick': dict(seconds=0.25, min_requests=20, rounds=1, counted_requests=10,
-                  threads=8, per_thread=8, counted_per_thread=2),
+    'full': dict(seconds=2.0, rounds=3, cpu_seconds=1.0, cpu_rounds=3, min_requests=50,
+                 counted_requests=20, threads=8, per_thread=40, counted_per_thread=3, batch=25,
+                 populations=(10000, 100000), populated_min_requests=1, populated_counted=1),
+    'quick': dict(seconds=0.25, rounds=1, cpu_seconds=0.25, cpu_rounds=1, min_requests=20,
+                  counted_requests=10, threads=8, per_thread=8, counted_per_thread=2, batch=10,
+                  populations=(10000,), populated_min_requests=1, populated_counted=1),
 }
-
-
-# -- measuring ----------------------------------------------------------------------
-
-class Meter:
-    """Runs a scenario's measured part: timed, or counted against a Traffic."""
-
-    def __init__(self, profile, traffic=None):
-        self.traffic = traffic
-        self.seconds = profile['seconds']
-        self.min_requests = profile['min_requests']
-        self.counted_requests = profile['counted_requests']
-        self.threads = profile['threads']
-        self.per_thread = profile['counted_per_thread'] if traffic else profile['per_thread']
-        self.result = None
-        self.lost_updates = self.expected_updates = None
-
-    def loop(self, step):
-        """Call ``step(i)`` (one request) repeatedly."""
-        def run():
-            if self.traffic is not None:
-                for i in range(self.counted_requests):
-                    step(i)
-                return self.counted_requests
-            i = 0
-            end = time.perf_counter() + self.seconds
-            while i < self.min_requests or time.perf_counter() < end:
-                step(i)
-                i += 1
-            return i
-        self.block(run)
-
-    def block(self, run):
-        """Measure ``run()``, which makes requests and returns how many."""
-        gc.collect()
-        trips0, bytes0 = self.traffic.snapshot() if self.traffic else (0, 0)
-        wall0, cpu0 = time.perf_counter(), time.process_time()
-        requests = run()
-        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-        trips1, bytes1 = self.traffic.snapshot() if self.traffic else (0, 0)
-        self.result = {
-            'requests': requests,
-            'requests_per_s': requests / wall,
-            'cpu_us': cpu / requests * 1e6,
-            'round_trips': (trips1 - trips0) / requests,
-            'bytes_written': (bytes1 - bytes0) / requests,
-        }
-
-    def lost(self, lost, expected):
-        self.lost_updates, self.expected_updates = lost, expected
-
-
-def server_control(url, threads, per_thread, pool_size):
-    """Does the MongoDB server itself keep concurrent single-document updates?
-
-    The concurrency scenario's threads, without any session library: each
-    sends ``$set`` of its own fields to ONE document, through a client with
-    ``pool_size`` connections. Any field missing afterwards was lost by the
-    server, not by a library. Returns ``(lost, expected)``.
-    """
-    import threading
-    with pymongo.MongoClient(url, maxPoolSize=pool_size) as client:
-        collection = client['bench_server_control']['race']
-        collection.delete_many({})
-        collection.insert_one({'_id': 'one', 'data': {}})
-
-        def worker(t):
-            for n in range(per_thread):
-                collection.update_one({'_id': 'one'}, {'$set': {'data.t%d_%d' % (t, n): 1}})
-        workers = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
-        for thread in workers:
-            thread.start()
-        for thread in workers:
-            thread.join()
-        stored = collection.find_one({'_id': 'one'})['data']
-        client.drop_database('bench_server_control')
-    return threads * per_thread - len(stored), threads * per_thread
-
-
-def server_notes(servers, profile):
-    """The control runs of the concurrency scenario, as sentences."""
-    threads, per_thread = profile['threads'], profile['per_thread']
-    pooled = server_control(servers['mongodb'], threads, per_thread, threads)
-    single = server_control(servers['mongodb'], threads, per_thread, 1)
-    lines = ['Control, without any session library: %d threads send ``$set`` of their '
-             'own fields to one document. Through %d connections the server lost %d of %d '
-             'updates; through one connection it lost %d of %d.'
-             % (threads, threads, pooled[0], pooled[1], single[0], single[1])]
-    if servers.get('ferretdb'):
-        lines.append('FerretDB applies an update as a read then a write, so concurrent '
-                     'commands on one document can undo each other; the MongoDB clients of '
-                     'this run therefore have one connection each (commands are applied one '
-                     'at a time, as MongoDB applies each atomically). The races measured above '
-                     'are between a request\'s load and its save, many commands apart. Their '
-                     'requests/s and CPU in this scenario include waiting for that one '
-                     'connection.')
-    return lines
-
-
-def run_benchmark(libraries, scenarios, profile, progress):
-    """Return one row per (scenario, library) that the library supports."""
-    apps = {}
-    for library in libraries:
-        traffic = Traffic()
-        timed = make_app(library.factory(), library.rotate)
-        counted = make_app(library.factory(traffic), library.rotate)
-        warm_up(timed)
-        warm_up(counted)
-        apps[library.name] = timed, counted, traffic
-
-    def supported(library, scenario):
-        return scenario not in library.unsupported
-
-    rows = {}
-    # Counted runs first: round trips and bytes (instrumented clients).
-    for scenario in scenarios:
-        for library in libraries:
-            if supported(library, scenario):
-                _, app, traffic = apps[library.name]
-                meter = Meter(profile, traffic)
-                library.reset()
-                SCENARIOS[scenario](app, meter)
-                rows[scenario, library.name] = {
-                    'library': library.name, 'scenario': scenario,
-                    'round_trips': meter.result['round_trips'],
-                    'bytes_written': meter.result['bytes_written'],
-                    'timed': [], 'lost': [0, 0],
-                }
-    # Timed runs (plain clients), in rounds; the order of libraries rotates.
-    for round_ in range(profile['rounds']):
-        for scenario in scenarios:
-            order = libraries[round_ % len(libraries):] + libraries[:round_ % len(libraries)]
-            for library in order:
-                if not supported(library, scenario):
-                    continue
-                progress('round %d/%d  %-20s %s' % (round_ + 1, profile['rounds'],
-                                                     scenario, library.name))
-                app = apps[library.name][0]
-                meter = Meter(profile)
-                library.reset()
-                SCENARIOS[scenario](app, meter)
-                row = rows[scenario, library.name]
-                row['timed'].append(meter.result)
-                if meter.lost_updates is not None:
-                    row['lost'][0] += meter.lost_updates
-                    row['lost'][1] += meter.expected_updates
-    results = []
-    for scenario in scenarios:
-        for library in libraries:
-            row = rows.get((scenario, library.name))
-            if row is None:
-                continue
-            timed = row.pop('timed')
-            lost, expected = row.pop('lost')
-            row['requests_per_s'] = statistics.median(r['requests_per_s'] for r in timed)
-            row['cpu_us'] = statistics.median(r['cpu_us'] for r in timed)
-            row['cpu_us_range'] = (min(r['cpu_us'] for r in timed),
-                                   max(r['cpu_us'] for r in timed))
-            if scenario == 'concurrency':
-                row['lost_updates'] = lost
-                row['expected_updates'] = expected
-            results.append(row)
-    return results
-
-
-# -- reporting --------------------------------------------------------------------
-
-def rst_table(headers, rows):
-    """A reStructuredText simple table (also readable as plain text)."""
-    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    rule = '  '.join('=' * w for w in widths)
-
-    def line(row):
-        return '  '.join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
-    return [rule, line(cells[0]), rule] + [line(r) for r in cells[1:]] + [rule]
-
-
-def _trips(value):
-    return ('%.2f' % value).rstrip('0').rstrip('.') if value != int(value) else str(int(value))
-
-
-def scenario_tables(results, libraries, scenarios, notes):
-    lines = []
-    for scenario in scenarios:
-        rows = [r for r in results if r['scenario'] == scenario]
-        if not rows:
-            continue
-        headers = ['library', 'requests/s', 'CPU µs/request', 'round trips/request',
-                   'bytes sent/request']
-        if scenario == 'concurrency':
-            headers.append('lost updates')
-        table = []
-        for row in rows:
-            cells = [row['library'], '%.0f' % row['requests_per_s'], '%.0f' % row['cpu_us'],
-                     _trips(row['round_trips']), '%.0f' % row['bytes_written']]
-            if scenario == 'concurrency':
-                cells.append('%d of %d' % (row['lost_updates'], row['expected_updates']))
-            table.append(cells)
-        skipped = [(lib.name, lib.unsupported[scenario]) for lib in libraries
-                   if scenario in lib.unsupported]
-        lines += [scenario, '-' * len(scenario), ''] + rst_table(headers, table)
-        lines += ['', *('%s: not run (%s).' % item for item in skipped)] if skipped else []
-        lines += ['', *notes[scenario]] if scenario in notes else []
-        lines.append('')
-    return lines
-
-
-def ratio_tables(results, scenarios):
-    ours = {r['scenario']: r for r in results if r['library'] == OURS}
-    peers = []
-    for row in results:
-        if row['library'] != OURS and row['library'] not in peers:
-            peers.append(row['library'])
-    shown = [s for s in scenarios if s in ours]
-    if not shown or not peers:
-        return []
-    lines = []
-    for title, key in [('requests/s: %s ÷ peer (above 1: %s is faster)' % (OURS, OURS),
-                        'requests_per_s'),
-                       ('CPU per request: %s ÷ peer (below 1: %s uses less)' % (OURS, OURS),
-                        'cpu_us')]:
-        by = {(r['scenario'], r['library']): r[key] for r in results}
-        table = []
-        for peer in peers:
-            table.append([peer] + ['%.2f' % (ours[s][key] / by[s, peer]) if (s, peer) in by
-                                   else '—' for s in shown])
-        lines += [title, ''] + rst_table(['peer'] + shown, table) + ['']
-    return lines
-
-
-#: Differences of CPU time smaller than this share are taken as noise.
-NOISE = 0.05
-
-
-def _more_cpu(ours, other):
-    """Does ``ours`` use more CPU than ``other``, beyond run-to-run noise?"""
-    low, _ = ours['cpu_us_range']
-    _, high = other['cpu_us_range']
-    return low > high and ours['cpu_us'] > other['cpu_us'] * (1 + NOISE)
-
-
-def target_lines(results, scenarios, servers):
-    """The four targets, each met or missed, with the figures behind it."""
-    by = {(r['scenario'], r['library']): r for r in results}
-    lines = []
-
-    def say(met, text):
-        lines.append('- %s: %s' % ('met' if met else 'MISSED', text))
-
-    server_side = ('pyramid_session_redis', 'pyramid_beaker')
-    worse = []
-    for s in scenarios:
-        ours = by.get((s, OURS))
-        for peer in server_side:
-            other = by.get((s, peer))
-            if ours and other and ours['round_trips'] > other['round_trips']:
-                worse.append('%s: %s vs %s %s' % (s, _trips(ours['round_trips']), peer,
-                                                  _trips(other['round_trips'])))
-    if any((s, OURS) in by for s in scenarios):
-        say(not worse, 'round trips never more than a server-side peer'
-            + (' (' + '; '.join(worse) + ')' if worse else ''))
-    big = by.get(('write-one-key-100kb', OURS))
-    if big:
-        say(big['bytes_written'] < 2048, 'under 2 KB sent in write-one-key-100kb (%.0f bytes)'
-            % big['bytes_written'])
-    for s in ('read-only', 'write-one-key'):
-        ours, beaker = by.get((s, OURS)), by.get((s, 'pyramid_beaker'))
-        if ours and beaker:
-            ratio = ours['requests_per_s'] / beaker['requests_per_s']
-            say(ratio >= 2, 'at least 2x pyramid_beaker\'s requests/s in %s (%.2fx)' % (s, ratio))
-    over, noise, aside = [], [], []
-    compared = False
-    for s in scenarios:
-        ours, redis_ = by.get((s, OURS)), by.get((s, 'pyramid_session_redis'))
-        if not (ours and redis_):
-            continue
-        compared = True
-        figures = '%s: %.0f vs %.0f µs' % (s, ours['cpu_us'], redis_['cpu_us'])
-        if s == 'concurrency' and servers.get('ferretdb'):
-            aside.append(figures)
-        elif _more_cpu(ours, redis_):
-            over.append(figures)
-        elif ours['cpu_us'] > redis_['cpu_us']:
-            noise.append(figures)
-    if compared:
-        text = 'CPU per request at most pyramid_session_redis\'s in every scenario'
-        if over:
-            text += ' (over in ' + '; '.join(over) + ')'
-        if noise:
-            text += ' (higher within run-to-run noise in ' + '; '.join(noise) + ')'
-        if aside:
-            text += (' (not judged, MongoDB clients limited to one connection on FerretDB: '
-                     + '; '.join(aside) + ')')
-        say(not over, text)
-    return lines
 
 
 def load_average():
@@ -426,18 +140,55 @@ def _choose(option, known, given):
     return [name for name in known if name in chosen]
 
 
+def _populations(given, default):
+    if given is None:
+        return list(default)
+    if given.strip().lower() in ('', 'none', '0'):
+        return []
+    try:
+        sizes = sorted({int(size.replace('_', '')) for size in given.split(',') if size.strip()})
+    except ValueError:
+        raise SystemExit('--populations: numbers separated by commas, or none')
+    if any(size <= 0 for size in sizes):
+        raise SystemExit('--populations: sizes must be positive')
+    return sizes
+
+
+def _budget(profile, seconds, rounds):
+    return dict(profile, seconds=profile[seconds], rounds=profile[rounds])
+
+
+def _control_line(where, threads, pooled, single):
+    text = ('%s, without any session library: %d threads sent ``$set`` of their own fields '
+            'to one document; through %d connections the server lost %d of %d updates'
+            % (where, threads, threads, pooled[0], pooled[1]))
+    if single is not None:
+        text += ', through one connection %d of %d' % single
+    return text + '.'
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--quick', action='store_true',
-                        help='short runs, one round (under a minute)')
+                        help='short runs, one round, 10 000 other sessions only (a minute or '
+                             'two; the full run takes about a quarter of an hour)')
     parser.add_argument('--json', metavar='PATH', help='also write the rows as JSON to PATH')
     parser.add_argument('--libraries', metavar='A,B',
                         help='comma-separated, from: ' + ', '.join(l.name for l in LIBRARIES))
     parser.add_argument('--scenarios', metavar='X,Y',
                         help='comma-separated, from: ' + ', '.join(SCENARIOS))
+    parser.add_argument('--populations', metavar='N,M',
+                        help='numbers of other sessions stored for the populated-store runs '
+                             '(default: 10000,100000; with --quick: 10000), or none')
+    parser.add_argument('--verbose', action='store_true',
+                        help='print each step, with the time elapsed, to standard error')
+    parser.add_argument('--cpu-server', choices=('standin', 'real'), default='standin',
+                        help='where the CPU figures come from: the stand-in MongoDB server '
+                             '(default) or the real one')
     args = parser.parse_args(argv)
     names = _choose('libraries', [lib.name for lib in LIBRARIES], args.libraries)
-    libraries = [lib() for lib in LIBRARIES if lib.name in names]
+    classes = [lib for lib in LIBRARIES if lib.name in names]
+    libraries = [cls() for cls in classes]   # for names and reasons; each pass has its own
     scenarios = _choose('scenarios', list(SCENARIOS), args.scenarios)
     missing = [module for lib in libraries for module in lib.modules
                if importlib.util.find_spec(module) is None]
@@ -445,19 +196,29 @@ def main(argv=None):
         raise SystemExit('missing: %s. Install the peers with: python3 -m pip install -e '
                          '\'.[bench]\' (or leave them out with --libraries)'
                          % ', '.join(missing))
-    profile = PROFILES['quick' if args.quick else 'full']
+    mode = 'quick' if args.quick else 'full'
+    profile = PROFILES[mode]
+    populations = _populations(args.populations, profile['populations'])
+    if not any(lib.no_store is None for lib in libraries):
+        populations = []
+    chosen = measurements(scenarios, populations)
+    standin = args.cpu_server == 'standin'
     logging.basicConfig(level=logging.WARNING, format='%(name)s: %(message)s')
 
+    started = time.perf_counter()
+
     def progress(text):
-        if sys.stderr.isatty():
-            sys.stderr.write('\r\033[K' + text)
+        if args.verbose:
+            sys.stderr.write('%7.1f s  %s\n' % (time.perf_counter() - started, text))
+        elif sys.stderr.isatty():
+            sys.stderr.write('\r\033[K' + text[:150])
             sys.stderr.flush()
 
-    started = time.perf_counter()
     others = OtherActivity()
+    needs = {lib.server for lib in libraries}
+    scenario_notes = {}
     with contextlib.ExitStack() as stack:
         servers = {}
-        needs = {lib.server for lib in libraries}
         try:
             if 'redis' in needs:
                 servers['redis'] = stack.enter_context(redis_server())
@@ -467,49 +228,203 @@ def main(argv=None):
                     servers['mongodb'] = stack.enter_context(tests.servers.mongodb_url())
                 except tests.servers.NoServer as exc:
                     raise SystemExit('no MongoDB-compatible server: %s' % exc)
-                with pymongo.MongoClient(servers['mongodb'], serverSelectionTimeoutMS=5000) as c:
-                    servers['ferretdb'] = 'ferretdbVersion' in c.admin.command('buildInfo')
         except NoRedis as exc:
             raise SystemExit(str(exc))
-        for library in libraries:
-            library.start(servers)
-            stack.callback(library.close)
         env = environment(libraries, servers)
-        results = run_benchmark(libraries, scenarios, profile, progress)
-        notes = {}
-        if 'concurrency' in scenarios and 'mongodb' in servers:
-            notes['concurrency'] = server_notes(servers, profile)
-    if sys.stderr.isatty():
+        threads, per_thread = profile['threads'], profile['per_thread']
+        if standin and 'mongodb' not in needs:
+            standin = False   # nothing talks to MongoDB: CPU from the real pass
+        if standin:
+            # Started and checked first, so that a broken stand-in stops the run at once.
+            progress('starting and checking the stand-in')
+            try:
+                standin_url = stack.enter_context(standin_server())
+                checks = self_check(standin_url)
+            except NoStandin as exc:
+                raise SystemExit(str(exc))
+            env.append('- Stand-in MongoDB server for the CPU figures: standin_mongo.py, '
+                       'on this machine; self-check through pymongo passed (%d checks)'
+                       % checks)
+
+        # Does the real server apply concurrent updates of one document whole?
+        single_connection = False
+        if 'mongodb' in servers and 'concurrency' in scenarios:
+            progress('control runs on the MongoDB server')
+            pooled = server_control(servers['mongodb'], threads, per_thread, threads)
+            single = server_control(servers['mongodb'], threads, per_thread, 1)
+            single_connection = pooled[0] > 0
+            scenario_notes['concurrency'] = [_control_line(
+                'Control on the MongoDB server', threads, pooled, single)]
+            if single_connection:
+                scenario_notes['concurrency'].append(
+                    'That server loses concurrent updates of one document, so in this scenario '
+                    'the client of every MongoDB library had one connection (maxPoolSize=1): '
+                    'each command is then applied whole, as MongoDB applies it. The races '
+                    'measured above are between a request\'s load and its save, many commands '
+                    'apart; requests/s here include the wait for that one connection.')
+
+        with contextlib.ExitStack() as real_stack:
+            real_pass = Pass('real servers', classes, servers,
+                             _budget(profile, 'seconds', 'rounds'), counted=True,
+                             single_connection=single_connection, progress=progress)
+            real_pass.start(real_stack)
+            real = summarise(real_pass.run(chosen, probe=True))
+
+        cpu = real
+        standin_stats = None
+        if standin:
+            with contextlib.ExitStack() as cpu_stack:
+                cpu_servers = dict(servers, mongodb=standin_url)
+                cpu_single = False
+                if 'concurrency' in scenarios:
+                    control = server_control(standin_url, threads, per_thread, threads)
+                    scenario_notes.setdefault('concurrency', []).append(_control_line(
+                        'Control on the stand-in', threads, control, None)
+                        + (' The CPU runs used the default connection pools.'
+                           if not control[0] else ''))
+                    cpu_single = control[0] > 0
+                cpu_pass = Pass('CPU, stand-in', classes, cpu_servers,
+                                _budget(profile, 'cpu_seconds', 'cpu_rounds'), counted=False,
+                                single_connection=cpu_single, progress=progress)
+                cpu_pass.start(cpu_stack)
+                before = server_cpu(standin_url)
+                cpu = summarise(cpu_pass.run(chosen))
+                after = server_cpu(standin_url)
+                standin_stats = (after[0] - before[0], after[1] - before[1])
+    if sys.stderr.isatty() and not args.verbose:
         sys.stderr.write('\r\033[K')
 
-    out = ['Machine and versions', '', *env, '',
-           'Each figure: %s; round trips and bytes per request are counted from '
-           'the store client.' % ('median of %d runs of %.0f s' % (profile['rounds'],
-                                                                   profile['seconds'])
-                                  if profile['rounds'] > 1 else
-                                  'one run of %.2f s' % profile['seconds']), '']
-    out += scenario_tables(results, libraries, scenarios, notes)
-    ratios = ratio_tables(results, scenarios)
+    out = ['Machine and versions', '', *env, '']
+    out += ['How this run measured', '', *run_notes(profile, mode, populations, real_pass,
+                                                    standin, standin_stats, libraries,
+                                                    servers), '']
+    for population, (library, timings) in sorted(real_pass.probes.items()):
+        if timings and timings[0][0] == 'failed':
+            found = 'failed: %s' % timings[0][1]
+        else:
+            found = '; '.join('%s %.1f ms' % timing for timing in timings)
+        scenario_notes.setdefault('read-only', []).append(
+            'Server probe, the real MongoDB server with %s documents in %s\'s collection '
+            '(no session library; one command each, on a document stored after the others): '
+            '%s.' % (thousands(population), library, found))
+    out += report.scenario_tables(real, libraries, chosen, scenario_notes, profile['rounds'])
+    cpu_where = 'stand-in' if standin else 'real servers'
+    cpu_lines = report.cpu_table(cpu, libraries, chosen)
+    if cpu_lines:
+        title = ('Client CPU per request (µs), MongoDB libraries against the stand-in'
+                 if standin else 'Client CPU per request (µs), against the real servers')
+        out += [title, '-' * len(title), ''] + cpu_lines + ['']
+        if standin:
+            out += ['The CPU time of this process (Pyramid, the session library, its store '
+                    'client) per request, in runs against the stand-in MongoDB server; '
+                    'pyramid_session_redis ran against the real redis-server, already local '
+                    'and fast; no-session and cookie use no server. %s.'
+                    % ('Median of %d runs of %.2f s each' % (profile['cpu_rounds'],
+                                                            profile['cpu_seconds'])
+                       if profile['cpu_rounds'] > 1 else
+                       'One run of %.2f s each' % profile['cpu_seconds']), '']
+    ratios = report.ratio_tables(real, cpu, libraries, chosen)
     if ratios:
         out += ['Ratios', '------', ''] + ratios
-    targets = target_lines(results, scenarios, servers)
+    targets = report.target_rows(real, cpu, chosen, cpu_where)
     if targets:
-        out += ['Targets', '-------', ''] + targets + ['']
+        met = sum(1 for row in targets if row[-1] == 'met')
+        out += ['Targets', '-------', ''] + report.rst_table(
+            ['target (pyramid_mongosession)', 'wanted', 'measured', 'verdict'], targets)
+        out += ['', '%d of %d targets met.' % (met, len(targets)), '']
     activity = others.summary()
     out.append('Total time: %.0f s%s.' % (time.perf_counter() - started,
                                          '; ' + activity if activity else ''))
     print('\n'.join(out))
     if args.json:
         rows = []
-        for row in results:
-            clean = {key: row[key] for key in ('library', 'scenario', 'requests_per_s',
-                                                'cpu_us', 'round_trips', 'bytes_written')}
-            if 'lost_updates' in row:
-                clean['lost_updates'] = row['lost_updates']
+        for (scenario, population, library), row in real.items():
+            clean = {'library': library, 'scenario': scenario, 'population': population,
+                     'cpu_server': cpu_where}
+            for key in ('requests_per_s', 'round_trips', 'bytes_written', 'lost_updates',
+                        'error'):
+                if row.get(key) is not None:
+                    clean[key] = row[key]
+            clean['cpu_us_real'] = row.get('cpu_us')
+            other = cpu.get((scenario, population, library), {})
+            clean['cpu_us'] = other.get('cpu_us')
+            if other.get('error'):
+                clean['cpu_error'] = other['error']
             rows.append(clean)
         with open(args.json, 'w') as f:
             json.dump(rows, f, indent=2)
             f.write('\n')
+    failed = [(key, row['error']) for source in ((real, cpu) if cpu is not real else (real,))
+              for key, row in source.items() if row.get('error')]
+    if failed:
+        sys.stderr.write('%d measurement(s) failed (see the tables):\n' % len(failed))
+        for (scenario, population, library), error in failed:
+            sys.stderr.write('  %s, %s: %s\n' % (library, label(scenario, population), error))
+        sys.exit(1)
+
+
+def run_notes(profile, mode, populations, real_pass, standin, standin_stats, libraries,
+              servers):
+    """How the figures were made, in sentences (every number from this run or its settings)."""
+    rounds, seconds = profile['rounds'], profile['seconds']
+    lines = [
+        '- Requests/s: median of %s of %.2f s against the real servers, one thread (eight '
+        'in concurrency); round trips and bytes sent per request: counted from the store '
+        'client in separate runs of %d requests (%d with other sessions stored).'
+        % ('%d runs' % rounds if rounds > 1 else 'one run', seconds,
+           profile['counted_requests'], profile['populated_counted']),
+    ]
+    if standin:
+        extra = ''
+        if standin_stats and standin_stats[1]:
+            extra = (' It used %.0f µs of CPU per command it answered (%d commands), in its '
+                     'own process.' % (standin_stats[0] / standin_stats[1] * 1e6,
+                                       standin_stats[1]))
+        lines.append(
+            '- Client CPU per request: from separate runs against a stand-in MongoDB server '
+            '(standin_mongo.py) that answers at once from memory, so that the real server\'s '
+            'waits do not inflate the client\'s CPU; pyramid_session_redis against the '
+            'real redis-server in those runs too (it is local and fast already).' + extra)
+    names = {lib.name for lib in libraries}
+    if 'pyramid_session_redis' in names:
+        lines.append(
+            '- pyramid_session_redis: %s, its other options its defaults; redis-server as an '
+            'LRU cache (maxmemory %s, allkeys-lru). That is the read-heavy production set-up '
+            'its documentation describes: the expiry lives in the session and moves once '
+            'timeout_trigger seconds of the timeout have passed, so a read is one GET. With '
+            'set_redis_ttl left True, version 1.8 would also send an EXPIRE after every read.'
+            % (', '.join('%s=%s' % item for item in REDIS_OPTIONS.items()), MAXMEMORY))
+    if 'mongodb' in servers:
+        import redis
+        redis_pool = redis.ConnectionPool().max_connections
+        lines.append(
+            '- Connection pools: every library\'s store client has its default pool '
+            '(pymongo: maxPoolSize %d; redis-py: max_connections %s). Only in concurrency, '
+            'and only on a MongoDB server that loses concurrent updates of one document (see the '
+            'control below that table), every MongoDB library\'s client has maxPoolSize=1 '
+            'alike.' % (pymongo.common.MAX_POOL_SIZE,
+                        'unbounded' if redis_pool >= 2 ** 31 else redis_pool))
+    if populations:
+        sizes = ' and '.join(thousands(p) for p in populations)
+        text = ('- Populated store: read-only and write-one-key also ran with %s other '
+                'sessions stored, for every library that stores sessions on a server. The '
+                'others are copies, under fresh ids, of a session the library stored itself '
+                '(its own document or value), sent in batches of 1 000 (insert_many; for '
+                'Redis, pipelined SETs, with its TTL if it has one); each store was filled '
+                'once per size, the larger grown from the smaller, and the measured visitor\'s '
+                'session was stored after the others. Timed runs there make at least %d '
+                'request%s each.' % (sizes, profile['populated_min_requests'],
+                                     '' if profile['populated_min_requests'] == 1 else 's'))
+        if real_pass.populating:
+            spent = ', '.join('%s %s: %.1f s' % (name, thousands(size), seconds)
+                              for (name, size), seconds in sorted(real_pass.populating.items()))
+            text += ' Filling the real servers took: %s.' % spent
+        if mode == 'quick':
+            text += ' --quick stores %s only; the full run also %s.' % (
+                sizes, ' and '.join(thousands(p) for p in PROFILES['full']['populations']
+                                    if p not in populations) or 'the same')
+        lines.append(text)
+    return lines
 
 
 if __name__ == '__main__':

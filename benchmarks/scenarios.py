@@ -5,6 +5,12 @@ callbacks, cookies) through :class:`Browser`, which calls the WSGI
 application directly and keeps cookies the way a browser does. A scenario
 sets things up, then hands the measured part to ``meter``, which either runs
 it for a time budget (timed runs) or a fixed number of times (counted runs).
+A scenario whose every request needs fresh set-up (``logout``) prepares
+requests in batches, outside the measured part.
+
+The scenarios in :data:`POPULATED` also run on a store that holds many other
+sessions; they then get their visitor (a :class:`CookieJar`) ready-made, so
+that the session they use is stored after the others.
 """
 import io
 import json
@@ -21,6 +27,7 @@ from pyramid.response import Response
 BIG_VALUES = {'doc%d' % i: random.Random(i).randbytes(5120).hex() for i in range(10)}
 #: What a returning visitor's session holds in the small scenarios.
 USER = 'user-0123456789'
+CSRF = '0123456789abcdef0123456789abcdef01234567'
 #: Threads sharing one session in the concurrency scenario, and the pause
 #: between a request's load and its save that widens the race.
 RACE_DELAY = 0.005
@@ -28,19 +35,28 @@ RACE_DELAY = 0.005
 
 # -- the application ------------------------------------------------------------
 
-def make_app(session_factory, rotate):
-    """The same views for every library; ``rotate(session)`` is its login step."""
+def make_app(session_factory, rotate, logout):
+    """The same views for every library; ``rotate(session)`` is its login step,
+    ``logout(session)`` its logout."""
 
     def untouched(request):
         return Response('ok')
 
     def peek(request):
-        request.session.get('user')
-        return Response('ok')
+        return Response(request.session.get('user') or '')
 
     def write(request):
         for key, value in request.GET.items():
             request.session[key] = value
+        return Response('ok')
+
+    def read_write(request):
+        user = request.session.get('user')
+        request.session['counter'] = request.GET['counter']
+        return Response(user or '')
+
+    def log_out(request):
+        logout(request.session)
         return Response('ok')
 
     def fill(request):
@@ -64,7 +80,8 @@ def make_app(session_factory, rotate):
     config = Configurator()
     config.set_session_factory(session_factory)
     for name, view in [('untouched', untouched), ('peek', peek), ('write', write),
-                       ('fill', fill), ('login', login), ('race', race), ('keys', keys)]:
+                       ('readwrite', read_write), ('fill', fill), ('login', login),
+                       ('logout', log_out), ('race', race), ('keys', keys)]:
         config.add_route(name, '/' + name)
         config.add_view(view, route_name=name)
     return config.make_wsgi_app()
@@ -152,12 +169,18 @@ def returning_visitor(app, **data):
     return browser
 
 
+def stored_visitor(app):
+    """The cookies of a returning visitor whose session holds a user and a CSRF token."""
+    return returning_visitor(app, user=USER, csrf=CSRF).jar
+
+
 def warm_up(app):
     """A few throw-away requests, so that no scenario pays one-time costs
     (index creation, connection pools, Pyramid's lazy set-up)."""
     browser = returning_visitor(app, user=USER)
-    for path in ('/peek', '/write', '/untouched', '/keys'):
-        browser.get(path, 'n=1' if path == '/write' else '')
+    for path, query in (('/peek', ''), ('/write', 'n=1'), ('/readwrite', 'counter=1'),
+                        ('/untouched', ''), ('/keys', ''), ('/logout', '')):
+        browser.get(path, query)
 
 
 # -- the scenarios ------------------------------------------------------------------
@@ -178,16 +201,41 @@ def new_write(app, meter):
     meter.loop(lambda i: Browser(app).get('/write', 'user=' + USER))
 
 
-def read_only(app, meter):
+def check_found(meter, body):
+    """``body``, what the visitor's last request read as its user, is the user stored."""
+    if meter.keeps_sessions and body != USER.encode():
+        raise RuntimeError("the returning visitor's session was not found")
+
+
+def _reading(browser, path, query=None):
+    """A step that requests ``path`` and keeps the body it got last."""
+    last = [None]
+
+    def step(i):
+        last[0] = browser.get(path, query % i if query else '')
+    return step, last
+
+
+def read_only(app, meter, visitor=None):
     """A returning visitor reads a key."""
-    browser = returning_visitor(app, user=USER, csrf='0123456789abcdef0123456789abcdef01234567')
-    meter.loop(lambda i: browser.get('/peek'))
+    step, last = _reading(Browser(app, visitor or stored_visitor(app)), '/peek')
+    meter.loop(step)
+    check_found(meter, last[0])
 
 
-def write_one_key(app, meter):
-    """A returning visitor changes one small key."""
-    browser = returning_visitor(app, user=USER, csrf='0123456789abcdef0123456789abcdef01234567')
+def write_one_key(app, meter, visitor=None):
+    """A returning visitor changes one small key; the view reads nothing."""
+    browser = Browser(app, visitor or stored_visitor(app))
     meter.loop(lambda i: browser.get('/write', 'counter=%d' % i))
+    if meter.keeps_sessions:   # an unmeasured request
+        check_found(meter, browser.get('/peek'))
+
+
+def read_then_write(app, meter):
+    """A returning visitor: the view reads a key, then changes another."""
+    step, last = _reading(Browser(app, stored_visitor(app)), '/readwrite', 'counter=%d')
+    meter.loop(step)
+    check_found(meter, last[0])
 
 
 def write_one_key_100kb(app, meter):
@@ -198,9 +246,22 @@ def write_one_key_100kb(app, meter):
 
 
 def login(app, meter):
-    """A returning visitor logs in: a new session id, then a key is written."""
+    """A returning visitor logs in: a new session id, then a key is written
+    (the view reads nothing)."""
     browser = returning_visitor(app, user='anonymous')
     meter.loop(lambda i: browser.get('/login', 'user=user-%d' % i))
+
+
+def logout(app, meter):
+    """A returning visitor logs out: the session ends (each request on a session of its own)."""
+    prepared = []
+
+    def prepare(count):
+        prepared[:] = [Browser(app, stored_visitor(app)) for _ in range(count)]
+        return list(prepared)
+    meter.batches(prepare, lambda browser: browser.get('/logout'))
+    if meter.keeps_sessions and prepared[-1].get('/peek') != b'':   # an unmeasured request
+        raise RuntimeError('the session was still there after the logout')
 
 
 def concurrency(app, meter):
@@ -244,7 +305,11 @@ SCENARIOS = {
     'new-write': new_write,
     'read-only': read_only,
     'write-one-key': write_one_key,
+    'read-then-write': read_then_write,
     'write-one-key-100kb': write_one_key_100kb,
     'login': login,
+    'logout': logout,
     'concurrency': concurrency,
 }
+#: The scenarios also run on a populated store (they take a ``visitor``).
+POPULATED = ('read-only', 'write-one-key')

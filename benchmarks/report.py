@@ -1,0 +1,229 @@
+"""The benchmark's output: reStructuredText tables, ratios and the targets' verdicts.
+
+Every function takes the summaries of :func:`measure.summarise`, keyed by
+``(scenario, population, library)``: ``real`` from the runs against the
+real servers (requests/s, round trips, bytes, lost updates) and ``cpu``
+from the runs that the CPU figures come from (the stand-in by default).
+"""
+from libraries import OURS
+from measure import label, thousands
+
+PEERS_SERVER_SIDE = ('pyramid_session_redis', 'pyramid_beaker')
+BEAKER = 'pyramid_beaker'
+REDIS = 'pyramid_session_redis'
+
+#: Round trips per request that pyramid_mongosession should make at most.
+ROUND_TRIP_TARGETS = [
+    ('untouched', 0), ('new-empty', 0), ('new-write', 1), ('read-only', 1),
+    ('write-one-key', 1), ('read-then-write', 2), ('login', 2), ('logout', 2),
+]
+#: How pyramid_mongosession does what a scenario's name says, where it has a choice.
+HOW = {'login': "options['change_id']", 'logout': "options['expire']"}
+#: Bytes that changing one key of a ~100 KB session may send.
+BYTES_TARGET = 2048
+#: pyramid_mongosession's requests/s over pyramid_beaker's, on the same server.
+BEAKER_RATIO_TARGET = 2.0
+BEAKER_RATIO_SCENARIOS = ('read-only', 'write-one-key')
+#: A median CPU time over the peer's by less than this share, or by less than
+#: NOISE_US microseconds, is taken as noise.
+NOISE = 0.05
+NOISE_US = 10
+
+
+def rst_table(headers, rows):
+    """A reStructuredText simple table (also readable as plain text)."""
+    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    rule = '  '.join('=' * w for w in widths)
+
+    def line(row):
+        return '  '.join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
+    return [rule, line(cells[0]), rule] + [line(r) for r in cells[1:]] + [rule]
+
+
+def trips(value):
+    return ('%.2f' % value).rstrip('0').rstrip('.') if value != int(value) else str(int(value))
+
+
+def _failed(row):
+    return row is not None and row.get('error')
+
+
+def scenario_tables(real, libraries, chosen, notes, rounds=1):
+    """One table per scenario; a populated store's rows beside the empty store's."""
+    lines = []
+    scenarios = []
+    for scenario, _ in chosen:
+        if scenario not in scenarios:
+            scenarios.append(scenario)
+    for scenario in scenarios:
+        populations = [p for s, p in chosen if s == scenario]
+        populated = any(populations)
+        headers = ['library'] + (['other sessions stored'] if populated else []) + [
+            'requests/s', 'round trips/request', 'bytes sent/request']
+        concurrency = scenario == 'concurrency'
+        if concurrency:
+            headers.append('lost updates')
+        table, failures, once = [], [], []
+        for library in libraries:
+            for population in populations:
+                row = real.get((scenario, population, library.name))
+                if row is None:
+                    continue
+                cells = [library.name] + ([thousands(population)] if populated else [])
+                if _failed(row):
+                    cells += ['failed'] * (len(headers) - len(cells))
+                    failures.append('%s, %s: failed: %s' % (
+                        library.name, label(scenario, population), row['error']))
+                else:
+                    cells += [_rate(row['requests_per_s']), trips(row['round_trips']),
+                              '%.0f' % row['bytes_written']]
+                    if concurrency:
+                        cells.append('%d of %d' % (row['lost_updates'], row['expected_updates']))
+                    if row.get('slow_run_s') and rounds > 1:
+                        once.append('%s, %s: one timed run, not %d (it took %.0f s).' % (
+                            library.name, label(scenario, population), rounds,
+                            row['slow_run_s']))
+                table.append(cells)
+        if not table:
+            continue
+        skipped = ['%s: not run (%s).' % (lib.name, lib.unsupported[scenario])
+                   for lib in libraries if scenario in lib.unsupported]
+        if populated:
+            skipped += ['%s: not run with other sessions stored (%s).' % (lib.name, lib.no_store)
+                        for lib in libraries
+                        if lib.no_store and scenario not in lib.unsupported]
+        lines += [scenario, '-' * len(scenario), ''] + rst_table(headers, table)
+        extra = skipped + failures + once + notes.get(scenario, [])
+        lines += [''] + extra if extra else []
+        lines.append('')
+    return lines
+
+
+def cpu_table(cpu, libraries, chosen):
+    """Client CPU µs per request: one row per measurement, one column per library."""
+    names = [lib.name for lib in libraries]
+    table = []
+    for scenario, population in chosen:
+        cells = [label(scenario, population)]
+        for name in names:
+            row = cpu.get((scenario, population, name))
+            if row is None:
+                cells.append('—')
+            elif _failed(row):
+                cells.append('failed')
+            else:
+                cells.append('%.0f' % row['cpu_us'])
+        if any(cell != '—' for cell in cells[1:]):
+            table.append(cells)
+    return rst_table(['scenario'] + names, table) if table else []
+
+
+def ratio_tables(real, cpu, libraries, chosen):
+    """pyramid_mongosession ÷ each peer: requests/s (real server) and CPU (the CPU runs)."""
+    peers = [lib.name for lib in libraries if lib.name != OURS]
+    if not peers or not any(OURS == lib.name for lib in libraries):
+        return []
+    lines = []
+    for title, source, key in [
+            ('Requests per second, %s ÷ peer (above 1: %s is faster)' % (OURS, OURS),
+             real, 'requests_per_s'),
+            ('CPU per request, %s ÷ peer (below 1: %s uses less)' % (OURS, OURS),
+             cpu, 'cpu_us')]:
+        table = []
+        for scenario, population in chosen:
+            ours = source.get((scenario, population, OURS))
+            if ours is None or _failed(ours):
+                continue
+            cells = [label(scenario, population)]
+            for peer in peers:
+                other = source.get((scenario, population, peer))
+                cells.append('—' if other is None or _failed(other) or not other[key]
+                             else '%.2f' % (ours[key] / other[key]))
+            table.append(cells)
+        if table:
+            lines += [title, ''] + rst_table(['scenario'] + peers, table) + ['']
+    return lines
+
+
+def _more_cpu(ours, other):
+    """Does ``ours`` use more CPU than ``other`` beyond noise (medians; NOISE, NOISE_US)?"""
+    return (ours['cpu_us'] > other['cpu_us'] * (1 + NOISE)
+            and ours['cpu_us'] - other['cpu_us'] > NOISE_US)
+
+
+def target_rows(real, cpu, chosen, cpu_where):
+    """The targets for pyramid_mongosession, as ``[target, wanted, measured, verdict]`` rows."""
+    rows = []
+
+    def add(target, wanted, measured, met):
+        rows.append([target, wanted, measured, 'met' if met else 'MISSED'])
+
+    populations = {}
+    for scenario, population in chosen:
+        populations.setdefault(scenario, []).append(population)
+
+    for scenario, wanted in ROUND_TRIP_TARGETS:
+        for population in populations.get(scenario, ()):
+            row = real.get((scenario, population, OURS))
+            if row is None:
+                continue
+            target = 'round trips per request, %s' % label(scenario, population)
+            if scenario in HOW:
+                target += ' (%s)' % HOW[scenario]
+            want = 'at most %d' % wanted
+            if _failed(row):
+                add(target, want, 'failed (see its table)', False)
+            else:
+                add(target, want, trips(row['round_trips']), row['round_trips'] <= wanted)
+
+    row = real.get(('write-one-key-100kb', 0, OURS))
+    if row is not None:
+        target = 'bytes sent to change one key of a ~100 KB session'
+        want = 'at most %d' % BYTES_TARGET
+        if _failed(row):
+            add(target, want, 'failed (see its table)', False)
+        else:
+            add(target, want, '%.0f' % row['bytes_written'], row['bytes_written'] <= BYTES_TARGET)
+
+    for scenario in BEAKER_RATIO_SCENARIOS:
+        for population in populations.get(scenario, ()):
+            ours = real.get((scenario, population, OURS))
+            beaker = real.get((scenario, population, BEAKER))
+            if ours is None or beaker is None:
+                continue
+            target = 'requests/s over %s\'s, %s' % (BEAKER, label(scenario, population))
+            want = 'at least %.0f×' % BEAKER_RATIO_TARGET
+            if _failed(ours) or _failed(beaker):
+                failed = [('%s failed' % name) for name, r in ((OURS, ours), (BEAKER, beaker))
+                          if _failed(r)]
+                add(target, want, ', '.join(failed) + ': no comparison', False)
+                continue
+            ratio = ours['requests_per_s'] / beaker['requests_per_s']
+            add(target, want, '%s vs %s/s: %.2f×' % (_rate(ours['requests_per_s']),
+                                                     _rate(beaker['requests_per_s']), ratio),
+                ratio >= BEAKER_RATIO_TARGET)
+
+    for scenario, population in chosen:
+        ours = cpu.get((scenario, population, OURS))
+        redis_ = cpu.get((scenario, population, REDIS))
+        if ours is None or redis_ is None:
+            continue
+        target = 'CPU per request vs %s\'s (%s), %s' % (REDIS, cpu_where,
+                                                        label(scenario, population))
+        want = 'at most theirs'
+        if _failed(ours) or _failed(redis_):
+            failed = [('%s failed' % name) for name, r in ((OURS, ours), (REDIS, redis_))
+                      if _failed(r)]
+            add(target, want, ', '.join(failed) + ': no comparison', False)
+            continue
+        measured = '%.0f vs %.0f µs' % (ours['cpu_us'], redis_['cpu_us'])
+        over = _more_cpu(ours, redis_)
+        if not over and ours['cpu_us'] > redis_['cpu_us']:
+            measured += ' (higher by under %.0f%% or %d µs: noise)' % (NOISE * 100, NOISE_US)
+        add(target, want, measured, not over)
+    return rows
+
+
+def _rate(value):
+    return '%.0f' % value if value >= 10 else '%.2g' % value
