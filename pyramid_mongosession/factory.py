@@ -1,20 +1,26 @@
 """MongoSessionFactory: options in, one session per request out."""
+from __future__ import annotations
+
 import datetime
 import functools
 import logging
 import weakref
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from pyramid.interfaces import ISessionFactory
 from zope.interface import implementer
 
-from .accounts import Accounts
+from .accounts import Accounts, SessionRecord
 from .cookie import SessionCookie
 from .crypto import ValueCipher
 from .encoding import utcnow
 from .exceptions import SessionBackendError
 from .lifecycle import EndOfRequest, Expiry, publicly_cacheable
 from .session import MongoSession, SessionState
-from .store import RetiredSession, SessionStore
+from .store import RetiredSession, SessionStore, StoredSession
+
+if TYPE_CHECKING:
+    from pyramid.request import Request
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +51,7 @@ DEFAULTS = {
 }
 
 
-def _seconds(name, value, allow_zero=False):
+def _seconds(name: str, value: Any, allow_zero: bool = False) -> datetime.timedelta | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -55,7 +61,7 @@ def _seconds(name, value, allow_zero=False):
     return datetime.timedelta(seconds=value)
 
 
-def _checked(options):
+def _checked(options: Mapping[str, Any]) -> dict[str, Any]:
     """The factory's options with their defaults, each checked (TypeError, ValueError)."""
     unknown = set(options) - set(DEFAULTS)
     if unknown:
@@ -141,11 +147,11 @@ class MongoSessionFactory:
     Constructing the factory does no I/O.
     """
 
-    def __init__(self, collection, secret, **options):
+    def __init__(self, collection: Any, secret: str, **options: Any) -> None:
         settings = _checked(options)
         timeout = _seconds('timeout', settings['timeout'])
         reissue_time = _seconds('reissue_time', settings['reissue_time'], allow_zero=True)
-        if timeout is not None and reissue_time >= timeout:
+        if timeout is not None and reissue_time is not None and reissue_time >= timeout:
             raise ValueError('reissue_time must be shorter than timeout')
         max_age = settings['cookie_max_age']
         keys = settings['encryption_keys']
@@ -176,7 +182,7 @@ class MongoSessionFactory:
             rotation_grace=_seconds('rotation_grace', settings['rotation_grace'], allow_zero=True),
             accounts=self.accounts)
 
-    def __call__(self, request):
+    def __call__(self, request: Request) -> MongoSession:
         session_id = self.cookie.read(request)
         if session_id is None:
             state = SessionState(had_cookie=self.cookie.sent(request) is not None)
@@ -187,7 +193,8 @@ class MongoSessionFactory:
         self._end_of_request.register(request, state)
         return MongoSession(state)
 
-    def _load(self, session_id, request=None):
+    def _load(self, session_id: str, request: Callable[[], Request | None] | None = None
+              ) -> tuple[StoredSession | None, bool, bool]:
         """``(stored session or None, degraded, retired)`` for the id a request's cookie named.
 
         ``request`` is a weak reference to the request (for :class:`SessionExpired`
@@ -205,7 +212,7 @@ class MongoSessionFactory:
             return None, False, True
         return found, False, False
 
-    def revoke(self, query):
+    def revoke(self, query: Mapping[str, Any]) -> int:
         """Delete every session whose data matches ``query``; return how many.
 
         ``query`` maps session keys to values or MongoDB query operators::
@@ -217,27 +224,29 @@ class MongoSessionFactory:
         """
         return self.store.revoke(query)
 
-    def ensure_indexes(self):
+    def ensure_indexes(self) -> bool:
         """Create the TTL index now (it is otherwise created on first use)."""
         return self.store.ensure_indexes()
 
     # -- users and their sessions (see pyramid_mongosession.accounts) -------------
 
-    def user_sessions(self, userid):
+    def user_sessions(self, userid: Any) -> list[SessionRecord]:
         """The live sessions of ``userid``, newest first: a list of
         :class:`~pyramid_mongosession.accounts.SessionRecord` (``handle``,
         ``created``, ``last_seen``, ``expires``, ``user_agent``,
         ``client_address``). One indexed query."""
         return self.accounts.user_sessions(userid)
 
-    def revoke_session(self, handle, userid=None, request=None):
+    def revoke_session(self, handle: str, userid: Any = None,
+                       request: Request | None = None) -> bool:
         """End the session named by ``handle`` (only if it is ``userid``'s, when
         given); return True if it was there. ``request`` (by default the
         current one) is what the :class:`~pyramid_mongosession.SessionEnded`
         event carries."""
         return self.accounts.revoke_session(handle, userid, request)
 
-    def revoke_user(self, userid, keep=None, request=None):
+    def revoke_user(self, userid: Any, keep: str | None = None,
+                    request: Request | None = None) -> int:
         """End every session of ``userid`` but the one whose handle is
         ``keep``; return how many. ``keep=request.session.handle``: sign out
         everywhere else."""

@@ -12,11 +12,15 @@ The bookkeeping lives in a :class:`SessionState`, which the factory hands to
 the end of the request (:mod:`pyramid_mongosession.lifecycle`) explicitly;
 applications see only :class:`MongoSession`'s documented attributes.
 """
+from __future__ import annotations
+
 import binascii
 import datetime
 import os
 import uuid
-from collections.abc import MutableMapping
+from collections.abc import (
+    ItemsView, Iterator, KeysView, MutableMapping, ValuesView)
+from typing import Any, Callable
 
 import bson
 from pyramid.interfaces import ISession
@@ -60,7 +64,29 @@ class SessionState:
                  'id', 'data', 'created', 'expires', 'timeout', 'timeout_set', 'invalidated',
                  'flags', 'changed', 'pushes', 'snapshots', 'request', 'accounts')
 
-    def __init__(self, cookie_id=None, had_cookie=False, load=None):
+    cookie_id: str | None
+    had_cookie: bool
+    load: Callable[[], tuple[Any, bool, bool]] | None
+    found: bool | None
+    stored: Any
+    retired: bool
+    degraded: bool
+    id: str | None
+    data: dict[str, Any]
+    created: datetime.datetime
+    expires: datetime.datetime | None
+    timeout: float | None
+    timeout_set: bool
+    invalidated: bool
+    flags: dict[str, bool]
+    changed: set[str]
+    pushes: dict[str, list[Any]]
+    snapshots: dict[str, bytes]
+    request: Any
+    accounts: Any
+
+    def __init__(self, cookie_id: str | None = None, had_cookie: bool = False,
+                 load: Callable[[], tuple[Any, bool, bool]] | None = None) -> None:
         self.cookie_id = cookie_id
         self.had_cookie = had_cookie
         self.load = load
@@ -83,18 +109,19 @@ class SessionState:
         self.accounts = None
 
     @property
-    def loaded(self):
+    def loaded(self) -> bool:
         return self.found is not None
 
     @property
-    def may_exist(self):
+    def may_exist(self) -> bool:
         """Whether a stored session may be under ``cookie_id``: found, or not looked for."""
         return self.cookie_id is not None and self.found is not False
 
-    def ensure_loaded(self):
+    def ensure_loaded(self) -> None:
         """Load the stored session once, and lay this request's writes over it."""
         if self.found is not None:
             return
+        assert self.load is not None   # found is None only when there is something to load
         stored, self.degraded, self.retired = self.load()
         self.found = stored is not None
         if stored is None:
@@ -115,19 +142,19 @@ class SessionState:
         if not self.timeout_set:
             self.timeout = stored.timeout
 
-    def written(self):
+    def written(self) -> dict[str, Any]:
         """The values this request set (for a session it has not read)."""
         data = self.data
         return {key: data[key] for key in self.changed if key in data}
 
-    def fold_pushes(self):
+    def fold_pushes(self) -> None:
         """Append the flash messages kept for the server to the values in ``data``."""
         for key, messages in self.pushes.items():
             current = self.data.get(key)
             self.data[key] = (current if isinstance(current, list) else []) + messages
         self.pushes = {}
 
-    def forget(self):
+    def forget(self) -> None:
         """invalidate(): the data is dissociated; what is stored next starts a new session."""
         self.id = None
         self.invalidated = True
@@ -138,7 +165,7 @@ class SessionState:
         self.created = utcnow()
         self.expires = None
 
-    def changes(self):
+    def changes(self) -> tuple[dict[str, Any], set[str]]:
         """Return ``(changed, removed)``: the values to write and the keys to delete."""
         changed = set(self.changed)
         data = self.data
@@ -167,10 +194,10 @@ class SessionOptions(MutableMapping):
     :exc:`KeyError`.
     """
 
-    def __init__(self, state):
+    def __init__(self, state: SessionState) -> None:
         self._state = state
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: str) -> Any:
         if key in ('id', 'timeout'):
             state = self._state
             if state.found is None:
@@ -178,7 +205,7 @@ class SessionOptions(MutableMapping):
             return state.id if key == 'id' else state.timeout
         return self._state.flags[key]
 
-    def __setitem__(self, key, value):
+    def __setitem__(self, key: str, value: Any) -> None:
         if key == 'id':
             raise TypeError("options['id'] is read-only: set options['change_id'] "
                             "to give the session a new id")
@@ -194,34 +221,34 @@ class SessionOptions(MutableMapping):
             raise KeyError('unknown session option %r (known: %s)' % (key, ', '.join(OPTIONS)))
         self._state.flags[key] = bool(value)
 
-    def __delitem__(self, key):
+    def __delitem__(self, key: str) -> None:
         self[key] = None if key == 'timeout' else False
 
-    def clear(self):
+    def clear(self) -> None:
         for flag in FLAGS:
             self._state.flags[flag] = False
 
-    def popitem(self):
+    def popitem(self) -> tuple[str, Any]:
         raise KeyError('session options keep their keys: set them to False instead')
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(OPTIONS)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(OPTIONS)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return repr(dict(self))
 
 
-def _checked_key(key):
+def _checked_key(key: Any) -> str:
     if not isinstance(key, str):
         raise SessionValueError(
             'session keys must be strings (MongoDB field names), not %r' % (key,))
     return key
 
 
-def _epoch(when):
+def _epoch(when: datetime.datetime) -> float:
     return when.replace(tzinfo=datetime.timezone.utc).timestamp()
 
 
@@ -243,11 +270,11 @@ class MongoSession:
     not read yet does not check that the key exists.
     """
 
-    def __init__(self, state):
+    def __init__(self, state: SessionState) -> None:
         self._state = state
         self.options = SessionOptions(state)
 
-    def _loaded(self):
+    def _loaded(self) -> SessionState:
         state = self._state
         if state.found is None:
             state.ensure_loaded()
@@ -256,17 +283,17 @@ class MongoSession:
     # -- ISession ------------------------------------------------------------
 
     @property
-    def created(self):
+    def created(self) -> float:
         """When the session was created, in seconds since the epoch (to the millisecond)."""
         return _epoch(self._loaded().created)
 
     @property
-    def new(self):
+    def new(self) -> bool:
         """True until the session's data is stored under an id."""
         return self._loaded().id is None
 
     @property
-    def expires(self):
+    def expires(self) -> float | None:
         """When the stored session expires if left idle, in seconds since the epoch.
 
         The expiry as this request loaded it (each write moves it forward);
@@ -275,7 +302,7 @@ class MongoSession:
         expires = self._loaded().expires
         return None if expires is None else _epoch(expires)
 
-    def changed(self):
+    def changed(self) -> None:
         """Mark every value this request has read as changed, so it is written.
 
         Never needed: a value can only be changed in place after the request
@@ -286,14 +313,14 @@ class MongoSession:
         state = self._state
         state.changed.update(key for key in state.snapshots if key in state.data)
 
-    def change_id(self):
+    def change_id(self) -> None:
         """Store the session under a new id at the end of the request (after login).
 
         Short for ``self.options['change_id'] = True``.
         """
         self.options['change_id'] = True
 
-    def expire(self):
+    def expire(self) -> None:
         """Delete the session and clear its cookie at the end of the request (logout).
 
         Short for ``self.options['expire'] = True``.
@@ -301,7 +328,7 @@ class MongoSession:
         self.options['expire'] = True
 
     @property
-    def handle(self):
+    def handle(self) -> str | None:
         """The session's handle: a stable, non-secret name for it, or None while it has no id.
 
         What a page of the user's sessions marks as "this one", and
@@ -312,7 +339,7 @@ class MongoSession:
         state = self._loaded()
         return state.accounts.handle(state) if state.accounts is not None else None
 
-    def invalidate(self):
+    def invalidate(self) -> None:
         """Forget this session: its document is deleted at the end of the request.
 
         The session stays usable; data stored after ``invalidate()`` starts a
@@ -323,7 +350,7 @@ class MongoSession:
 
     # flash messages -------------------------------------------------------
 
-    def flash(self, msg, queue='', allow_duplicate=True):
+    def flash(self, msg: Any, queue: str = '', allow_duplicate: bool = True) -> None:
         key = _FLASH_PREFIX + queue
         state = self._state
         if allow_duplicate and state.found is None and key not in state.data:
@@ -339,20 +366,20 @@ class MongoSession:
             messages.append(msg)
             state.changed.add(key)
 
-    def pop_flash(self, queue=''):
+    def pop_flash(self, queue: str = '') -> list[Any]:
         return self.pop(_FLASH_PREFIX + queue, [])
 
-    def peek_flash(self, queue=''):
+    def peek_flash(self, queue: str = '') -> list[Any]:
         return self.get(_FLASH_PREFIX + queue, [])
 
     # CSRF (what Pyramid's LegacySessionCSRFStoragePolicy calls) -------------
 
-    def new_csrf_token(self):
+    def new_csrf_token(self) -> str:
         token = binascii.hexlify(os.urandom(20)).decode('ascii')
         self[_CSRF_KEY] = token
         return token
 
-    def get_csrf_token(self):
+    def get_csrf_token(self) -> str:
         token = self._loaded().data.get(_CSRF_KEY)
         if token is None:
             token = self.new_csrf_token()
@@ -360,27 +387,27 @@ class MongoSession:
 
     # -- the dict --------------------------------------------------------------
 
-    def _expose(self, key, value):
+    def _expose(self, key: str, value: Any) -> Any:
         state = self._state
         if (not isinstance(value, _IMMUTABLE) and key not in state.changed
                 and key not in state.snapshots):
             state.snapshots[key] = encode_value(value)
         return value
 
-    def _expose_all(self):
+    def _expose_all(self) -> None:
         for key, value in self._loaded().data.items():
             self._expose(key, value)
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: str) -> Any:
         return self._expose(key, self._loaded().data[key])
 
-    def get(self, key, default=None):
+    def get(self, key: str, default: Any = None) -> Any:
         value = self._loaded().data.get(key, _MISSING)
         if value is _MISSING:
             return default
         return self._expose(key, value)
 
-    def __setitem__(self, key, value):
+    def __setitem__(self, key: str, value: Any) -> None:
         """Set ``key``; a value no server can store raises :class:`SessionValueError` here."""
         check_value(_checked_key(key), value)
         state = self._state
@@ -388,7 +415,7 @@ class MongoSession:
         state.changed.add(key)
         state.pushes.pop(key, None)
 
-    def __delitem__(self, key):
+    def __delitem__(self, key: str) -> None:
         state = self._state
         if state.found is None:
             # Not read yet: a blind $unset, whether or not the key is stored.
@@ -398,37 +425,37 @@ class MongoSession:
             del state.data[key]
         state.changed.add(key)
 
-    def __contains__(self, key):
+    def __contains__(self, key: object) -> bool:
         return key in self._loaded().data
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self._loaded().data)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._loaded().data)
 
-    def keys(self):
+    def keys(self) -> KeysView[str]:
         return self._loaded().data.keys()
 
-    def values(self):
+    def values(self) -> ValuesView[Any]:
         self._expose_all()
         return self._state.data.values()
 
-    def items(self):
+    def items(self) -> ItemsView[str, Any]:
         self._expose_all()
         return self._state.data.items()
 
-    def copy(self):
+    def copy(self) -> dict[str, Any]:
         self._expose_all()
         return dict(self._state.data)
 
-    def setdefault(self, key, default=None):
+    def setdefault(self, key: str, default: Any = None) -> Any:
         if key in self._loaded().data:
             return self[key]
         self[key] = default
         return default
 
-    def pop(self, key, default=_MISSING):
+    def pop(self, key: str, default: Any = _MISSING) -> Any:
         data = self._loaded().data
         if key in data:
             self._state.changed.add(key)
@@ -437,21 +464,21 @@ class MongoSession:
             raise KeyError(key)
         return default
 
-    def popitem(self):
+    def popitem(self) -> tuple[str, Any]:
         key, value = self._loaded().data.popitem()
         self._state.changed.add(key)
         return key, value
 
-    def update(self, *args, **kwargs):
+    def update(self, *args: Any, **kwargs: Any) -> None:
         for key, value in dict(*args, **kwargs).items():
             self[key] = value
 
-    def clear(self):
+    def clear(self) -> None:
         data = self._loaded().data
         self._state.changed.update(data)
         data.clear()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = self._state
         if state.found is None:
             return '<%s not read yet, writes %r>' % (type(self).__name__, state.data)
