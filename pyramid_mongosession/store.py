@@ -41,7 +41,6 @@ import time
 import bson
 import pymongo
 from bson.binary import UuidRepresentation
-from bson.raw_bson import RawBSONDocument
 from pymongo import IndexModel
 from pymongo.errors import DocumentTooLarge, DuplicateKeyError, OperationFailure, PyMongoError
 
@@ -76,7 +75,6 @@ ENCRYPTION_OVERHEAD = 40
 #: decoded BSON of each document, with UUIDs as the BSON binaries they are.
 _EMBEDDED_CODEC_OPTIONS = CODEC_OPTIONS.with_options(
     uuid_representation=UuidRepresentation.UNSPECIFIED)
-_RAW_CODEC_OPTIONS = CODEC_OPTIONS.with_options(document_class=RawBSONDocument)
 #: The account fields of a session document (see pyramid_mongosession.accounts).
 HANDLE, LAST_SEEN, USER, CLIENT = 'handle', 'last_seen', 'user', 'client'
 ACCOUNT_FIELDS = (HANDLE, LAST_SEEN, USER, CLIENT)
@@ -248,21 +246,15 @@ class SessionStore:
                                             and client_timeout == self.operation_timeout)
                     try:
                         collection = source.with_options(codec_options=CODEC_OPTIONS)
-                        raw = source.with_options(codec_options=_RAW_CODEC_OPTIONS)
                         self._embedded = False
                     except NotImplementedError:
                         # mongomock (the embedded backend) keeps Python objects:
                         # documents pass through BSON on their way (see _sent).
-                        collection = raw = source
+                        collection = source
                         self._embedded = True
-                    process = self._process = (os.getpid(), collection, raw)
+                    process = self._process = (os.getpid(), collection)
                     self._indexed = False
         return process[1]
-
-    def _raw_collection(self):
-        """The collection, answering with raw BSON: its size is known, and it is decoded once."""
-        self.collection()
-        return self._process[2]
 
     def _call(self, what, operation, *args, **kwargs):
         """Run one database call, bounded by ``operation_timeout``; map its errors.
@@ -372,14 +364,14 @@ class SessionStore:
     def _check_size(self, bound, data):
         """Refuse to store ``data`` if it exceeds ``max_size`` or MongoDB's document limit.
 
-        ``bound`` is an upper bound of the stored document's size; the data
-        is measured exactly only when the bound is over a limit, so a small
-        write to a large session costs no encoding of the whole session.
+        ``bound`` is an upper bound of the stored document's size, or None if
+        unknown; the data is measured exactly only when the bound is unknown
+        or over a limit.
         """
         limit = MAX_DOCUMENT_SIZE - DOCUMENT_HEADROOM
         if self.max_size is not None:
             limit = min(limit, self.max_size)
-        if bound <= limit:
+        if bound is not None and bound <= limit:
             return
         sizes = {key: len(encode_value(value)) for key, value in data.items()}
         size = sum(sizes.values()) + sum(
@@ -432,7 +424,7 @@ class SessionStore:
         the document is there but has expired, ``expired(handle, user)`` is
         called, if given.
         """
-        collection = self._raw_collection()
+        collection = self.collection()
         document = self._call('load a session', collection.find_one,
                               {'_id': document_id(session_id)})
         if document is None:
@@ -440,11 +432,10 @@ class SessionStore:
         return self._stored(session_id, document, now, expired)
 
     def _stored(self, session_id, document, now, expired=None):
-        if isinstance(document, RawBSONDocument):
-            raw = document.raw
-        else:   # mongomock
+        size = None   # not measured: decoding raw BSON through pymongo costs more than it saves
+        if self._embedded:   # mongomock: through BSON, as from a server
             raw = bson.encode(document, codec_options=_EMBEDDED_CODEC_OPTIONS)
-        document = bson.decode(raw, codec_options=CODEC_OPTIONS)
+            document, size = bson.decode(raw, codec_options=CODEC_OPTIONS), len(raw)
         expires = document.get('expires')
         if 'retired' in document:
             return RetiredSession(expires) if expires is not None and expires > now else None
@@ -465,7 +456,7 @@ class SessionStore:
         account = {name: document[name] for name in ACCOUNT_FIELDS if name in document}
         user = data.get(self.user_key) if self.user_key is not None else None
         return StoredSession(data, document.get('created'), document.get('expires'),
-                             document.get('v', 0), stale, len(raw), document.get('timeout'),
+                             document.get('v', 0), stale, size, document.get('timeout'),
                              account, user)
 
     def insert(self, session_id, data, created, expires, timeout=None, account=None):
@@ -524,7 +515,7 @@ class SessionStore:
         update, size = self._update_document(session_id, changed, removed, expires, pushes,
                                              timeout, account)
         if data is not None:
-            self._check_size(stored_size + size, data)
+            self._check_size(None if stored_size is None else stored_size + size, data)
         collection = self.collection()
         try:
             with _naming_refused(dict(changed, **(pushes or {}))):
@@ -586,7 +577,7 @@ class SessionStore:
         query = {'_id': document_id(session_id), 'retired': {'$exists': False}}
         if self.detect_conflicts and version is not None:
             query['v'] = version
-        collection = self._raw_collection()
+        collection = self.collection()
         if retire_for:
             document = self._call('move a session', collection.find_one_and_replace, query,
                                   {'retired': now, 'expires': now + retire_for})
