@@ -42,7 +42,9 @@ import bson
 import pymongo
 from bson.binary import UuidRepresentation
 from pymongo import IndexModel
-from pymongo.errors import DocumentTooLarge, DuplicateKeyError, OperationFailure, PyMongoError
+from pymongo.errors import (
+    DocumentTooLarge, DuplicateKeyError, ExecutionTimeout, NetworkTimeout, OperationFailure,
+    PyMongoError)
 
 from .crypto import DecryptionError
 from .encoding import (
@@ -280,6 +282,9 @@ class SessionStore:
 
     def _error(self, what, exc):
         """This package's error for pymongo's ``exc``: an outage, or a value refused."""
+        if isinstance(exc, (NetworkTimeout, ExecutionTimeout)):
+            return SessionBackendError('MongoDB did not answer in time: could not %s: %s'
+                                       % (what, exc))
         if unreachable(exc):
             return SessionBackendError('MongoDB is unreachable: could not %s: %s' % (what, exc))
         code = exc.code if isinstance(exc, OperationFailure) else None
