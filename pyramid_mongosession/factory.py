@@ -175,9 +175,10 @@ class MongoSessionFactory:
         self.accounts = Accounts(self.store, track_clients=bool(settings['track_clients']),
                                  max_sessions_per_user=cap)
         self.degrade_on_outage = settings['degrade_on_outage']
+        expiry = Expiry(timeout, reissue_time,
+                        _seconds('absolute_timeout', settings['absolute_timeout']))
         self._end_of_request = EndOfRequest(
-            self.store, self.cookie,
-            Expiry(timeout, reissue_time, _seconds('absolute_timeout', settings['absolute_timeout'])),
+            self.store, self.cookie, expiry,
             is_cacheable=settings['is_cacheable'], degrade_on_outage=self.degrade_on_outage,
             rotation_grace=_seconds('rotation_grace', settings['rotation_grace'], allow_zero=True),
             accounts=self.accounts)

@@ -3,6 +3,7 @@ import threading
 
 import pytest
 import webtest
+from pyramid.interfaces import ISessionFactory
 from pyramid.response import Response
 
 from pyramid_mongosession import MongoSessionFactory
@@ -106,7 +107,7 @@ def test_id_is_read_only(app):
         with pytest.raises(KeyError):
             options['chnage_id'] = True
         return Response('ok')
-    factory = app.app.registry.queryUtility(__import__('pyramid.interfaces').interfaces.ISessionFactory)
+    factory = app.app.registry.queryUtility(ISessionFactory)
     config = make_config(factory)
     config.add_route('view', '/view')
     config.add_view(view, route_name='view')
