@@ -138,16 +138,16 @@ def test_change_id_with_no_store_stores_a_new_session(app, collection, query):
 
 # -- late_store on responses whose body is never sent, or only in part ------------------
 
-def browser(collection, cookie=None, **views):
-    """A TestApp for ``views`` (route name -> view) beside the suite's /session view."""
-    config = make_config(MongoSessionFactory(collection, SECRET))
-    for name, view in views.items():
-        config.add_route(name, '/' + name)
-        config.add_view(view, route_name=name)
-    app = webtest.TestApp(config.make_wsgi_app())
-    if cookie is not None:
-        app.set_cookie('session', cookie)
-    return app
+@pytest.fixture
+def browser(build_app):
+    """``browser(collection, cookie=None, **views)``: an application with these views,
+    holding ``cookie`` (see build_app)."""
+    def make(collection, cookie=None, **views):
+        app = build_app(collection, views=views)
+        if cookie is not None:
+            app.set_cookie('session', cookie)
+        return app
+    return make
 
 
 def late_view(request):
@@ -163,7 +163,7 @@ def late_view(request):
 
 
 @pytest.mark.parametrize('request_kind', ['GET', 'HEAD', 'If-None-Match', 'Range'])
-def test_late_store_stores_whatever_happens_to_the_body(collection, request_kind):
+def test_late_store_stores_whatever_happens_to_the_body(collection, request_kind, browser):
     app = browser(collection, late=late_view)
     if request_kind == 'HEAD':
         response = app.head('/late')
@@ -199,7 +199,7 @@ def broken_stream(ending):
     return view
 
 
-def test_late_store_stores_nothing_when_the_body_raises(app, collection):
+def test_late_store_stores_nothing_when_the_body_raises(app, collection, browser):
     app.get('/session?set=a:1')
     broken = browser(collection, app.cookies['session'], broken=broken_stream(None))
     with pytest.raises(RuntimeError):
@@ -208,7 +208,7 @@ def test_late_store_stores_nothing_when_the_body_raises(app, collection):
 
 
 @pytest.mark.parametrize('ending', ['invalidate', 'expire'])
-def test_an_ended_session_is_gone_even_when_the_body_raises(app, collection, ending):
+def test_an_ended_session_is_gone_even_when_the_body_raises(app, collection, ending, browser):
     app.get('/session?set=user:"alice"')
     old_cookie = app.cookies['session']
     broken = browser(collection, old_cookie, broken=broken_stream(ending))
@@ -220,7 +220,7 @@ def test_an_ended_session_is_gone_even_when_the_body_raises(app, collection, end
 
 # -- a session that expires while a request is in flight ---------------------------------
 
-def test_change_id_after_the_idle_expiry_does_not_revive_the_session(app, collection):
+def test_change_id_after_the_idle_expiry_does_not_revive_the_session(app, collection, browser):
     app.get('/session?set=user:"alice"')
 
     def login(request):
@@ -238,7 +238,7 @@ def test_change_id_after_the_idle_expiry_does_not_revive_the_session(app, collec
 
 # -- created -------------------------------------------------------------------------
 
-def test_created_is_the_same_on_every_request(collection):
+def test_created_is_the_same_on_every_request(collection, browser):
     def create(request):
         request.session['a'] = 1
         return Response(json=request.session.created)

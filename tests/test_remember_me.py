@@ -25,12 +25,11 @@ def forget_me(request):
     return Response('ok')
 
 
-def browser(collection, **options):
-    config = make_config(MongoSessionFactory(collection, SECRET, **options))
-    for name, view in (('login', login), ('forget', forget_me)):
-        config.add_route(name, '/' + name)
-        config.add_view(view, route_name=name)
-    return webtest.TestApp(config.make_wsgi_app())
+@pytest.fixture
+def browser(build_app):
+    """``browser(collection, **options)``: the login application (see build_app)."""
+    return lambda collection, **options: build_app(
+        collection, views={'login': login, 'forget': forget_me}, **options)
 
 
 def expiry_in_seconds(collection):
@@ -39,7 +38,7 @@ def expiry_in_seconds(collection):
     return (document['expires'] - now).total_seconds()
 
 
-def test_remember_me_makes_the_session_and_its_cookie_last(collection):
+def test_remember_me_makes_the_session_and_its_cookie_last(collection, browser):
     app = browser(collection)
     app.get('/session?set=visits:1')
     response = app.get('/login?remember=1')
@@ -52,7 +51,7 @@ def test_remember_me_makes_the_session_and_its_cookie_last(collection):
     assert app.get('/session').json['data'] == {'visits': 2, 'user': 'alice'}
 
 
-def test_other_sessions_keep_browser_session_cookies(collection):
+def test_other_sessions_keep_browser_session_cookies(collection, browser):
     app = browser(collection)
     app.get('/session?set=visits:1')
     response = app.get('/login')
@@ -60,7 +59,7 @@ def test_other_sessions_keep_browser_session_cookies(collection):
     assert expiry_in_seconds(collection) <= 1200
 
 
-def test_a_write_that_did_not_read_keeps_the_sessions_own_timeout(collection, round_trips):
+def test_a_write_that_did_not_read_keeps_the_sessions_own_timeout(collection, round_trips, browser):
     app = browser(collection)
     app.get('/session?set=visits:1')
     app.get('/login?remember=1')
@@ -72,7 +71,7 @@ def test_a_write_that_did_not_read_keeps_the_sessions_own_timeout(collection, ro
     assert app.get('/session').json['data'] == {'visits': 3, 'user': 'alice'}
 
 
-def test_the_persistent_cookie_slides_with_the_expiry(collection):
+def test_the_persistent_cookie_slides_with_the_expiry(collection, browser):
     app = browser(collection, reissue_time=60)
     app.get('/login?remember=1')
     # Time passes: the stored expiry is now two minutes short of a month away.
@@ -82,13 +81,13 @@ def test_the_persistent_cookie_slides_with_the_expiry(collection):
     assert 'Max-Age=%d' % MONTH in response.headers['Set-Cookie']
 
 
-def test_absolute_timeout_still_caps_it(collection):
+def test_absolute_timeout_still_caps_it(collection, browser):
     app = browser(collection, absolute_timeout=3600)
     app.get('/login?remember=1')
     assert expiry_in_seconds(collection) <= 3600
 
 
-def test_back_to_the_default(collection):
+def test_back_to_the_default(collection, browser):
     app = browser(collection)
     app.get('/login?remember=1')
     response = app.get('/forget')

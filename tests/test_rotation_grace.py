@@ -37,17 +37,16 @@ def logout(request):
     return Response('bye')
 
 
-def make_browser(collection, **options):
-    config = make_config(MongoSessionFactory(collection, SECRET, **options))
-    for name, view in (('login', login), ('form', store_csrf_token), ('whoami', read_user),
-                       ('logout', logout)):
-        config.add_route(name, '/' + name)
-        config.add_view(view, route_name=name)
-    return webtest.TestApp(config.make_wsgi_app())
+@pytest.fixture
+def make_browser(build_app):
+    """``make_browser(collection, **options)``: the login application (see build_app)."""
+    return lambda collection, **options: build_app(
+        collection, views={'login': login, 'form': store_csrf_token, 'whoami': read_user,
+                           'logout': logout}, **options)
 
 
 @pytest.fixture
-def logged_in(collection):
+def logged_in(collection, make_browser):
     """A browser that had a session, logged in, and kept the pre-login cookie."""
     browser = make_browser(collection)
     browser.get('/session?set=visits:1')
@@ -96,7 +95,7 @@ def document_id_of(cookie, collection):
     return tombstone['_id']
 
 
-def test_a_request_that_started_before_the_login_ends_without_a_cookie(collection):
+def test_a_request_that_started_before_the_login_ends_without_a_cookie(collection, make_browser):
     """The race itself: the slow request loads with the old id, the login happens, it ends."""
     loaded, release = threading.Event(), threading.Event()
 
@@ -126,7 +125,7 @@ def test_a_request_that_started_before_the_login_ends_without_a_cookie(collectio
     assert browser.get('/whoami').json == {'user': 'alice', 'token': None}
 
 
-def test_without_grace_the_old_document_goes_at_once(collection):
+def test_without_grace_the_old_document_goes_at_once(collection, make_browser):
     browser = make_browser(collection, rotation_grace=0)
     browser.get('/session?set=visits:1')
     old_cookie = browser.cookies['session']

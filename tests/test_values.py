@@ -40,18 +40,16 @@ REFUSED_EVERYWHERE = {
 }
 
 
-def browser(collection, **views):
-    config = make_config(MongoSessionFactory(collection, SECRET))
-    for name, view in views.items():
-        config.add_route(name, '/' + name)
-        config.add_view(view, route_name=name)
-    return webtest.TestApp(config.make_wsgi_app())
+@pytest.fixture
+def browser(build_app):
+    """``browser(collection, **views)``: an application with these views (see build_app)."""
+    return lambda collection, **views: build_app(collection, views=views)
 
 
 # -- refused at assignment, naming the key, at the view's line ----------------------
 
 @pytest.mark.parametrize('value', REFUSED_EVERYWHERE.values(), ids=REFUSED_EVERYWHERE.keys())
-def test_unstorable_value_is_refused_where_the_view_stores_it(backend_collection, value):
+def test_unstorable_value_is_refused_where_the_view_stores_it(backend_collection, value, browser):
     caught = {}
 
     def view(request):
@@ -73,7 +71,7 @@ def test_unstorable_value_is_refused_where_the_view_stores_it(backend_collection
     assert app.get('/session').json['data'] == {'fine': 1}
 
 
-def test_deepest_storable_value_round_trips(backend_collection):
+def test_deepest_storable_value_round_trips(backend_collection, browser):
     app = browser(backend_collection)
     deep = nested(MAX_VALUE_DEPTH)
     config_view = browser(backend_collection, deep=lambda request: (
@@ -113,7 +111,7 @@ AWKWARD_KEY = st.one_of(
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(key=AWKWARD_KEY)
-def test_every_string_key_can_be_set_changed_and_deleted(collection, key):
+def test_every_string_key_can_be_set_changed_and_deleted(collection, key, browser):
     collection.delete_many({})
 
     def request(**ops):
@@ -146,7 +144,8 @@ def test_every_string_key_can_be_set_changed_and_deleted(collection, key):
 NINE_MB = 'x' * (9 * 1024 * 1024)
 
 
-def test_two_large_keys_in_separate_requests_are_refused_before_sending(backend_collection):
+def test_two_large_keys_in_separate_requests_are_refused_before_sending(backend_collection,
+                                                                        browser):
     app = browser(backend_collection, big=lambda request: (
         request.session.__setitem__(request.params['key'], NINE_MB), Response('ok'))[1])
     app.get('/big?key=first')
@@ -156,7 +155,7 @@ def test_two_large_keys_in_separate_requests_are_refused_before_sending(backend_
     assert backend_collection.count_documents({}) == 1
 
 
-def test_two_large_keys_in_one_request_are_refused(backend_collection):
+def test_two_large_keys_in_one_request_are_refused(backend_collection, browser):
     def view(request):
         request.session['first'] = NINE_MB
         request.session['second'] = NINE_MB
@@ -166,7 +165,7 @@ def test_two_large_keys_in_one_request_are_refused(backend_collection):
     assert backend_collection.count_documents({}) == 0
 
 
-def test_change_id_of_an_oversized_session_is_refused(backend_collection):
+def test_change_id_of_an_oversized_session_is_refused(backend_collection, browser):
     def view(request):
         request.session[request.params['key']] = NINE_MB
         if 'rotate' in request.params:
@@ -179,7 +178,7 @@ def test_change_id_of_an_oversized_session_is_refused(backend_collection):
     assert backend_collection.count_documents({}) == 1   # the old session, as it was
 
 
-def test_value_over_the_limit_is_refused_at_assignment(backend_collection):
+def test_value_over_the_limit_is_refused_at_assignment(backend_collection, browser):
     def view(request):
         with pytest.raises(SessionValueError, match="'huge'.*larger than MongoDB"):
             request.session['huge'] = b'x' * (MAX_DOCUMENT_SIZE + 1)
@@ -220,7 +219,7 @@ def test_server_dependent_values_are_stored_or_refused_as_values(collection, val
         assert stored == (list(map(list, value)) if isinstance(value, list) else value)
 
 
-def test_embedded_backend_stores_uuids_as_a_server_does(backend_collection):
+def test_embedded_backend_stores_uuids_as_a_server_does(backend_collection, browser):
     token = uuid.uuid4()
     seen = {}
 
