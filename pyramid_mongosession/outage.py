@@ -58,7 +58,7 @@ class OutageBreaker:
                 return True
             since, message = self._down
         raise SessionBackendError(
-            'MongoDB is unreachable (for %.0f s: %s); the next attempt is in at most %.0f s'
+            'MongoDB is unavailable (for %.0f s: %s); the next attempt is in at most %.0f s'
             % (now - since, message, max(self._next_probe - now, 0) or self.probe_interval))
 
     def abandon(self, probe: bool) -> None:

@@ -36,7 +36,7 @@ def test_calls_pass_while_the_server_answers(breaker):
 def test_unreachable_server_fails_calls_at_once_until_the_interval(breaker, clock):
     breaker.record(breaker.admit(), ServerSelectionTimeoutError('no servers'))
     clock.now += 4.9
-    with pytest.raises(SessionBackendError, match='unreachable.*no servers'):
+    with pytest.raises(SessionBackendError, match='unavailable.*no servers'):
         breaker.admit()
     clock.now += 0.2
     assert breaker.admit() is True                 # one probe
