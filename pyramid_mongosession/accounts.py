@@ -36,7 +36,7 @@ from pyramid.interfaces import ISessionFactory
 from pyramid.threadlocal import get_current_registry, get_current_request
 from zope.interface import implementedBy
 
-from .encoding import utcnow
+from .encoding import is_user_id, utcnow
 from .store import CLIENT, HANDLE, LAST_SEEN, USER, document_id, session_handle
 
 #: Why a session ended (:attr:`SessionEnded.reason`): its request set
@@ -375,24 +375,26 @@ class Accounts:
 
         With a subscriber to :class:`SessionEnded`, a session the request did
         not read is deleted by a find-and-delete that returns its handle and
-        user (still one round trip).
+        user (still one round trip). Returns whether a session was deleted
+        (a tombstone never is), or None if the delete failed (it was logged).
         """
         request = _request_of(state)
         registry = getattr(request, 'registry', None)
         if not _wants(registry, SessionEnded):
-            self.store.remove(state.cookie_id)
-            return
+            return self.store.remove(state.cookie_id)
         reason = EXPIRE if state.flags['expire'] else INVALIDATE
         stored = state.stored
         if stored is not None:
-            if self.store.remove(state.cookie_id):
+            removed = self.store.remove(state.cookie_id)
+            if removed:
                 handle = stored.account.get(HANDLE) or session_handle(
                     document_id(state.cookie_id))
                 registry.notify(SessionEnded(request, handle, stored.user, reason))
-            return
+            return removed
         gone = self.store.take_ended(state.cookie_id)
-        if gone is not None:
+        if gone:
             registry.notify(SessionEnded(request, gone[0], gone[1], reason))
+        return None if gone is None else bool(gone)
 
     def expired_hook(self, request):
         """For :meth:`SessionStore.load`: a callable that publishes
@@ -407,7 +409,8 @@ class Accounts:
 
     def _userid(self, data):
         key = self.user_key
-        return data.get(key) if key is not None else None
+        value = data.get(key) if key is not None else None
+        return value if value is None or is_user_id(value) else None
 
     @staticmethod
     def _notify(request, event_class, handle, userid):

@@ -34,7 +34,7 @@ from bson.json_util import RELAXED_JSON_OPTIONS, dumps as json_dumps, loads as j
 from pyramid.exceptions import ConfigurationError
 
 from .crypto import new_key
-from .encoding import utcnow
+from .encoding import is_user_id, utcnow
 from .exceptions import SessionStoreError
 from .settings import EMBEDDED_SCHEME, PREFIX, session_factory_from_settings
 
@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         help='the query as a JSON object, e.g. \'{"user_id": 42}\'; '
              'combined with any KEY=VALUE arguments')
     revoke.add_argument(
-        '--user', metavar='USERID', type=parse_value,
+        '--user', metavar='USERID', type=parse_user_id,
         help='end the sessions of this user (the value of the session key '
              'mongodb_session.user_key)')
     revoke.add_argument(
@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
                     '(the user id is indexed as a keyed hash).',
         epilog='USERID is read as JSON when it parses (42, "42") and as a string '
                'otherwise.')
-    sessions.add_argument('userid', metavar='USERID', type=parse_value,
+    sessions.add_argument('userid', metavar='USERID', type=parse_user_id,
                           help='the user id, as the session key mongodb_session.user_key '
                                'holds it')
     sessions.add_argument('--json', action='store_true', dest='as_json',
@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog='USERID is read as JSON when it parses (42, "42") and as a string '
                'otherwise. The output is MongoDB Extended JSON, relaxed: dates as '
                '{"$date": "..."}.')
-    export.add_argument('userid', metavar='USERID', type=parse_value,
+    export.add_argument('userid', metavar='USERID', type=parse_user_id,
                         help='the user id, as the session key mongodb_session.user_key '
                              'holds it')
     return parser
@@ -454,6 +454,17 @@ def parse_value(text: str) -> Any:
         return json_loads(text)
     except (ValueError, TypeError, BSONError):
         return text
+
+
+def parse_user_id(text: str) -> Any:
+    """A user id argument: as :func:`parse_value`, and only a value that is a user id
+    (a string, an integer, a UUID, an ObjectId), never query operators or a list."""
+    value = parse_value(text)
+    if not is_user_id(value):
+        raise argparse.ArgumentTypeError(
+            'a user id is a string, an integer, a UUID or an ObjectId, matched exactly; '
+            'not %r' % (value,))
+    return value
 
 
 def revoke_query(args: argparse.Namespace) -> dict[str, Any]:

@@ -7,28 +7,23 @@ here in the same format, so that besides the current ``secret`` each of the
 first, compared with :func:`hmac.compare_digest`. A cookie that does not
 verify is rejected here, before anything asks the database about it; one that
 verifies only with an old secret is signed again with the current secret on
-the response.
+the response, once the end of the request has found its session live.
 """
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import hmac
 import logging
 import re
 import secrets
-from typing import TYPE_CHECKING, Callable, Iterable, Union
+from typing import TYPE_CHECKING, Iterable, Union
 
 from webob.cookies import SignedCookieProfile
 
 if TYPE_CHECKING:
     from pyramid.request import Request
     from pyramid.response import Response
-
-    #: ``is_cacheable(request, response)``: whether the response must not carry a
-    #: session cookie.
-    IsCacheable = Callable[[Request, Response], bool]
 
 #: A cookie signing secret.
 Secret = Union[str, bytes]
@@ -106,16 +101,13 @@ class SessionCookie:
     """Reads and writes the signed session-id cookie of one application.
 
     ``secret`` signs; ``old_secrets`` (a list) are still accepted when
-    verifying, after ``secret``. ``is_cacheable(request, response)`` is the
-    factory's check for responses that must not carry a session cookie: a
-    cookie re-issued under the current secret never goes on those.
+    verifying, after ``secret``.
     """
 
     def __init__(self, secret: Secret, name: str = 'session', max_age: int | None = None,
                  path: str = '/', domain: str | None = None, secure: bool = False,
                  httponly: bool = True, samesite: str | None = 'Lax',
-                 old_secrets: Iterable[Secret] | None = None,
-                 is_cacheable: IsCacheable | None = None) -> None:
+                 old_secrets: Iterable[Secret] | None = None) -> None:
         if not isinstance(name, str) or not _TOKEN.match(name):
             raise ValueError('cookie_name %r is not a valid cookie name (RFC 6265 token)' % (name,))
         if not secret:
@@ -138,10 +130,6 @@ class SessionCookie:
         )
         # The current secret's key first: a cookie it signed costs one HMAC.
         self._keys = (signing_key(secret),) + _old_signing_keys(secret, old_secrets)
-        if is_cacheable is None:
-            from .lifecycle import publicly_cacheable   # lifecycle imports this module
-            is_cacheable = publicly_cacheable
-        self._is_cacheable: IsCacheable = is_cacheable
 
     def verify(self, value: str) -> tuple[str, int]:
         """Return ``(session_id, index)`` for a cookie value, or raise :exc:`ValueError`.
@@ -162,41 +150,27 @@ class SessionCookie:
                 return session_id, index
         raise ValueError('bad signature')
 
-    def read(self, request: Request) -> str | None:
-        """Return the session id the request's cookie carries, or None.
+    def read(self, request: Request) -> tuple[str | None, bool]:
+        """Return ``(session_id, resign)`` for the request's cookie: the id it carries,
+        or None, and whether only one of ``old_secrets`` signed it.
 
         A missing cookie, a bad signature and a malformed id all read as no
         cookie; the last two are logged at INFO for operators. A cookie that
-        verifies only with one of ``old_secrets`` is sent again, signed with
-        the current secret, on this request's response (a response callback:
-        see :meth:`reissue`).
+        an old secret signed is sent again, signed with the current secret, by
+        the end of the request, and only once the session it names is known
+        to be live (see :mod:`pyramid_mongosession.lifecycle`): an id that
+        has expired, ended or been retired is never signed anew.
         """
         raw = self.sent(request)
         if raw is None:
-            return None
+            return None, False
         try:
             session_id, index = self.verify(raw)
         except ValueError:
             log.info('ignored a session cookie that failed verification (%s, %d bytes)',
                      request.client_addr, len(raw))
-            return None
-        if index:
-            request.add_response_callback(functools.partial(self.reissue, session_id))
-        return session_id
-
-    def reissue(self, session_id: str, request: Request, response: Response) -> None:
-        """Sign ``session_id`` with the current secret on ``response``, unless
-        the response already sets or clears the session cookie, or is cacheable.
-
-        No database write: the same id, signed anew. If the end of the request
-        sets or clears the cookie afterwards, that replaces this one (see
-        :meth:`set`), so the response carries one Set-Cookie for it either way.
-        """
-        if self._is_cacheable(request, response) or self._sets_cookie(response):
-            return
-        log.debug('re-issued a session cookie signed with an old secret (%s)',
-                  request.client_addr)
-        self.set(response, session_id)
+            return None, False
+        return session_id, index > 0
 
     def sent(self, request: Request) -> str | None:
         """The session cookie's raw value as the request sent it, or None.

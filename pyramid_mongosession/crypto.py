@@ -80,6 +80,11 @@ class ValueCipher:
         # The first key given encrypts (dicts keep their insertion order).
         self._encrypt_with = next(iter(self._ciphers))
 
+    @property
+    def key_id(self) -> bson.Binary:
+        """The id of the key that encrypts (stored with each session as ``key``)."""
+        return bson.Binary(self._encrypt_with)
+
     @staticmethod
     def _associated_data(owner: str, key: str) -> bytes:
         return owner.encode('ascii') + b'\x00' + key.encode('utf-8', 'surrogatepass')

@@ -13,7 +13,7 @@ from zope.interface import implementer
 from .accounts import Accounts, SessionRecord
 from .cookie import SessionCookie
 from .crypto import ValueCipher
-from .encoding import utcnow
+from .encoding import MAX_SECONDS, is_duration, utcnow
 from .exceptions import SessionBackendError
 from .lifecycle import EndOfRequest, Expiry, publicly_cacheable
 from .session import MongoSession, SessionState
@@ -56,8 +56,9 @@ def _seconds(name: str, value: Any, allow_zero: bool = False) -> datetime.timede
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError('%s must be a number of seconds or None, not %r' % (name, value))
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError('%s must be a positive number of seconds or None, not %r' % (name, value))
+    if not is_duration(value, allow_zero):
+        raise ValueError('%s must be a positive, finite number of seconds up to %d '
+                         '(about a century), or None, not %r' % (name, MAX_SECONDS, value))
     return datetime.timedelta(seconds=value)
 
 
@@ -163,7 +164,6 @@ class MongoSessionFactory:
             path=settings['cookie_path'], domain=settings['cookie_domain'],
             secure=settings['cookie_secure'], httponly=settings['cookie_httponly'],
             samesite=settings['cookie_samesite'], old_secrets=settings['old_secrets'],
-            is_cacheable=settings['is_cacheable'],
         )
         #: The sessions collection (:class:`~pyramid_mongosession.store.SessionStore`).
         self.store = SessionStore(collection, operation_timeout=settings['operation_timeout'],
@@ -184,13 +184,15 @@ class MongoSessionFactory:
             accounts=self.accounts)
 
     def __call__(self, request: Request) -> MongoSession:
-        session_id = self.cookie.read(request)
+        session_id, resign = self.cookie.read(request)
         if session_id is None:
             state = SessionState(had_cookie=self.cookie.sent(request) is not None)
         else:
             # Loaded on the first read (see MongoSession), and not before.
             state = SessionState(session_id, True,
                                  functools.partial(self._load, session_id, weakref.ref(request)))
+            state.resign = resign
+        state.user_key = self.store.user_key
         self._end_of_request.register(request, state)
         return MongoSession(state)
 

@@ -108,14 +108,20 @@ class Expiry:
 
         A refresh is due when it moves the stored expiry forward by at least
         ``reissue_time``, so read-only traffic costs at most one write per window.
+        A session with a timeout of its own shorter than ten ``reissue_time``
+        is refreshed once per tenth of its timeout instead, so that it stays
+        an idle timeout: a session read more often than that never expires.
         """
         if self.timeout is None and timeout is None:
             return None
         expires = self.at(created, now, timeout)
         if stored is None:
             return expires
+        window = self.reissue_time
+        if timeout is not None:
+            window = min(window, datetime.timedelta(seconds=timeout) / 10)
         gain = expires - stored
-        if gain > datetime.timedelta(0) and gain >= self.reissue_time:
+        if gain > datetime.timedelta(0) and gain >= window:
             return expires
         return None
 
@@ -177,7 +183,7 @@ class EndOfRequest:
         plan = decide(state.flags, state.may_exist, state.invalidated,
                       bool(state.data or state.pushes), state.had_cookie)
         late = state.flags['late_store']
-        if plan == (KEEP, NOTHING, False) and not late:
+        if plan == (KEEP, NOTHING, False) and not (late or state.resign):
             return   # nothing to do: a new session that stayed empty, or no_store
         if self.is_cacheable(request, response):
             log.debug('left the session alone on a publicly cacheable response to %s',
@@ -185,11 +191,12 @@ class EndOfRequest:
             return
 
         refresh = self._refresh(plan, state)
-        if plan.cookie != KEEP:
-            state.id = new_session_id() if plan.cookie == NEW_ID else None
         if plan.remove_loaded:
             # An ended session goes now, whatever happens to the body.
-            self.accounts.remove_ended(state)
+            if self.accounts.remove_ended(state) is False and state.found:
+                return self._gone(state)   # it was live when loaded: ended or retired since
+        if plan.cookie != KEEP:
+            state.id = new_session_id() if plan.cookie == NEW_ID else None
         if late:
             self._set_cookie(plan, state, response, refresh)
             finish = _keeping_request(state, functools.partial(
@@ -200,7 +207,7 @@ class EndOfRequest:
         else:
             # The write goes first: a session found gone by a write that did
             # not read it first still gets the cookie it needs.
-            plan = self._guarded(self._store, plan, state, refresh) or plan
+            plan, refresh = self._guarded(self._store, plan, state, refresh) or (plan, refresh)
             self._set_cookie(plan, state, response, refresh)
 
     def _refresh(self, plan, state):
@@ -217,11 +224,15 @@ class EndOfRequest:
         the body writes), or the write is one the store takes only with the
         session in hand (see :meth:`SessionStore.can_write_blind`), or an
         ``absolute_timeout`` caps the expiry (the write needs the creation time).
+        ``change_id`` always loads: the new document is written before the
+        old one goes, so a session is under one id or the other at every
+        moment (for ``revoke_user`` too), and never in neither. A cookie
+        signed with an old secret is signed anew only for a session found live.
         """
         flags = state.flags
-        if flags['late_store'] or flags['expire']:
+        if flags['late_store'] or flags['expire'] or flags['change_id'] or state.resign:
             return True   # (expire: a retired id's logout must not clear the new cookie)
-        if flags['change_id'] or flags['no_store']:
+        if flags['no_store']:
             return False
         if state.timeout_set:
             return True    # the expiry and the cookie follow the session's own timeout
@@ -230,6 +241,18 @@ class EndOfRequest:
         if self.expiry.absolute_timeout is not None:
             return True
         return not self.store.can_write_blind(state.written(), state.pushes)
+
+    def _gone(self, state):
+        """The session was live when this request loaded it, and is gone at its end.
+
+        Retired by a parallel ``change_id`` (a login), ended by a logout or
+        revoked: this request is stale. Nothing it wrote is stored, and its
+        response leaves the cookie alone, which may name a newer session.
+        """
+        log.info('dropped the session changes of a request whose session ended or moved '
+                 'to a new id while it ran')
+        state.id = None
+        return Plan(KEEP, NOTHING, False), None
 
     def _retired(self, state):
         """The request presented an id that change_id retired less than rotation_grace ago.
@@ -257,9 +280,11 @@ class EndOfRequest:
             self.cookie.set(response, state.id, max_age)
         elif plan.cookie == CLEAR:
             self.cookie.clear(response)
-        elif state.id is not None and (state.timeout_set
+        elif state.id is not None and (state.timeout_set or state.resign
                                        or (refresh is not None and max_age is not None)):
-            self.cookie.set(response, state.id, max_age)   # the browser's copy slides too
+            # The browser's copy slides too; or it was signed with an old secret,
+            # and the session it names is live: the same id, signed anew.
+            self.cookie.set(response, state.id, max_age)
 
     def _finish_late(self, plan, state, planned_id, refresh, body_sent=True):
         """Carry out the store action when a late_store body has ended."""
@@ -283,22 +308,20 @@ class EndOfRequest:
             return None
 
     def _store(self, plan, state, refresh):
-        """Carry out ``plan``'s store action; return the plan for the cookie."""
+        """Carry out ``plan``'s store action; return the plan and refresh for the cookie."""
         now = utcnow()
         if plan.store == INSERT:
             self.accounts.created(state, self._insert(state, now))
         elif plan.store == MOVE:
-            if state.found:
-                if not self._move(state, now):
-                    return Plan(CLEAR, NOTHING, False)
-            elif not self._move_unread(state, now):
-                return self._as_new(state, now)
+            if not self._move(state, now):
+                return self._gone(state)
         elif plan.store == UPDATE:
             if state.found:
-                self._update(state, now, refresh)
+                if not self._update(state, now, refresh):
+                    return self._gone(state)
             elif not self._update_unread(state, now):
                 return self._as_new(state, now)
-        return plan
+        return plan, refresh
 
     def _expires(self, state, now):
         return self.expiry.at(state.created, now, state.timeout)
@@ -312,16 +335,20 @@ class EndOfRequest:
         return account
 
     def _update(self, state, now, refresh):
+        """Write a loaded session's changes, or refresh its expiry; False if it had gone."""
         changed, removed = state.changes()
         if changed or removed or state.timeout_set:
-            if self.store.update(state.id, now, changed, removed,
-                                 self._expires(state, now), state.stored.version,
-                                 data=state.data, stored_size=state.stored.size,
-                                 timeout=state.timeout if state.timeout_set else UNCHANGED,
-                                 account=self.accounts.written(state, now)):
-                self.accounts.updated(state, changed, now)
+            if not self.store.update(state.id, now, changed, removed,
+                                     self._expires(state, now), state.stored.version,
+                                     data=state.data, stored_size=state.stored.size,
+                                     timeout=state.timeout if state.timeout_set else UNCHANGED,
+                                     account=self.accounts.written(state, now)):
+                return False
+            self.accounts.updated(state, changed, now)
         elif refresh is not None:
-            self.store.touch(state.id, now, refresh, account=self.accounts.written(state, now))
+            return self.store.touch(state.id, now, refresh,
+                                    account=self.accounts.written(state, now))
+        return True
 
     def _update_unread(self, state, now):
         """A write-only request: its changes in one update, without a find.
@@ -344,18 +371,21 @@ class EndOfRequest:
         """A write that did not read the session found nothing to write to: find out why.
 
         The id may have been retired by change_id moments ago (then nothing
-        is stored, see :meth:`_retired`); the session may have a timeout of
-        its own (a blind write cannot compute its expiry: it is written now,
-        as after a read); or it has gone, and the writes start a new one.
+        is stored, see :meth:`_retired`); the session may be one a blind
+        write cannot keep right (a timeout of its own, values sealed with an
+        older key, a size near the limit: it is written now, as after a
+        read); or it has gone, and the writes start a new one.
         """
         state.found = None
         state.ensure_loaded()
         if state.retired:
             self._retired(state)
-            return Plan(KEEP, NOTHING, False)
+            return Plan(KEEP, NOTHING, False), None
         if state.found:
-            self._update(state, now, None)
-            return Plan(KEEP, UPDATE, False)
+            refresh = self.expiry.refreshed(state.created, state.expires, now, state.timeout)
+            if not self._update(state, now, None):
+                return self._gone(state)
+            return Plan(KEEP, UPDATE, False), refresh
         plan = decide(state.flags, False, False, bool(state.data or state.pushes),
                       state.had_cookie)
         if plan.store == INSERT:
@@ -364,7 +394,7 @@ class EndOfRequest:
             self.accounts.created(state, self._insert(state, now))
         else:
             state.id = None
-        return plan
+        return plan, None
 
     def _move(self, state, now):
         """change_id: the session as this request leaves it, under a new id; the old one goes.
@@ -395,41 +425,8 @@ class EndOfRequest:
             dropped = [key for key in state.data if key not in latest.data and key not in changed]
             if theirs or dropped:
                 store.update(state.id, now, theirs, dropped, self._expires(state, now),
-                             data=dict(state.data, **theirs), stored_size=latest.size)
+                             data=dict(state.data, **theirs), stored_size=None)
         self.accounts.moved(state, stored.user, account)
-        return True
-
-    def _move_unread(self, state, now):
-        """change_id on a session the view never read: take the old document, store it anew.
-
-        Two round trips: the old document is deleted first (returning it, as
-        it is at that moment, concurrent writes included) and written under
-        the new id with this request's writes. Should that write fail, the
-        old document is put back. Returns False when the old session had gone.
-        """
-        store, old_id = self.store, state.cookie_id
-        old = store.take(old_id, now, retire_for=self.rotation_grace)
-        if old is None:
-            return False
-        deleted = [key for key in state.changed if key not in state.data]
-        data = dict(old.data)
-        data.update(state.data)
-        for key in deleted:
-            data.pop(key, None)
-        state.data = data
-        state.fold_pushes()
-        state.created = old.created or state.created
-        if not state.timeout_set:
-            state.timeout = old.timeout
-        try:
-            account = self._insert(state, now, self.accounts.stored_handle(old, old_id))
-        except Exception:
-            try:
-                store.restore(old_id, old)
-            except Exception as exc:  # the original error is the one to report
-                log.warning('could not put back session after a failed change_id: %s', exc)
-            raise
-        self.accounts.moved(state, old.user, account)
         return True
 
 

@@ -26,7 +26,8 @@ import bson
 from pyramid.interfaces import ISession
 from zope.interface import implementer
 
-from .encoding import ENCODING_ERRORS, check_value, encode_value, utcnow
+from .encoding import (
+    ENCODING_ERRORS, MAX_SECONDS, check_user_id, check_value, encode_value, is_duration, utcnow)
 from .exceptions import SessionValueError
 
 #: Plack::Middleware::Session's per-request options that a view may set.
@@ -62,7 +63,8 @@ class SessionState:
 
     __slots__ = ('cookie_id', 'had_cookie', 'load', 'found', 'stored', 'retired', 'degraded',
                  'id', 'data', 'created', 'expires', 'timeout', 'timeout_set', 'invalidated',
-                 'flags', 'changed', 'pushes', 'snapshots', 'request', 'accounts')
+                 'flags', 'changed', 'pushes', 'snapshots', 'request', 'accounts', 'user_key',
+                 'resign')
 
     cookie_id: str | None
     had_cookie: bool
@@ -84,6 +86,8 @@ class SessionState:
     snapshots: dict[str, bytes]
     request: Any
     accounts: Any
+    user_key: str | None
+    resign: bool
 
     def __init__(self, cookie_id: str | None = None, had_cookie: bool = False,
                  load: Callable[[], tuple[Any, bool, bool]] | None = None) -> None:
@@ -107,6 +111,8 @@ class SessionState:
         self.snapshots = {}
         self.request = None
         self.accounts = None
+        self.user_key = None       # the session key of the user id, whose values are checked
+        self.resign = False        # the cookie verified only with one of old_secrets
 
     @property
     def loaded(self) -> bool:
@@ -124,15 +130,18 @@ class SessionState:
         assert self.load is not None   # found is None only when there is something to load
         stored, self.degraded, self.retired = self.load()
         self.found = stored is not None
+        # The flash messages kept for the server join the data whether or not
+        # a session was found: a dead session's visitor still sees them.
+        self.changed.update(self.pushes)
         if stored is None:
+            self.fold_pushes()
             return
         writes, self.data = self.data, stored.data
         for key in self.changed:
             if key in writes:
                 self.data[key] = writes[key]
-            else:
+            elif key not in self.pushes:
                 self.data.pop(key, None)
-        self.changed.update(self.pushes)
         self.fold_pushes()
         self.changed.update(stored.stale_keys)   # values sealed with a retired key
         self.stored = stored
@@ -210,10 +219,10 @@ class SessionOptions(MutableMapping):
             raise TypeError("options['id'] is read-only: set options['change_id'] "
                             "to give the session a new id")
         if key == 'timeout':
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or value <= 0):
-                raise ValueError("options['timeout'] is a positive number of seconds, or None "
-                                 "for the factory's timeout, not %r" % (value,))
+            if value is not None and not is_duration(value):
+                raise ValueError("options['timeout'] is a positive, finite number of seconds "
+                                 "up to %d (about a century), or None for the factory's "
+                                 "timeout, not %r" % (MAX_SECONDS, value))
             self._state.timeout = value
             self._state.timeout_set = True
             return
@@ -245,6 +254,12 @@ def _checked_key(key: Any) -> str:
     if not isinstance(key, str):
         raise SessionValueError(
             'session keys must be strings (MongoDB field names), not %r' % (key,))
+    try:
+        key.encode('utf-8')
+    except UnicodeEncodeError:
+        raise SessionValueError(
+            'session key %r is not valid Unicode text (it holds a lone surrogate), so it '
+            'cannot be a MongoDB field name' % (key,)) from None
     return key
 
 
@@ -411,6 +426,8 @@ class MongoSession:
         """Set ``key``; a value no server can store raises :class:`SessionValueError` here."""
         check_value(_checked_key(key), value)
         state = self._state
+        if key == state.user_key and value is not None:
+            check_user_id(value, 'session key %r (the user id, user_key)' % key)
         state.data[key] = value
         state.changed.add(key)
         state.pushes.pop(key, None)

@@ -8,6 +8,8 @@ One document per session::
         "created": <datetime, UTC>,
         "expires": <datetime, UTC, or null when no timeout applies>,
         "v": <int, incremented by every write>,
+        "size": <int: at least the size of "data" in BSON, kept by every write>,
+        "key": <with encryption_keys: the id of the key every value is sealed with>,
         "handle": "<the session's handle: stable, not secret>",
         "last_seen": <datetime, UTC: the last write>,
         "user": <the user id, when the session has one>,
@@ -22,6 +24,21 @@ only once a minute and some servers have no TTL indexes at all.
 Writes never upsert: a write to a session whose document has gone (expired,
 logged out, given a new id by a concurrent request) matches nothing and is
 dropped, so a stale request can never bring a session back.
+
+A write that did not read the session first (see :meth:`SessionStore.can_write_blind`)
+cannot see the session's size or how its values are sealed, so it lets the
+document speak for them: ``size`` only ever overestimates the data, and its
+filter matches only while its own bound fits under MongoDB's document limit
+(a server that does not enforce the limit, such as FerretDB 1.x, still never
+grows a session past it); ``key`` names the encryption key that sealed every
+value, and its filter matches only the current key, so a session still
+holding values under an older key is read and sealed again, never kept alive
+as it is. Either miss costs the write a load, as if it had read first.
+
+A document with ``retired`` instead of ``data`` is the tombstone of an id
+that ``change_id`` retired (``rotation_grace``): no filter of a write, a
+move or a removal matches it, so a request still presenting that id can
+neither bring the session back nor end the tombstone early.
 
 ``handle``, ``last_seen``, ``user`` and ``client`` serve users' lists of
 their sessions (:mod:`pyramid_mongosession.accounts`): ``user`` mirrors the
@@ -48,8 +65,8 @@ from pymongo.errors import (
 
 from .crypto import DecryptionError
 from .encoding import (
-    CODEC_OPTIONS, ENCODING_ERRORS, MAX_DOCUMENT_SIZE, check_value, decode_value, encode_value,
-    field_name, session_key, unstorable)
+    CODEC_OPTIONS, ENCODING_ERRORS, MAX_DOCUMENT_SIZE, check_user_id, check_value, decode_value,
+    encode_value, field_name, is_duration, is_user_id, session_key, unstorable)
 from .exceptions import SessionBackendError, SessionConflict, SessionValueError
 from .outage import OutageBreaker, unreachable
 
@@ -112,7 +129,7 @@ class StoredSession:
     __slots__ = ('data', 'created', 'expires', 'version', 'stale_keys', 'size', 'timeout',
                  'account', 'user')
 
-    def __init__(self, data, created, expires, version, stale_keys=(), size=0, timeout=None,
+    def __init__(self, data, created, expires, version, stale_keys=(), size=None, timeout=None,
                  account=None, user=None):
         self.data = data
         self.created = created
@@ -120,7 +137,7 @@ class StoredSession:
         self.version = version
         #: Keys whose values are encrypted with a retired key: rewrite them.
         self.stale_keys = stale_keys
-        #: The document's size in BSON, as loaded.
+        #: The document's ``size`` field (a bound of the data's size in BSON), or None.
         self.size = size
         #: The session's own idle timeout in seconds (``options['timeout']``), or None.
         self.timeout = timeout
@@ -146,6 +163,11 @@ class RetiredSession:
     def __init__(self, until):
         #: When the id stops being treated as retired (``rotation_grace`` after).
         self.until = until
+
+
+def _not_retired(session_id):
+    """The filter of a removal: the session's document, unless it is a tombstone."""
+    return {'_id': document_id(session_id), 'retired': {'$exists': False}}
 
 
 def document_id(session_id):
@@ -371,13 +393,14 @@ class SessionStore:
 
         ``bound`` is an upper bound of the stored document's size, or None if
         unknown; the data is measured exactly only when the bound is unknown
-        or over a limit.
+        or over a limit. Returns the size vouched for: the bound, or the
+        measured size.
         """
         limit = MAX_DOCUMENT_SIZE - DOCUMENT_HEADROOM
         if self.max_size is not None:
             limit = min(limit, self.max_size)
         if bound is not None and bound <= limit:
-            return
+            return bound
         sizes = {key: len(encode_value(value)) for key, value in data.items()}
         size = sum(sizes.values()) + sum(
             len(field_name(key).encode('utf-8', 'surrogatepass')) + 2 for key in data)
@@ -390,6 +413,7 @@ class SessionStore:
         if size > MAX_DOCUMENT_SIZE - DOCUMENT_HEADROOM:
             raise SessionValueError('the session would be larger than MongoDB stores in one '
                                     'document (%d bytes; its largest key is %r)' % (size, largest))
+        return size
 
     def _sent(self, document):
         """``document`` as the server will get it (mongomock: through BSON, as a server would)."""
@@ -420,6 +444,14 @@ class SessionStore:
 
     # -- the four operations ---------------------------------------------
 
+    def is_retired(self, session_id, now):
+        """Whether ``session_id`` is an id that ``change_id`` retired less than
+        ``rotation_grace`` ago (one query, by ``_id``)."""
+        document = self._call('check a session', self.collection().find_one,
+                              {'_id': document_id(session_id)}, {'retired': 1, 'expires': 1})
+        return (document is not None and 'retired' in document
+                and document.get('expires') is not None and document['expires'] > now)
+
     def load(self, session_id, now, expired=None):
         """The session stored under ``session_id``, or None if absent or expired.
 
@@ -437,10 +469,9 @@ class SessionStore:
         return self._stored(session_id, document, now, expired)
 
     def _stored(self, session_id, document, now, expired=None):
-        size = None   # not measured: decoding raw BSON through pymongo costs more than it saves
         if self._embedded:   # mongomock: through BSON, as from a server
-            raw = bson.encode(document, codec_options=_EMBEDDED_CODEC_OPTIONS)
-            document, size = bson.decode(raw, codec_options=CODEC_OPTIONS), len(raw)
+            document = bson.decode(bson.encode(document, codec_options=_EMBEDDED_CODEC_OPTIONS),
+                                   codec_options=CODEC_OPTIONS)
         expires = document.get('expires')
         if 'retired' in document:
             return RetiredSession(expires) if expires is not None and expires > now else None
@@ -460,9 +491,17 @@ class SessionStore:
                 return None
         account = {name: document[name] for name in ACCOUNT_FIELDS if name in document}
         user = data.get(self.user_key) if self.user_key is not None else None
+        if user is not None and not is_user_id(user):
+            user = None   # not a user id (see check_user_id): the session has no user
+        timeout = document.get('timeout')
+        if timeout is not None and not is_duration(timeout):
+            log.warning('ignored a stored session timeout that is not a number of seconds '
+                        'a session may have: %r', timeout)
+            timeout = None
+        size = document.get('size')
         return StoredSession(data, document.get('created'), document.get('expires'),
-                             document.get('v', 0), stale, size, document.get('timeout'),
-                             account, user)
+                             document.get('v', 0), stale, size if isinstance(size, int) else None,
+                             timeout, account, user)
 
     def insert(self, session_id, data, created, expires, timeout=None, account=None):
         """Store a new session (``timeout``: its own idle timeout, if any). Raises if it cannot.
@@ -478,7 +517,10 @@ class SessionStore:
             'created': created,
             'expires': expires,
             'v': 1,
+            'size': size,
         }
+        if self.cipher is not None:
+            document['key'] = self.cipher.key_id
         if timeout is not None:
             document['timeout'] = timeout
         if account:
@@ -509,18 +551,34 @@ class SessionStore:
         large. ``pushes`` maps keys to lists of values to append (``$push``).
         ``timeout`` sets the session's own idle timeout (None removes it).
         Without ``data`` (a request that did not read the session), only a
-        session without a timeout of its own matches: its expiry is known.
+        session without a timeout of its own matches (its expiry is known),
+        whose ``size`` leaves room for this write, and whose values are all
+        sealed with the current key (see the module's docstring).
         ``account`` sets account fields; ``user`` follows a change of ``user_key``.
         """
         query = _live(session_id, now)
         if self.detect_conflicts and version is not None:
             query['v'] = version
-        if data is None:
-            query['timeout'] = {'$exists': False}
         update, size = self._update_document(session_id, changed, removed, expires, pushes,
                                              timeout, account)
-        if data is not None:
-            self._check_size(None if stored_size is None else stored_size + size, data)
+        if data is None:
+            # Blind: only a session whose expiry, size and sealing this write can
+            # keep right without seeing them (see the module's docstring).
+            query['timeout'] = {'$exists': False}
+            query['size'] = {'$lte': MAX_DOCUMENT_SIZE - DOCUMENT_HEADROOM - size}
+            update['$inc']['size'] = size
+            if self.cipher is not None:
+                query['key'] = self.cipher.key_id
+        else:
+            bound = None if stored_size is None else stored_size + size
+            measured = self._check_size(bound, data)
+            if stored_size is None:
+                update['$set']['size'] = measured
+            else:
+                # An increment, not a $set: a concurrent blind write's own increment stays.
+                update['$inc']['size'] = measured - stored_size
+            if self.cipher is not None:
+                update['$set']['key'] = self.cipher.key_id
         collection = self.collection()
         try:
             with _naming_refused(dict(changed, **(pushes or {}))):
@@ -562,15 +620,19 @@ class SessionStore:
 
     def touch(self, session_id, now, expires, account=None):
         """Move a live session's expiry (and set ``account`` fields); no data
-        changes, so no conflict either."""
+        changes, so no conflict either. Returns False if the session had gone."""
         sets = {'expires': expires}
         if account:
             sets.update(account)
-        self._call('refresh a session', self.collection().update_one,
-                   _live(session_id, now), {'$set': sets})
+        result = self._call('refresh a session', self.collection().update_one,
+                            _live(session_id, now), {'$set': sets})
+        return bool(result.matched_count)
 
     def take(self, session_id, now, version=None, retire_for=None):
         """Delete a live session and return it as it was, or None if it was gone or expired.
+
+        Only a live document matches: an expired session stays as it is (for
+        the TTL monitor), and never becomes a tombstone.
 
         ``change_id`` moves a session with this: what the delete returns is
         the latest data, concurrent writes included. With ``retire_for`` (a
@@ -579,7 +641,7 @@ class SessionStore:
         ``detect_conflicts`` and a ``version``, a session written since is
         left alone and :class:`SessionConflict` is raised. Raises on failure.
         """
-        query = {'_id': document_id(session_id), 'retired': {'$exists': False}}
+        query = _live(session_id, now)
         if self.detect_conflicts and version is not None:
             query['v'] = version
         collection = self.collection()
@@ -593,27 +655,14 @@ class SessionStore:
                 raise SessionConflict(
                     'the session was changed by another request since it was loaded')
             return None
-        # By _id alone: deleting a session that had expired is no harm, and
-        # returning None for it keeps it from moving to a new id.
         return self._stored(session_id, document, now)
 
-    def restore(self, session_id, stored):
-        """Put back a session that :meth:`take` removed (when moving it failed)."""
-        fields, _ = self._fields(session_id, stored.data, '')
-        document = {'data': fields, 'created': stored.created, 'expires': stored.expires,
-                    'v': stored.version + 1}
-        if stored.timeout is not None:
-            document['timeout'] = stored.timeout
-        document.update(stored.account)
-        self._mirror_user(document, None, stored.data, ())
-        self._call('put back a session', self.collection().replace_one,
-                   {'_id': document_id(session_id)}, self._sent(document), upsert=True)
-
     def remove(self, session_id):
-        """Delete a session. Returns whether it existed; None, with a warning, on failure."""
+        """Delete a session (not a tombstone). Returns whether it existed; None, with a
+        warning, on failure."""
         try:
             result = self._call('remove a session', self.collection().delete_one,
-                                {'_id': document_id(session_id)})
+                                _not_retired(session_id))
         except SessionBackendError as exc:
             log.warning('%s; the session will expire on its own', exc)
             return None
@@ -698,11 +747,13 @@ class SessionStore:
 
     def session_counts(self, now):
         """``(stored, expired)``: how many sessions are stored, and how many of
-        them had expired at ``now`` but are still there."""
+        them had expired at ``now`` but are still there (the tombstones of
+        retired ids are no sessions, and not counted)."""
         collection = self.collection()
-        stored = self._call('count sessions', collection.count_documents, {})
+        sessions = {'retired': {'$exists': False}}
+        stored = self._call('count sessions', collection.count_documents, sessions)
         expired = self._call('count expired sessions', collection.count_documents,
-                             {'expires': {'$lte': now}})
+                             dict(sessions, expires={'$lte': now}))
         return stored, expired
 
     def ttl_index_name(self):
@@ -814,12 +865,18 @@ class SessionStore:
         ``encryption_keys`` its keyed hash under the first key; None for None."""
         if value is None:
             return None
+        check_user_id(value, 'the user id (session key %r, user_key)' % self.user_key)
         if self.cipher is None:
             return value
         return bson.Binary(self.cipher.user_digests(encode_value(value))[0])
 
     def user_filter(self, userid):
-        """What matches the ``user`` field of ``userid``'s sessions, under any key."""
+        """What matches the ``user`` field of ``userid``'s sessions, under any key.
+
+        Exactly ``userid``: a value that is not a user id (a dict of query
+        operators, a list) raises :class:`SessionValueError`.
+        """
+        check_user_id(userid, 'a user id to look sessions up by')
         if self.cipher is None:
             return userid
         return {'$in': [bson.Binary(digest)
@@ -891,6 +948,9 @@ class SessionStore:
             raise ValueError('refusing to revoke the sessions of every user: '
                              'name a user or handles')
         query = {USER: self.user_filter(userid) if userid is not None else {'$exists': True}}
+        for handle in list(handles or ()) + ([] if keep is None else [keep]):
+            if not isinstance(handle, str):
+                raise SessionValueError('a session handle is a string, not %r' % (handle,))
         if handles is not None:
             query[HANDLE] = {'$in': list(handles)}
         if keep is not None:
@@ -928,19 +988,19 @@ class SessionStore:
         return taken
 
     def take_ended(self, session_id):
-        """Delete a session, returning ``(handle, user id)`` if it was there (else None).
+        """Delete a session, returning ``(handle, user id)`` if it was there (else False).
 
         :meth:`remove`'s one round trip, for an application that is told of
-        ended sessions; a failure is logged, as by :meth:`remove`.
+        ended sessions; a failure is logged, as by :meth:`remove`, and None returned.
         """
         try:   # the whole document: FerretDB 1.x has no projection in findAndModify
             gone = self._call('remove a session', self.collection().find_one_and_delete,
-                              {'_id': document_id(session_id)})
+                              _not_retired(session_id))
         except SessionBackendError as exc:
             log.warning('%s; the session will expire on its own', exc)
             return None
         if gone is None:
-            return None
+            return False
         return gone.get(HANDLE) or session_handle(gone['_id']), self._user_of(gone, session_id)
 
     def export_user_sessions(self, userid):
