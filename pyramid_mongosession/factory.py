@@ -99,7 +99,8 @@ class MongoSessionFactory:
 
     - ``old_secrets=None``: a list of former secrets, still accepted when a
       cookie is verified (after ``secret``); a cookie that verifies only with
-      one of them is sent again, signed with ``secret``;
+      one of them is sent again, signed with ``secret``, once its session is
+      found live;
     - ``cookie_name='session'``, ``cookie_max_age=None`` (a browser-session
       cookie), ``cookie_path='/'``, ``cookie_domain=None``,
       ``cookie_secure=False``, ``cookie_httponly=True``,

@@ -58,7 +58,9 @@ class SessionState:
     mutable values as they were first read. ``request`` is a weak reference
     to the request, for what the end of the request records about its
     client, and its events; ``accounts`` the factory's
-    :class:`~pyramid_mongosession.accounts.Accounts`.
+    :class:`~pyramid_mongosession.accounts.Accounts`. ``user_key`` is the
+    session key of the user id (its values are checked when assigned);
+    ``resign`` says that only one of ``old_secrets`` signed the cookie.
     """
 
     __slots__ = ('cookie_id', 'had_cookie', 'load', 'found', 'stored', 'retired', 'degraded',
