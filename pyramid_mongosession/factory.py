@@ -15,7 +15,8 @@ from .cookie import SessionCookie
 from .crypto import ValueCipher
 from .encoding import MAX_SECONDS, is_duration, utcnow
 from .exceptions import SessionBackendError
-from .lifecycle import EndOfRequest, Expiry, publicly_cacheable
+from .expiry import Expiry
+from .lifecycle import EndOfRequest, publicly_cacheable
 from .session import MongoSession, SessionState
 from .store import RetiredSession, SessionStore, StoredSession
 
@@ -153,6 +154,7 @@ class MongoSessionFactory:
         settings = _checked(options)
         timeout = _seconds('timeout', settings['timeout'])
         reissue_time = _seconds('reissue_time', settings['reissue_time'], allow_zero=True)
+        assert reissue_time is not None   # _checked refused None
         if timeout is not None and reissue_time is not None and reissue_time >= timeout:
             raise ValueError('reissue_time must be shorter than timeout')
         max_age = settings['cookie_max_age']
@@ -179,10 +181,9 @@ class MongoSessionFactory:
         expiry = Expiry(timeout, reissue_time,
                         _seconds('absolute_timeout', settings['absolute_timeout']))
         self._end_of_request = EndOfRequest(
-            self.store, self.cookie, expiry,
+            self.store, self.cookie, expiry, self.accounts,
             is_cacheable=settings['is_cacheable'], degrade_on_outage=self.degrade_on_outage,
-            rotation_grace=_seconds('rotation_grace', settings['rotation_grace'], allow_zero=True),
-            accounts=self.accounts)
+            rotation_grace=_seconds('rotation_grace', settings['rotation_grace'], allow_zero=True))
 
     def __call__(self, request: Request) -> MongoSession:
         session_id, resign = self.cookie.read(request)

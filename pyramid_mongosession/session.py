@@ -117,10 +117,6 @@ class SessionState:
         self.resign = False        # the cookie verified only with one of old_secrets
 
     @property
-    def loaded(self) -> bool:
-        return self.found is not None
-
-    @property
     def may_exist(self) -> bool:
         """Whether a stored session may be under ``cookie_id``: found, or not looked for."""
         return self.cookie_id is not None and self.found is not False
@@ -152,6 +148,25 @@ class SessionState:
         self.expires = stored.expires
         if not self.timeout_set:
             self.timeout = stored.timeout
+
+    def reload(self) -> None:
+        """Load the stored session again: a write that did not read it found nothing to write to."""
+        self.found = None
+        self.ensure_loaded()
+
+    def their_changes(self, latest: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
+        """What another request changed in the stored session since this one loaded it.
+
+        ``latest`` is the stored data as it is now. Returns ``(theirs,
+        dropped)``: the values it set and the keys it deleted, among the keys
+        this request did not change itself.
+        """
+        changed, removed = self.changes()
+        data = self.data
+        theirs = {key: value for key, value in latest.items()
+                  if key not in changed and key not in removed and data.get(key) != value}
+        dropped = {key for key in data if key not in latest and key not in changed}
+        return theirs, dropped
 
     def written(self) -> dict[str, Any]:
         """The values this request set (for a session it has not read)."""
