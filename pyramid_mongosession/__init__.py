@@ -10,13 +10,8 @@ from typing import TYPE_CHECKING
 
 from pyramid.tweens import EXCVIEW
 
-from .accounts import (
-    SessionCreated,
-    SessionEnded,
-    SessionExpired,
-    SessionIdChanged,
-    get_session_factory,
-)
+from .accounts import get_session_factory
+from .events import SessionCreated, SessionEnded, SessionExpired, SessionIdChanged
 from .exceptions import (
     SessionBackendError,
     SessionConflict,

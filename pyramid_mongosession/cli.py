@@ -39,7 +39,8 @@ from .exceptions import SessionStoreError
 from .settings import EMBEDDED_SCHEME, PREFIX, session_factory_from_settings
 
 if TYPE_CHECKING:
-    from .store import SessionStore
+    from .factory import MongoSessionFactory
+    from .maintenance import Maintenance
 
 #: Where a command writes its output, one line per call.
 Out = Callable[[str], None]
@@ -331,20 +332,13 @@ def load_settings(config_uri: str, app_name: str | None = None,
     return settings
 
 
-def store_from_settings(settings: Mapping[str, Any],
-                        operation_timeout: float | None = None) -> SessionStore:
-    """The SessionStore described by ``settings`` (no connection is made yet).
+def factory_from_settings(settings: Mapping[str, Any],
+                          operation_timeout: float | None = None) -> MongoSessionFactory:
+    """The session factory described by ``settings`` (no connection is made yet).
 
     The secret is never used: a stand-in replaces it, so a file without one,
     such as an administrator's for ``ensure-indexes``, does as well.
     """
-    return factory_from_settings(settings, operation_timeout).store
-
-
-def factory_from_settings(settings: Mapping[str, Any],
-                          operation_timeout: float | None = None) -> Any:
-    """The session factory described by ``settings``, as :func:`store_from_settings`
-    reads them: its store, and its ``accounts`` for the commands about users."""
     settings = dict(settings)
     url = str(settings.get(PREFIX + 'url', '')).strip()
     if url.startswith(EMBEDDED_SCHEME):
@@ -362,35 +356,36 @@ def factory_from_settings(settings: Mapping[str, Any],
 
 # -- the commands ----------------------------------------------------------------
 
-def ensure_indexes(store: SessionStore, args: argparse.Namespace, out: Out) -> int:
-    created = store.ensure_indexes()
+def ensure_indexes(factory: MongoSessionFactory, args: argparse.Namespace, out: Out) -> int:
+    namespace = factory.connection.namespace()
+    created = factory.indexes.ensure()
     if created:
         out('TTL index on %s.expires is in place: the server deletes expired sessions '
-            'by itself (MongoDB checks about once a minute)' % store.namespace())
+            'by itself (MongoDB checks about once a minute)' % namespace)
     else:
         out('the server refused a TTL index on %s.expires: expired sessions are '
             'ignored when read but stay stored; run "%s purge" periodically '
-            '(e.g. from cron)' % (store.namespace(), PROG))
-    if store.user_key is not None:
-        indexes = store.user_indexes()
+            '(e.g. from cron)' % (namespace, PROG))
+    if factory.store.user_key is not None:
+        indexes = factory.indexes.user_indexes()
         if indexes:
             out('user indexes on %s: %s (a user\'s sessions are one indexed query)'
-                % (store.namespace(), ', '.join(indexes)))
+                % (namespace, ', '.join(indexes)))
         else:
             out('the server refused partial indexes on %s: listing and revoking a user\'s '
-                'sessions scan the collection' % store.namespace())
+                'sessions scan the collection' % namespace)
     return OK
 
 
-def purge(store: SessionStore, args: argparse.Namespace, out: Out) -> int:
+def purge(factory: MongoSessionFactory, args: argparse.Namespace, out: Out) -> int:
     def progress(removed: int, done: float, seconds: float) -> None:
         if seconds >= PROGRESS_AFTER:
             print('%s purge: %d removed, %.0f%% done, %.0f s' % (PROG, removed, done * 100,
                                                                 seconds), file=sys.stderr)
-    removed = store.purge_expired(utcnow(), batch_seconds=args.batch_seconds,
-                                  progress=progress)
+    removed = factory.maintenance.purge_expired(utcnow(), batch_seconds=args.batch_seconds,
+                                                progress=progress)
     out('purged %d expired session%s from %s'
-        % (removed, '' if removed == 1 else 's', store.namespace()))
+        % (removed, '' if removed == 1 else 's', factory.connection.namespace()))
     return OK
 
 
@@ -404,9 +399,10 @@ def percentile(sorted_values: Sequence[int], p: float) -> int:
     return sorted_values[rank - 1]
 
 
-def document_sizes(store: SessionStore, total: int, sample: int) -> tuple[list[int], str]:
+def document_sizes(maintenance: Maintenance, total: int, sample: int
+                   ) -> tuple[list[int], str]:
     """``(sizes, how)``: BSON sizes of at most ``sample`` documents, and how they were got."""
-    sizes, refusal = store.document_sizes(sample, at_random=total > sample)
+    sizes, refusal = maintenance.document_sizes(sample, at_random=total > sample)
     if refusal is not None:
         # FerretDB 1.x implements neither $bsonSize nor $sample: the store
         # measured the raw BSON of the first documents instead.
@@ -421,10 +417,10 @@ def document_sizes(store: SessionStore, total: int, sample: int) -> tuple[list[i
     return sorted(sizes), how
 
 
-def stats(store: SessionStore, args: argparse.Namespace, out: Out) -> int:
-    namespace = store.namespace()
-    total, expired = store.session_counts(utcnow())
-    ttl = store.ttl_index_name()
+def stats(factory: MongoSessionFactory, args: argparse.Namespace, out: Out) -> int:
+    namespace = factory.connection.namespace()
+    total, expired = factory.maintenance.session_counts(utcnow())
+    ttl = factory.indexes.ttl_index_name()
     out('collection: %s' % namespace)
     out('sessions: %d' % total)
     out('live: %d' % (total - expired))
@@ -436,7 +432,7 @@ def stats(store: SessionStore, args: argparse.Namespace, out: Out) -> int:
     if not total:
         out('document size: no documents')
         return OK
-    sizes, how = document_sizes(store, total, args.sample)
+    sizes, how = document_sizes(factory.maintenance, total, args.sample)
     if not sizes:  # every document went between the count and the sample
         out('document size: no documents')
         return OK
@@ -485,40 +481,40 @@ def revoke_query(args: argparse.Namespace) -> dict[str, Any]:
     return query
 
 
-def revoke(store: SessionStore, args: argparse.Namespace, out: Out) -> int:
+def revoke(factory: MongoSessionFactory, args: argparse.Namespace, out: Out) -> int:
     if args.user is not None or args.keep is not None:
-        return revoke_user(store, args, out)
+        return revoke_user(factory, args, out)
     query = revoke_query(args)
     shown = _show(query)
     if args.dry_run:
-        count = store.count(query)
+        count = factory.maintenance.count(query)
         out('%d session%s match %s; nothing deleted (--dry-run)'
             % (count, '' if count == 1 else 's', shown))
     else:
-        removed = store.revoke(query)
+        removed = factory.maintenance.revoke(query)
         out('revoked %d session%s matching %s'
             % (removed, '' if removed == 1 else 's', shown))
-    if store.cipher is not None:
+    if factory.store.codec.cipher is not None:
         out('note: session values are encrypted at rest (encryption_keys): only '
             'operators such as {"$exists": true} can match them; "revoke --user" '
             'finds a user\'s sessions by their index')
     return OK
 
 
-def _user_store(store: SessionStore, args: argparse.Namespace) -> Any:
+def _user_store(factory: MongoSessionFactory) -> None:
     """Refuse a command about users when sessions are not recorded under them."""
-    if store.user_key is None:
+    if factory.store.user_key is None:
         raise UsageError('%suser_key is none: sessions are not recorded under their users'
                          % PREFIX)
 
 
-def revoke_user(store: SessionStore, args: argparse.Namespace, out: Out) -> int:
+def revoke_user(factory: MongoSessionFactory, args: argparse.Namespace, out: Out) -> int:
     if args.user is None:
         raise UsageError('--keep needs --user')
     if args.query or args.json_query is not None:
         raise UsageError('--user cannot be combined with KEY=VALUE or --json')
-    accounts = args.accounts
-    _user_store(store, args)
+    accounts = factory.accounts
+    _user_store(factory)
     shown = _show(args.user)
     kept = '' if args.keep is None else ' but %s' % args.keep
     if args.dry_run:
@@ -537,9 +533,9 @@ def _when(moment: Any) -> str:
     return moment.strftime('%Y-%m-%d %H:%M:%S') if moment is not None else '-'
 
 
-def sessions(store: SessionStore, args: argparse.Namespace, out: Out) -> int:
-    _user_store(store, args)
-    records = args.accounts.user_sessions(args.userid)
+def sessions(factory: MongoSessionFactory, args: argparse.Namespace, out: Out) -> int:
+    _user_store(factory)
+    records = factory.accounts.user_sessions(args.userid)
     if args.as_json:
         out(json.dumps([record.as_dict() for record in records], indent=2))
         return OK
@@ -552,16 +548,17 @@ def sessions(store: SessionStore, args: argparse.Namespace, out: Out) -> int:
     for row in [header] + rows:
         out('  '.join(cell.ljust(width) for cell, width in zip(row, widths)) + '  ' + row[-1])
     out('%d live session%s of user %s in %s' % (
-        len(records), '' if len(records) == 1 else 's', _show(args.userid), store.namespace()))
+        len(records), '' if len(records) == 1 else 's', _show(args.userid),
+        factory.connection.namespace()))
     return OK
 
 
-def export(store: SessionStore, args: argparse.Namespace, out: Out) -> int:
-    _user_store(store, args)
-    exported = args.accounts.export(args.userid)
+def export(factory: MongoSessionFactory, args: argparse.Namespace, out: Out) -> int:
+    _user_store(factory)
+    exported = factory.accounts.export(args.userid)
     document = {
         'user': args.userid,
-        'collection': store.namespace(),
+        'collection': factory.connection.namespace(),
         'exported': datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0),
         'sessions': exported,
     }
@@ -583,7 +580,7 @@ def one_line(message: object) -> str:
     return text.split(', Topology Description: ')[0]
 
 
-COMMANDS: dict[str, Callable[[SessionStore, argparse.Namespace, Out], int]] = {
+COMMANDS: dict[str, Callable[[MongoSessionFactory, argparse.Namespace, Out], int]] = {
     'ensure-indexes': ensure_indexes,
     'purge': purge,
     'stats': stats,
@@ -654,7 +651,7 @@ def _run(argv: Sequence[str] | None) -> int:
     store_log = logging.getLogger('pyramid_mongosession')
     level = store_log.level
     store_log.setLevel(logging.ERROR)
-    store = None
+    factory = None
     try:
         needs: tuple[str, ...] = ()
         if args.command in NEED_KEYS or getattr(args, 'user', None) is not None:
@@ -668,20 +665,19 @@ def _run(argv: Sequence[str] | None) -> int:
                 % (section, args.config_uri.partition('#')[0], PREFIX,
                    args.config_uri.partition('#')[0]))
         factory = factory_from_settings(settings, args.operation_timeout)
-        store, args.accounts = factory.store, factory.accounts
-        return COMMANDS[args.command](store, args, out)
+        return COMMANDS[args.command](factory, args, out)
     except UsageError as exc:
         return fail(USAGE, exc, exc.prog)
     except SessionStoreError as exc:
         return fail(FAILED, exc)
-    except ValueError as exc:  # e.g. SessionStore.revoke's refusal of an empty query
+    except ValueError as exc:  # e.g. the refusal of an empty query
         return fail(USAGE, exc)
     except KeyboardInterrupt:
         return fail(FAILED, 'interrupted')
     finally:
         store_log.setLevel(level)
-        if store is not None:
-            store.close()
+        if factory is not None:
+            factory.connection.close()
 
 
 if __name__ == '__main__':

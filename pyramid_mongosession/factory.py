@@ -18,7 +18,12 @@ from .exceptions import SessionBackendError
 from .expiry import Expiry
 from .lifecycle import EndOfRequest, publicly_cacheable
 from .session import MongoSession, SessionState
-from .store import RetiredSession, SessionStore, StoredSession
+from .connection import Connection
+from .documents import DocumentCodec, RetiredSession, StoredSession
+from .indexes import Indexes
+from .maintenance import Maintenance
+from .store import SessionStore
+from .users import UserQueries
 
 if TYPE_CHECKING:
     from pyramid.request import Request
@@ -168,14 +173,22 @@ class MongoSessionFactory:
             secure=settings['cookie_secure'], httponly=settings['cookie_httponly'],
             samesite=settings['cookie_samesite'], old_secrets=settings['old_secrets'],
         )
-        #: The sessions collection (:class:`~pyramid_mongosession.store.SessionStore`).
-        self.store = SessionStore(collection, operation_timeout=settings['operation_timeout'],
-                                  outage_probe_interval=settings['outage_probe_interval'],
-                                  detect_conflicts=settings['detect_conflicts'],
-                                  cipher=ValueCipher(keys) if keys else None,
-                                  max_size=settings['max_size'], user_key=user_key or None)
+        #: Where the sessions are kept (:class:`~pyramid_mongosession.connection.Connection`).
+        self.connection = Connection(collection, operation_timeout=settings['operation_timeout'],
+                                     outage_probe_interval=settings['outage_probe_interval'])
+        codec = DocumentCodec(cipher=ValueCipher(keys) if keys else None,
+                              user_key=user_key or None, max_size=settings['max_size'])
+        #: The indexes (:class:`~pyramid_mongosession.indexes.Indexes`), created on first use.
+        self.indexes = Indexes(self.connection, codec.user_key)
+        self.connection.first_use.append(self.indexes.ensure)
+        #: The request path's documents (:class:`~pyramid_mongosession.store.SessionStore`).
+        self.store = SessionStore(self.connection, codec,
+                                  detect_conflicts=settings['detect_conflicts'])
+        #: Purge, counts, sizes (:class:`~pyramid_mongosession.maintenance.Maintenance`).
+        self.maintenance = Maintenance(self.connection)
         #: Users and their sessions (:class:`~pyramid_mongosession.accounts.Accounts`).
-        self.accounts = Accounts(self.store, track_clients=bool(settings['track_clients']),
+        self.accounts = Accounts(self.store, UserQueries(self.connection, codec),
+                                 track_clients=bool(settings['track_clients']),
                                  max_sessions_per_user=cap)
         self.degrade_on_outage = settings['degrade_on_outage']
         expiry = Expiry(timeout, reissue_time,
@@ -227,11 +240,11 @@ class MongoSessionFactory:
 
         Encrypted values (``encryption_keys``) cannot be matched.
         """
-        return self.store.revoke(query)
+        return self.maintenance.revoke(query)
 
     def ensure_indexes(self) -> bool:
         """Create the TTL index now (it is otherwise created on first use)."""
-        return self.store.ensure_indexes()
+        return self.indexes.ensure()
 
     # -- users and their sessions (see pyramid_mongosession.accounts) -------------
 

@@ -22,7 +22,7 @@ from pyramid.path import DottedNameResolver
 from pyramid.settings import aslist, falsey, truthy
 
 from .factory import DEFAULTS, MongoSessionFactory
-from .store import ProcessLocalCollection
+from .connection import ProcessLocalCollection
 
 _validate_uri: Optional[Callable[..., dict[str, Any]]]
 try:

@@ -345,6 +345,12 @@ class SessionApp(webtest.TestApp):
         return self.app.registry.queryUtility(ISessionFactory)
 
 
+def factory_for(collection, **options):
+    """A :class:`MongoSessionFactory` on ``collection``: its ``store``, ``maintenance``,
+    ``indexes`` and ``connection`` are what tests that work below the requests use."""
+    return MongoSessionFactory(collection, SECRET, **options)
+
+
 @pytest.fixture
 def build_app():
     """``build_app(sessions, **options)``: a :class:`SessionApp` keeping its

@@ -16,9 +16,9 @@ from pyramid.config import Configurator
 
 from pyramid_mongosession.cli import main, parse_value, percentile
 from pyramid_mongosession.encoding import utcnow
-from pyramid_mongosession.store import SessionStore, document_id
+from pyramid_mongosession.documents import document_id
 
-from .conftest import SECRET
+from .conftest import SECRET, factory_for
 from .servers import free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,7 +51,8 @@ def ini(tmp_path, mongodb_url, database):
 
 @pytest.fixture
 def store(collection):
-    return SessionStore(collection)
+    """The request path's store of the test's collection, to put sessions in."""
+    return factory_for(collection).store
 
 
 
@@ -161,7 +162,7 @@ def test_console_script_entry_point():
 
 
 def test_every_database_call_goes_through_the_store():
-    """store.py is the only module that talks to MongoDB: the command asks it."""
+    """The command asks the package's modules, and never talks to MongoDB itself."""
     import ast
     import pyramid_mongosession.cli as cli
     with open(cli.__file__, encoding='utf-8') as f:
@@ -344,9 +345,9 @@ def test_other_applications_variables_need_no_value(run, tmp_path, mongodb_url, 
 
 def test_encryption_keys_variables_need_no_value(run, tmp_path, mongodb_url, database,
                                                  collection):
-    from pyramid_mongosession.crypto import ValueCipher, new_key
+    from pyramid_mongosession.crypto import new_key
     key = new_key()
-    add_sessions(SessionStore(collection, cipher=ValueCipher([key])), 2, user_id=42)
+    add_sessions(factory_for(collection, encryption_keys=[key]).store, 2, user_id=42)
     path = write_app_ini(tmp_path / 'enc.ini', """\
         mongodb_session.url = %s
         mongodb_session.db_name = %s
@@ -554,11 +555,11 @@ def test_revoke_refuses_bad_or_empty_queries(run, ini, store, collection, argv, 
 
 
 def test_revoke_says_when_values_are_encrypted(run, tmp_path, mongodb_url, database, collection):
-    from pyramid_mongosession.crypto import ValueCipher, new_key
+    from pyramid_mongosession.crypto import new_key
     key = new_key()
     path = write_ini(tmp_path / 'enc.ini', mongodb_url, database.name,
                      extra='mongodb_session.encryption_keys = %s' % key)
-    store = SessionStore(collection, cipher=ValueCipher([key]))
+    store = factory_for(collection, encryption_keys=[key]).store
     add_sessions(store, 2, user_id=42)
     add_sessions(store, 1)
     status, out, err = run('revoke', path, 'user_id=42')

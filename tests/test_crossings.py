@@ -432,5 +432,5 @@ def test_stats_count_sessions_not_the_tombstones_of_retired_ids(collection, buil
     app.get('/session?set=visits:1')
     app.get(LOGIN)
     assert collection.count_documents({}) == 2                 # the session and a tombstone
-    assert app.session_factory.store.session_counts(clock.now) == (1, 0)
+    assert app.session_factory.maintenance.session_counts(clock.now) == (1, 0)
 

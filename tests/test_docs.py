@@ -102,7 +102,7 @@ def test_connection_defaults_in_the_docs_are_the_codes(built):
         'mongodb_session.url': 'mongomock://localhost/named_in_url',
         'mongodb_session.secret': 'x',
     })
-    assert factory.store.collection().full_name == 'named_in_url.sessions'
+    assert factory.connection.namespace() == 'named_in_url.sessions'
 
 
 def test_api_reference_documents_every_public_name(built):

@@ -293,7 +293,7 @@ def test_old_secrets_from_ini(text, parsed):
 def test_list_settings_take_none_as_documented(name):
     # Not a list of one secret (or key) spelt "none".
     factory = session_factory_from_settings(dict(BASE, **{'mongodb_session.' + name: 'none'}))
-    assert len(factory.cookie._keys) == 1 and factory.store.cipher is None
+    assert len(factory.cookie._keys) == 1 and factory.store.codec.cipher is None
 
 
 def test_old_secrets_default_to_none():

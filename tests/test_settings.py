@@ -25,9 +25,9 @@ def settings(**extra):
 def test_defaults():
     factory = session_factory_from_settings(BASE)
     assert (factory.cookie.name, factory.cookie.max_age) == ('session', None)
-    collection = factory.store._get_collection
+    collection = factory.connection.source
     assert (collection.db_name, collection.coll_name) == ('app', 'sessions')
-    assert collection._client_args == ('localhost', 27017)
+    assert collection.client_args == ('localhost', 27017)
 
 
 def test_ini_strings_are_converted():
@@ -49,17 +49,17 @@ def test_database_from_url():
         'mongodb_session.secret': 's',
         'mongodb_session.url': 'mongodb://u:p@h1:1,h2:2/fromurl?replicaSet=rs',
         'mongodb_session.coll_name': 'web_sessions'})
-    collection = factory.store._get_collection
+    collection = factory.connection.source
     assert (collection.db_name, collection.coll_name) == ('fromurl', 'web_sessions')
 
 
 def test_host_port_credentials_go_to_the_client():
     factory = session_factory_from_settings(settings(
         host='db.example', port='27000', username='me', password='pw'))
-    collection = factory.store._get_collection
-    assert collection._client_args == ('db.example', 27000)
+    collection = factory.connection.source
+    assert collection.client_args == ('db.example', 27000)
     # The client bounds every call itself: timeoutMS comes from operation_timeout.
-    assert collection._client_kwargs == {'username': 'me', 'password': 'pw', 'timeoutMS': 5000.0}
+    assert collection.client_kwargs == {'username': 'me', 'password': 'pw', 'timeoutMS': 5000.0}
 
 
 @pytest.mark.parametrize('extra, expected', [
@@ -70,12 +70,12 @@ def test_host_port_credentials_go_to_the_client():
 ])
 def test_client_timeout_comes_from_operation_timeout(extra, expected):
     factory = session_factory_from_settings(settings(url='mongodb://db.example/app', **extra))
-    assert factory.store._get_collection._client_kwargs.get('timeoutMS') == expected
+    assert factory.connection.source.client_kwargs.get('timeoutMS') == expected
 
 
 def test_a_timeout_in_the_url_is_kept():
     factory = session_factory_from_settings(settings(url='mongodb://db.example/app?timeoutMS=900'))
-    assert 'timeoutMS' not in factory.store._get_collection._client_kwargs
+    assert 'timeoutMS' not in factory.connection.source.client_kwargs
 
 
 @pytest.mark.parametrize('bad, named', [
@@ -144,7 +144,7 @@ def test_url_check_names_the_database_as_pymongo_does():
                           ('mongodb://%2Ftmp%2Fmongodb-27017.sock/app', 'app')]:
         factory = session_factory_from_settings({'mongodb_session.secret': 's',
                                                  'mongodb_session.url': url})
-        assert factory.store._get_collection.db_name == expected, url
+        assert factory.connection.source.db_name == expected, url
 
 
 @pytest.fixture
@@ -163,9 +163,9 @@ def test_srv_url_is_checked_without_dns(no_dns):
     factory = session_factory_from_settings({
         'mongodb_session.secret': 's',
         'mongodb_session.url': 'mongodb+srv://u:p@cluster0.example.invalid/app?w=majority'})
-    collection = factory.store._get_collection
+    collection = factory.connection.source
     assert collection.db_name == 'app'
-    assert collection._client is None
+    assert not collection.connected
 
 
 @pytest.mark.parametrize('url', [
@@ -244,9 +244,9 @@ def test_readme_defaults_are_the_codes():
         expected = 'required' if name in REQUIRED else render(DEFAULTS[name])
         assert rows[name] == expected, name
     # the connection: no url, so host and port (test_defaults checks the client)
-    collection = session_factory_from_settings(BASE).store._get_collection
+    collection = session_factory_from_settings(BASE).connection.source
     assert rows['url'] == 'none'
-    assert rows['host'] == rows['port'] == '``%s``, ``%s``' % collection._client_args
+    assert rows['host'] == rows['port'] == '``%s``, ``%s``' % collection.client_args
     assert rows['coll_name'] == '``%s``' % collection.coll_name
 
 
@@ -258,7 +258,7 @@ def test_other_settings_are_ignored():
 def test_factory_construction_does_no_io():
     factory = session_factory_from_settings(settings(
         url='mongodb://127.0.0.1:1/app', **{'client.serverSelectionTimeoutMS': '100'}))
-    assert factory.store._get_collection._client is None   # no client yet
+    assert not factory.connection.source.connected   # no client yet
 
 
 def test_python_api_rejects_unknown_options(embedded_collection):
@@ -313,7 +313,7 @@ def test_include_with_ini_strings_keeps_a_counter(backend_settings, counter_app)
         'mongodb_session.client.serverSelectionTimeoutMS': '3000',
     }))
     assert [app.get('/count').text for _ in range(3)] == ['1', '2', '3']
-    collection = app.session_factory.store.collection()
+    collection = app.session_factory.connection.collection()
     assert collection.full_name == backend_settings['mongodb_session.db_name'] + '.sessions'
     assert collection.count_documents({}) == 1
     assert 'Max-Age=3600' in app.get('/count').headers.get('Set-Cookie', 'Max-Age=3600')
@@ -332,22 +332,23 @@ def test_embedded_backend_needs_no_database_name(counter_app):
     assert [app.get('/count').text for _ in range(2)] == ['1', '2']
     factory = session_factory_from_settings({'mongodb_session.url': 'mongomock://',
                                              'mongodb_session.secret': 's'})
-    assert factory.store.namespace() == 'pyramid_mongosession.sessions'
+    assert factory.connection.namespace() == 'pyramid_mongosession.sessions'
     # a database named in the url or by db_name still wins
     for extra, expected in [({'mongodb_session.url': 'mongomock:///demo'}, 'demo'),
                             ({'mongodb_session.db_name': 'mine'}, 'mine')]:
         values = dict({'mongodb_session.url': 'mongomock://',
                        'mongodb_session.secret': 's'}, **extra)
-        assert session_factory_from_settings(values).store.namespace() == expected + '.sessions'
+        namespace = session_factory_from_settings(values).connection.namespace()
+        assert namespace == expected + '.sessions'
 
 
 def test_one_client_per_process(monkeypatch):
     factory = session_factory_from_settings(settings(url='mongomock:///x'))
-    store = factory.store
-    first = store.collection()
-    assert store.collection() is first
+    connection = factory.connection
+    first = connection.collection()
+    assert connection.collection() is first
     monkeypatch.setattr('os.getpid', lambda: -1)   # as seen from a forked child
-    assert store.collection() is not first
+    assert connection.collection() is not first
 
 
 def test_processes_share_sessions_through_one_collection(mongodb_url, database, counter_app):
