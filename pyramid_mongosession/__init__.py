@@ -15,6 +15,7 @@ from .accounts import (
     SessionEnded,
     SessionExpired,
     SessionIdChanged,
+    SessionImported,
     get_session_factory,
 )
 from .exceptions import (
@@ -37,6 +38,7 @@ __all__ = [
     'SessionEnded',
     'SessionExpired',
     'SessionIdChanged',
+    'SessionImported',
     'SessionStoreError',
     'SessionValueError',
     'get_session_factory',

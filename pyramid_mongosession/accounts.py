@@ -97,6 +97,27 @@ class SessionExpired(SessionEvent):
     """A request presented a session that had expired (and got a new, empty one)."""
 
 
+class SessionImported(SessionEvent):
+    """A visitor's session of the library used before became a new session
+    (see :mod:`pyramid_mongosession.importers`), and the response gives the
+    visitor its cookie.
+
+    ``session`` is the new session (``request.session``); ``source`` names
+    the library (``'cookie'``, ``'pyramid_session_redis'``,
+    ``'pyramid_beaker'``, or the importer's own); ``handle`` and ``userid``
+    are the new session's. Published after :class:`SessionCreated`.
+    """
+
+    def __init__(self, request, session, source, handle=None, userid=None):
+        super().__init__(request, handle, userid)
+        self.session = session
+        self.source = source
+
+    def __repr__(self):
+        return '<%s source=%r handle=%r userid=%r>' % (
+            type(self).__name__, self.source, self.handle, self.userid)
+
+
 def _request_of(state):
     """The request of a session's state (held by a weak reference), or None."""
     reference = state.request
