@@ -33,6 +33,7 @@ its replay until the old cookie would have expired anyway.
 """
 from __future__ import annotations
 
+import _compat_pickle
 import base64
 import datetime
 import functools
@@ -189,9 +190,15 @@ SAFE_GLOBALS = frozenset(
 
 class _SafeUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
+        # Python 2's names, as pickle protocols 0-2 write them (fix_imports).
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
         if (module, name) in SAFE_GLOBALS:
             return super().find_class(module, name)
-        return type('PickledObject', (PickledObject,), {'_class_name': '%s.%s' % (module, name)})
+        qualified = '%s.%s' % (module, name)
+        return type('pickled %s' % qualified, (PickledObject,), {'_class_name': qualified})
 
 
 def safe_unpickle(data: bytes) -> Any:

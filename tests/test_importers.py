@@ -498,3 +498,184 @@ def test_the_importer_is_not_consulted_after_import_until(new_app, collection):
                                            import_until=datetime.datetime(2000, 1, 1)))
     assert browser.get('/state').json['userid'] is None
     assert collection.find_one({'_id': COUNTER_ID}) is None
+
+
+# -- without a server: the importers' parts, and the settings -------------------------------
+
+def test_safe_unpickle_keeps_plain_data_and_imports_no_class():
+    import datetime
+    import pickle
+
+    from pyramid_mongosession.importers import PickledObject, safe_unpickle
+    when = datetime.datetime(2024, 5, 1, 12, 30)
+    data = {'n': 1, 'text': 'é', 'raw': b'\x00\x01', 'when': when, 'list': [1, (2, 3)],
+            'tags': {1, 2}, 'obj': Custom(1), 'fn': print}
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        loaded = safe_unpickle(pickle.dumps(data, protocol))
+        assert {key: loaded[key] for key in ('n', 'text', 'raw', 'when', 'tags')} == {
+            'n': 1, 'text': 'é', 'raw': b'\x00\x01', 'when': when, 'tags': {1, 2}}
+        assert list(loaded['list'][1]) == [2, 3]
+        assert isinstance(loaded['obj'], PickledObject)
+        assert 'test_importers.Custom' in repr(loaded['obj'])
+        assert issubclass(loaded['fn'], PickledObject)   # a global, never looked up
+        assert 'builtins.print' in repr(loaded['fn'])
+
+
+def test_checked_values_drop_what_bson_cannot_hold(caplog):
+    from pyramid_mongosession.importers import checked_values
+    with caplog.at_level(logging.WARNING):
+        kept = checked_values({'ok': [1, 'a'], 'big': 2 ** 64, 'tags': {1}, 3: 'int key',
+                               'nested': {'x': {1: 2}}}, 'test')
+    assert kept == {'ok': [1, 'a']}
+    [record] = caplog.records
+    for key in ("'big'", "'tags'", '3', "'nested'"):
+        assert key in record.getMessage()
+
+
+def embedded_app(importer, **options):
+    import mongomock
+    collection = mongomock.MongoClient()['test']['sessions']
+    config = Configurator()
+    from pyramid_mongosession import MongoSessionFactory
+    config.set_session_factory(MongoSessionFactory(collection, 'x' * 40, importer=importer,
+                                                   **options))
+    configure(config)
+    for name, view in VIEWS.items():
+        config.add_route(name, '/' + name)
+        config.add_view(view, route_name=name)
+    return webtest.TestApp(config.make_wsgi_app()), collection
+
+
+def test_a_plain_function_is_an_importer():
+    calls = []
+
+    def importer(request):
+        calls.append(request.cookies.get('legacy'))
+        return {'auth.userid': 'lee', 'theme': 'dark'} if 'legacy' in request.cookies else None
+    app, collection = embedded_app(importer)
+    assert app.get('/state').json['userid'] is None
+    app.set_cookie('legacy', 'x')
+    assert app.get('/state').json == {'userid': 'lee', 'data': {'auth.userid': 'lee',
+                                                                'theme': 'dark'}, 'new': False}
+    assert app.get('/state').json['userid'] == 'lee'
+    assert calls == [None, 'x']   # not consulted once our cookie is there
+    assert collection.find_one({'_id': COUNTER_ID})['count'] == 1
+
+
+def test_a_failing_importer_imports_nothing(caplog):
+    def importer(request):
+        raise ConnectionError('the old store is down')
+    app, collection = embedded_app(importer)
+    assert app.get('/state').json['userid'] is None
+    assert 'the importer failed' in caplog.text
+
+
+def test_signed_cookie_importer_verifies_as_pyramid_does():
+    import base64
+    import hashlib
+    import hmac as hmac_
+
+    from webob.cookies import SignedSerializer
+    importer = SignedCookieImporter(OLD_SECRET, salt='my.salt.', hashalg='sha256')
+    signer = SignedSerializer(OLD_SECRET, 'my.salt.', 'sha256')
+    now = time.time()
+    good = signer.dumps((now, now - 60, {'a': 1})).decode('ascii')
+    old = importer.read(good)
+    assert dict(old) == {'a': 1} and old.source == 'cookie' and old.end is None
+    assert old.replay_key and old.created is not None
+    with pytest.raises(ValueError, match='signature'):
+        importer.read(SignedSerializer('other', 'my.salt.', 'sha256').dumps(
+            (now, now, {'a': 1})).decode('ascii'))
+    with pytest.raises(ValueError, match='expired'):
+        importer.read(signer.dumps((now - 1300, now - 1300, {'a': 1})).decode('ascii'))
+    with pytest.raises(ValueError, match='not a Pyramid cookie session'):
+        importer.read(signer.dumps(['x']).decode('ascii'))
+    assert importer.read(signer.dumps((now, now, {})).decode('ascii')) is None
+    # A pickle in the cookie is never unpickled unless the serializer says so.
+    payload = b'\x80\x04N.'
+    key = b'my.salt.' + OLD_SECRET.encode('latin-1')
+    forged = base64.urlsafe_b64encode(
+        hmac_.new(key, payload, hashlib.sha256).digest() + payload).rstrip(b'=')
+    with pytest.raises(ValueError):
+        importer.read(forged.decode('ascii'))
+
+
+def test_beaker_importer_refuses_unsigned_cookies():
+    with pytest.raises(ValueError, match='unsigned'):
+        BeakerImporter({'session.type': 'memory'})
+    importer = BeakerImporter({'session.type': 'memory', 'session.secret': 's',
+                               'session.key': 'k', 'session.timeout': '60', 'other': 'x'})
+    assert importer.cookie.name == 'k' and importer.timeout == 60
+
+
+# -- settings -----------------------------------------------------------------------------
+
+def parse(**import_settings):
+    from pyramid_mongosession.settings import parse_settings
+    settings = {'mongodb_session.secret': 's', 'mongodb_session.url': 'mongomock://'}
+    for name, value in import_settings.items():
+        settings['mongodb_session.import.' + name.replace('__', '.')] = value
+    return parse_settings(settings)[1]
+
+
+@pytest.mark.filterwarnings('ignore:PickleSerializer:DeprecationWarning')
+def test_import_settings_build_the_importer():
+    import datetime
+    options = parse(**{'from': 'cookie', 'secret': 'old', 'cookie_name': 'old_session',
+                       'timeout': '3600', 'until': '2030-07-01'})
+    importer = options['importer']
+    assert isinstance(importer, SignedCookieImporter)
+    assert importer.cookie.name == 'old_session' and importer.timeout == 3600
+    assert options['import_until'] == datetime.datetime(2030, 7, 1)
+    assert parse(**{'from': 'cookie', 'secret': 'old', 'until': '2030-07-01T02:00:00+02:00'})[
+        'import_until'] == datetime.datetime(2030, 7, 1)
+    redis = parse(**{'from': 'pyramid_session_redis', 'secret': 'old',
+                     'url': 'redis://127.0.0.1:1/0', 'end_old': 'false'})['importer']
+    assert isinstance(redis, RedisImporter) and redis.end_old is False
+    beaker = parse(**{'from': 'pyramid_beaker', 'type': 'memory', 'secret': 'b',
+                      'timeout': '600'})['importer']
+    assert isinstance(beaker, BeakerImporter) and beaker.timeout == 600
+    serializer = parse(**{'from': 'cookie', 'secret': 'old',
+                          'serializer': 'pyramid.session.PickleSerializer'})['importer']
+    assert type(serializer.serializer).__name__ == 'PickleSerializer'
+
+
+def test_pyramid_beaker_reads_the_applications_session_settings():
+    from pyramid_mongosession.settings import parse_settings
+    options = parse_settings({'mongodb_session.secret': 's', 'mongodb_session.url': 'mongomock://',
+                              'mongodb_session.import.from': 'pyramid_beaker',
+                              'session.type': 'memory', 'session.secret': 'b',
+                              'session.key': 'myapp'})[1]
+    assert options['importer'].cookie.name == 'myapp'
+
+
+def test_a_dotted_importer(monkeypatch):
+    import sys
+    import types
+    module = types.ModuleType('old_sessions_for_test')
+    module.importer = lambda request: None
+    module.make = lambda **options: (lambda request: options)
+    monkeypatch.setitem(sys.modules, 'old_sessions_for_test', module)
+    assert parse(**{'from': 'old_sessions_for_test.importer'})['importer'] is module.importer
+    made = parse(**{'from': 'old_sessions_for_test.make', 'region': 'eu'})['importer']
+    assert made(None) == {'region': 'eu'}
+
+
+@pytest.mark.parametrize('settings, message', [
+    ({'secret': 'x'}, 'mongodb_session.import.from is required'),
+    ({'from': 'cookie'}, 'mongodb_session.import.secret is required'),
+    ({'from': 'cookie', 'secret': 'x', 'url': 'redis://'},
+     'unknown setting mongodb_session.import.url'),
+    ({'from': 'pyramid_session_redis', 'secret': 'x', 'salt': 'y'},
+     'unknown setting mongodb_session.import.salt'),
+    ({'from': 'pyramid_session_redis', 'secret': 'x'}, 'redis_url'),
+    ({'from': 'cookie', 'secret': 'x', 'until': 'next week'},
+     'mongodb_session.import.until: bad value'),
+    ({'from': 'cookie', 'secret': 'x', 'hashalg': 'nosuch'}, 'mongodb_session.import.from'),
+    ({'from': 'pyramid_beaker', 'type': 'memory'}, 'unsigned'),
+    ({'from': 'no.such.module'}, 'neither cookie, pyramid_session_redis, pyramid_beaker'),
+])
+def test_bad_import_settings_are_refused_at_start_up(settings, message):
+    from pyramid.exceptions import ConfigurationError
+    with pytest.raises(ConfigurationError, match=message):
+        parse(**settings)
