@@ -679,3 +679,14 @@ def test_bad_import_settings_are_refused_at_start_up(settings, message):
     from pyramid.exceptions import ConfigurationError
     with pytest.raises(ConfigurationError, match=message):
         parse(**settings)
+
+
+def test_stats_with_the_import_settings_of_an_ini_file(run, tmp_path, mongodb_url, database):
+    """The command needs no value for the old secret, and counts the imports."""
+    from .test_cli import write_ini
+    path = write_ini(tmp_path / 'app.ini', mongodb_url, database.name, extra='\n'.join([
+        'mongodb_session.import.from = cookie',
+        'mongodb_session.import.secret = %(OLD_SESSION_SECRET)s']))
+    status, out, err = run('stats', path)
+    assert (status, err) == (0, '')
+    assert 'imported from the previous session library: 0\n' in out
