@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 from pyramid.tweens import EXCVIEW
 
 from .accounts import get_session_factory
-from .events import SessionCreated, SessionEnded, SessionExpired, SessionIdChanged
+from .events import (
+    SessionCreated, SessionEnded, SessionExpired, SessionIdChanged, SessionImported)
 from .exceptions import (
     SessionBackendError,
     SessionConflict,
@@ -32,6 +33,7 @@ __all__ = [
     'SessionEnded',
     'SessionExpired',
     'SessionIdChanged',
+    'SessionImported',
     'SessionStoreError',
     'SessionValueError',
     'get_session_factory',

@@ -35,6 +35,7 @@ from pyramid.exceptions import ConfigurationError
 
 from .crypto import new_key
 from .encoding import is_user_id, utcnow
+from .importers import imported_count
 from .exceptions import SessionStoreError
 from .settings import EMBEDDED_SCHEME, PREFIX, session_factory_from_settings
 
@@ -153,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
         'stats', parents=[common],
         help='count sessions and show the spread of their sizes',
         description='Print the number of sessions, how many have expired but are '
-                    'still stored, whether a TTL index removes them, and percentiles '
+                    'still stored, whether a TTL index removes them, how many sessions '
+                    'were imported from the library used before, and percentiles '
                     'of the documents\' sizes in bytes. Sizes come from the server '
                     '($bsonSize over a random $sample) where it can compute them; '
                     'otherwise they are measured client-side from the first '
@@ -255,6 +257,7 @@ def parse_args(parser: argparse.ArgumentParser,
 STAND_INS: dict[str, Callable[[], str]] = {
     PREFIX + 'secret': lambda: secrets.token_urlsafe(32),
     PREFIX + 'encryption_keys': new_key,
+    PREFIX + 'import.secret': lambda: secrets.token_urlsafe(32),
 }
 
 
@@ -429,6 +432,11 @@ def stats(factory: MongoSessionFactory, args: argparse.Namespace, out: Out) -> i
         out('TTL index: %s (the server removes expired sessions)' % ttl)
     else:
         out('TTL index: none (expired sessions stay until "%s purge")' % PROG)
+    imported, first, last = imported_count(factory.connection)
+    out('imported from the previous session library: %d%s' % (
+        imported, ' (first %s, latest %s UTC)' % (first.strftime('%Y-%m-%d %H:%M'),
+                                                  last.strftime('%Y-%m-%d %H:%M'))
+        if imported and first is not None and last is not None else ''))
     if not total:
         out('document size: no documents')
         return OK

@@ -199,7 +199,8 @@ class SessionCookie:
         """Clear the cookie, replacing any Set-Cookie for it already there."""
         self._put(response, self._profile.get_headers(None))
 
-    def _sets_cookie(self, response: Response) -> bool:
+    def sets_cookie(self, response: Response) -> bool:
+        """Whether ``response`` sets (or clears) the session cookie already."""
         return any(self._names_cookie(header) for header in response.headerlist)
 
     def _names_cookie(self, header: tuple[str, str]) -> bool:
@@ -207,7 +208,7 @@ class SessionCookie:
         return name.lower() == 'set-cookie' and value.split('=', 1)[0].strip() == self.name
 
     def _put(self, response: Response, headers: list[tuple[str, str]]) -> None:
-        if self._sets_cookie(response):
+        if self.sets_cookie(response):
             response.headerlist[:] = [header for header in response.headerlist
                                       if not self._names_cookie(header)]
         response.headerlist.extend(headers)

@@ -115,6 +115,21 @@ _PLAIN = (str, bytes, bool, type(None), datetime.datetime, bson.ObjectId, bson.D
 _INT64 = (-2 ** 63, 2 ** 63 - 1)
 
 
+def check_key(key: Any) -> str:
+    """Return ``key`` if it may be a session key (a string that is valid Unicode text),
+    else raise :class:`SessionValueError` naming it."""
+    if not isinstance(key, str):
+        raise SessionValueError(
+            'session keys must be strings (MongoDB field names), not %r' % (key,))
+    try:
+        key.encode('utf-8')
+    except UnicodeEncodeError:
+        raise SessionValueError(
+            'session key %r is not valid Unicode text (it holds a lone surrogate), so it '
+            'cannot be a MongoDB field name' % (key,)) from None
+    return key
+
+
 def check_value(key: str, value: Any) -> int:
     """Raise :class:`SessionValueError` naming ``key`` unless every server can store ``value``.
 

@@ -59,6 +59,28 @@ class SessionExpired(SessionEvent):
     """A request presented a session that had expired (and got a new, empty one)."""
 
 
+class SessionImported(SessionEvent):
+    """A visitor's session of the library used before became a new session
+    (see :mod:`pyramid_mongosession.importers`), and the response gives the
+    visitor its cookie.
+
+    ``session`` is the new session (``request.session``); ``source`` names
+    the library (``'cookie'``, ``'pyramid_session_redis'``,
+    ``'pyramid_beaker'``, or the importer's own); ``handle`` and ``userid``
+    are the new session's. Published after :class:`SessionCreated`.
+    """
+
+    def __init__(self, request: Any, session: Any, source: str, handle: str | None = None,
+                 userid: Any = None) -> None:
+        super().__init__(request, handle, userid)
+        self.session = session
+        self.source = source
+
+    def __repr__(self) -> str:
+        return '<%s source=%r handle=%r userid=%r>' % (
+            type(self).__name__, self.source, self.handle, self.userid)
+
+
 def wants(registry: Any, event_class: type[SessionEvent]) -> bool:
     """Whether anything subscribes to ``event_class``: nothing is built or fetched otherwise."""
     if registry is None or not getattr(registry, 'has_listeners', False):

@@ -16,6 +16,7 @@ from .crypto import ValueCipher
 from .encoding import MAX_SECONDS, is_duration, utcnow
 from .exceptions import SessionBackendError
 from .expiry import Expiry
+from .importers import Takeover
 from .lifecycle import EndOfRequest, publicly_cacheable
 from .session import MongoSession, SessionState
 from .connection import Connection
@@ -54,6 +55,8 @@ DEFAULTS = {
     'user_key': 'auth.userid',
     'track_clients': True,
     'max_sessions_per_user': None,
+    'importer': None,
+    'import_until': None,
 }
 
 
@@ -87,7 +90,18 @@ def _checked(options: Mapping[str, Any]) -> dict[str, Any]:
     user_key = settings['user_key']
     if user_key is not None and not isinstance(user_key, str):
         raise TypeError('user_key must be a session key (a string) or None')
+    if settings['importer'] is not None and not callable(settings['importer']):
+        raise TypeError('importer must be a callable taking the request, or None')
+    until = settings['import_until']
+    if until is not None and not isinstance(until, datetime.datetime):
+        raise TypeError('import_until must be a datetime or None')
     return settings
+
+
+def _naive_utc(moment: datetime.datetime | None) -> datetime.datetime | None:
+    if moment is None or moment.tzinfo is None:
+        return moment
+    return moment.astimezone(datetime.timezone.utc).replace(tzinfo=None)
 
 
 @implementer(ISessionFactory)
@@ -150,7 +164,13 @@ class MongoSessionFactory:
       (IPv4 /24, IPv6 /48) when a session is created and at each
       ``change_id``, for the user's list of sessions;
     - ``max_sessions_per_user=None``: when a session gets a user who then has
-      more live sessions than this, the least recently seen are revoked.
+      more live sessions than this, the least recently seen are revoked;
+    - ``importer=None``: ``callable(request)``, consulted when a request
+      brings no valid session cookie of ours, returning the visitor's session
+      of the library used before (a mapping) or None; a session it returns is
+      stored at once as a new one (see :mod:`pyramid_mongosession.importers`);
+    - ``import_until=None``: a :class:`~datetime.datetime` (naive: UTC) after
+      which the importer is no longer consulted.
 
     Constructing the factory does no I/O.
     """
@@ -197,10 +217,22 @@ class MongoSessionFactory:
             self.store, self.cookie, expiry, self.accounts,
             is_cacheable=settings['is_cacheable'], degrade_on_outage=self.degrade_on_outage,
             rotation_grace=_seconds('rotation_grace', settings['rotation_grace'], allow_zero=True))
+        #: Takes over the sessions of the library used before (``importer``), or None.
+        self.takeover = None if settings['importer'] is None else Takeover(
+            settings['importer'], self.store, self.cookie, self.accounts, expiry,
+            until=_naive_utc(settings['import_until']), degrade_on_outage=self.degrade_on_outage,
+            cookie_path=settings['cookie_path'], cookie_domain=settings['cookie_domain'],
+            is_cacheable=settings['is_cacheable'])
 
     def __call__(self, request: Request) -> MongoSession:
         session_id, resign = self.cookie.read(request)
         if session_id is None:
+            takeover = self.takeover
+            taken = takeover.take(request) if takeover is not None else None
+            if takeover is not None and taken is not None:
+                self._end_of_request.register(request, taken[0])
+                takeover.register(request, *taken)   # after the end of the request
+                return MongoSession(taken[0])
             state = SessionState(had_cookie=self.cookie.sent(request) is not None)
         else:
             # Loaded on the first read (see MongoSession), and not before.

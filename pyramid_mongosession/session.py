@@ -27,7 +27,8 @@ from pyramid.interfaces import ISession
 from zope.interface import implementer
 
 from .encoding import (
-    ENCODING_ERRORS, MAX_SECONDS, check_user_id, check_value, encode_value, is_duration, utcnow)
+    ENCODING_ERRORS, MAX_SECONDS, check_key, check_user_id, check_value, encode_value,
+    is_duration, utcnow)
 from .exceptions import SessionValueError
 
 #: Plack::Middleware::Session's per-request options that a view may set.
@@ -267,19 +268,6 @@ class SessionOptions(MutableMapping):
         return repr(dict(self))
 
 
-def _checked_key(key: Any) -> str:
-    if not isinstance(key, str):
-        raise SessionValueError(
-            'session keys must be strings (MongoDB field names), not %r' % (key,))
-    try:
-        key.encode('utf-8')
-    except UnicodeEncodeError:
-        raise SessionValueError(
-            'session key %r is not valid Unicode text (it holds a lone surrogate), so it '
-            'cannot be a MongoDB field name' % (key,)) from None
-    return key
-
-
 def _epoch(when: datetime.datetime) -> float:
     return when.replace(tzinfo=datetime.timezone.utc).timestamp()
 
@@ -441,7 +429,7 @@ class MongoSession:
 
     def __setitem__(self, key: str, value: Any) -> None:
         """Set ``key``; a value no server can store raises :class:`SessionValueError` here."""
-        check_value(_checked_key(key), value)
+        check_value(check_key(key), value)
         state = self._state
         if key == state.user_key and value is not None:
             check_user_id(value, 'session key %r (the user id, user_key)' % key)

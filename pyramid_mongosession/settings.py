@@ -6,9 +6,12 @@ not convert raises :class:`pyramid.exceptions.ConfigurationError` naming the
 key, when the application starts rather than on its first request.
 ``mongodb_session.client.<option>`` passes ``<option>`` to
 :class:`pymongo.MongoClient` (the Perl modules' "prefix it with mongodb_" rule).
+``mongodb_session.import.*`` configures the importer of the sessions of the
+library used before (:data:`IMPORT`, and a table per source).
 """
 from __future__ import annotations
 
+import datetime
 import difflib
 from typing import Any, Callable, Mapping, Optional
 from urllib.parse import unquote, urlsplit
@@ -23,6 +26,8 @@ from pyramid.settings import aslist, falsey, truthy
 
 from .factory import DEFAULTS, MongoSessionFactory
 from .connection import ProcessLocalCollection
+from .importers import (
+    BEAKER, COOKIE, REDIS, BeakerImporter, RedisImporter, SignedCookieImporter)
 
 _validate_uri: Optional[Callable[..., dict[str, Any]]]
 try:
@@ -155,6 +160,137 @@ FACTORY: dict[str, Converter] = {
 REQUIRED = ('secret',)
 
 
+def _until(value: Any) -> datetime.datetime:
+    """``2025-07-01`` (midnight UTC) or an ISO 8601 date and time (naive: UTC)."""
+    if isinstance(value, datetime.datetime):
+        moment = value
+    elif isinstance(value, datetime.date):
+        moment = datetime.datetime(value.year, value.month, value.day)
+    else:
+        text = _string(value)
+        if text.endswith(('Z', 'z')):
+            text = text[:-1] + '+00:00'
+        moment = datetime.datetime.fromisoformat(text)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    return moment
+
+
+def _object(value: Any) -> Any:
+    """A dotted name's object, a class instantiated (a serializer, say)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        resolved = DottedNameResolver().resolve(_string(value))
+    except ImportError as exc:
+        raise ValueError(str(exc)) from None
+    return resolved() if isinstance(resolved, type) else resolved
+
+
+#: ``mongodb_session.import.*`` settings of every importer: where the old
+#: sessions come from (``cookie``, ``pyramid_session_redis``,
+#: ``pyramid_beaker`` or the dotted name of an importer), and until when.
+IMPORT: dict[str, Converter] = {
+    'from': _string,
+    'until': _until,
+}
+#: The options of each source's importer, as ``mongodb_session.import.<option>``.
+IMPORT_OPTIONS: dict[str, dict[str, Converter]] = {
+    COOKIE: {
+        'secret': str,
+        'cookie_name': _string,
+        'cookie_path': _string,
+        'cookie_domain': _string_or_none,
+        'salt': str,
+        'hashalg': _string,
+        'timeout': _float_or_none,
+        'serializer': _object,
+    },
+    REDIS: {
+        'secret': str,
+        'url': _string,
+        'cookie_name': _string,
+        'cookie_path': _string,
+        'cookie_domain': _string_or_none,
+        'deserialize': _dotted,
+        'end_old': _bool,
+    },
+    # Beaker's own session options, which Beaker converts; without any, the
+    # application's session.* settings, as pyramid_beaker reads them.
+    BEAKER: {
+        **{name: _string for name in (
+            'type', 'url', 'key', 'data_dir', 'lock_dir', 'data_serializer', 'crypto_type',
+            'cookie_path', 'cookie_domain', 'table_name', 'schema_name', 'timeout',
+            'encrypt_nonce_bits')},
+        'secret': str,
+        'validate_key': str,
+        'encrypt_key': str,
+        'end_old': _bool,
+    },
+}
+#: The importer class of each source, and the importer options it gets under another name.
+IMPORTERS: dict[str, tuple[Callable[..., Any], dict[str, str]]] = {
+    COOKIE: (SignedCookieImporter, {}),
+    REDIS: (RedisImporter, {'url': 'redis_url'}),
+    BEAKER: (BeakerImporter, {}),
+}
+
+
+def _importer_options(found: dict[str, Any], settings: Mapping[str, Any],
+                      prefix: str) -> dict[str, Any]:
+    """The factory's ``importer`` and ``import_until`` from the ``import.*`` settings."""
+    def key(name: str) -> str:
+        return '%simport.%s' % (prefix, name)
+
+    def converted(table: Mapping[str, Converter], name: str, value: Any) -> Any:
+        if name not in table:
+            raise ConfigurationError('unknown setting %s (%s takes: %s)' % (
+                key(name), key('from') + ' = ' + str(source),
+                ', '.join(sorted(set(IMPORT) | set(table)))))
+        try:
+            return table[name](value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError('%s: bad value %r (%s)' % (key(name), value, exc)) from exc
+
+    source = found.pop('from', None)
+    if not source or not _string(source):
+        raise ConfigurationError('%s is required with the other %simport.* settings'
+                                 % (key('from'), prefix))
+    source = _string(source)
+    options: dict[str, Any] = {}
+    if 'until' in found:
+        options['import_until'] = converted(IMPORT, 'until', found.pop('until'))
+    if source in IMPORTERS:
+        factory, renamed = IMPORTERS[source]
+        table = IMPORT_OPTIONS[source]
+        arguments = {renamed.get(name, name): converted(table, name, value)
+                     for name, value in found.items()}
+        if source == BEAKER:
+            end_old = arguments.pop('end_old', True)
+            beaker = arguments or {name: value for name, value in settings.items()
+                                   if name.startswith(('session.', 'beaker.session.'))}
+            arguments = {'settings': beaker, 'end_old': end_old}
+        elif 'secret' not in arguments:
+            raise ConfigurationError('%s is required (the old session factory\'s secret)'
+                                     % key('secret'))
+    else:
+        try:
+            factory = _dotted(source)
+        except ValueError as exc:
+            raise ConfigurationError(
+                '%s: %r is neither %s nor the dotted name of an importer (%s)'
+                % (key('from'), source, ', '.join(IMPORTERS), exc)) from exc
+        arguments = dict(found)
+        if not arguments:
+            options['importer'] = factory
+            return options
+    try:
+        options['importer'] = factory(**arguments)
+    except (TypeError, ValueError, ImportError) as exc:
+        raise ConfigurationError('%s = %s: %s' % (key('from'), source, exc)) from exc
+    return options
+
+
 def parse_settings(
     settings: Mapping[str, Any], prefix: str = PREFIX,
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -162,10 +298,14 @@ def parse_settings(
     connection: dict[str, Any] = {}
     options: dict[str, Any] = {}
     client: dict[str, Any] = {}
+    imports: dict[str, Any] = {}
     for key, value in settings.items():
         if not key.startswith(prefix):
             continue
         name = key[len(prefix):]
+        if name.startswith('import.'):
+            imports[name[len('import.'):]] = value
+            continue
         if name.startswith('client.'):
             option = name[len('client.'):]
             try:
@@ -184,6 +324,8 @@ def parse_settings(
     for name in REQUIRED:
         if not options.get(name):
             raise ConfigurationError('%s%s is required' % (prefix, name))
+    if imports:
+        options.update(_importer_options(imports, settings, prefix))
     return connection, options, client
 
 

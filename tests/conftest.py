@@ -37,6 +37,7 @@ LIVE = {'retired': {'$exists': False}}
 SERVER_FIXTURES = frozenset({
     'mongodb_url', 'mongo_java_server_url', 'atomic_server_url', 'ttl_server_url',
     'atomic_collection', 'own_server',
+    'redis_port',   # not MongoDB, but a server process all the same (tests/test_importers.py)
 })
 #: Each marker, and the fixtures that give it to every test using one of them,
 #: directly or through other fixtures. The fixtures parametrised over backends
