@@ -138,6 +138,16 @@ class RetiredSession:
         self.until = until
 
 
+def _own_timeout(document: dict[str, Any]) -> float | None:
+    """A document's own idle timeout, if it is one a session may have (else None, logged)."""
+    timeout = document.get('timeout')
+    if timeout is not None and not is_duration(timeout):
+        log.warning('ignored a stored session timeout that is not a number of seconds '
+                    'a session may have: %r', timeout)
+        return None
+    return timeout
+
+
 #: ``expired(handle, user)``: told of a session found expired.
 ExpiredHook = Callable[[Any, Any], None]
 
@@ -222,27 +232,30 @@ class DocumentCodec:
             if expired is not None:
                 expired(document.get(HANDLE), self.user_of(document))
             return None
-        data = {session_key(name): value for name, value in document.get('data', {}).items()}
-        stale: list[str] = []
-        if self.cipher is not None:
-            try:
-                data, stale = self.cipher.decrypt_all(document_id(session_id), data,
-                                                      decode_value)
-            except DecryptionError as exc:
-                log.warning('ignored a session that could not be decrypted: %s', exc)
-                return None
+        try:
+            data, stale = self._decrypted(session_id, document)
+        except DecryptionError as exc:
+            log.warning('ignored a session that could not be decrypted: %s', exc)
+            return None
+        return self._stored(document, data, stale)
+
+    def _stored(self, document: dict[str, Any], data: dict[str, Any],
+                stale: list[str]) -> StoredSession:
         user = data.get(self.user_key) if self.user_key is not None else None
-        timeout = document.get('timeout')
-        if timeout is not None and not is_duration(timeout):
-            log.warning('ignored a stored session timeout that is not a number of seconds '
-                        'a session may have: %r', timeout)
-            timeout = None
         size = document.get('size')
         return StoredSession(
-            data, document.get('created'), expires, document.get('v', 0), stale,
-            size if isinstance(size, int) else None, timeout,
+            data, document.get('created'), document.get('expires'), document.get('v', 0), stale,
+            size if isinstance(size, int) else None, _own_timeout(document),
             {name: document[name] for name in ACCOUNT_FIELDS if name in document},
             user if is_user_id(user) else None)
+
+    def _decrypted(self, session_id: str, document: dict[str, Any]
+                   ) -> tuple[dict[str, Any], list[str]]:
+        """A loaded document's data, and the keys sealed with an older key."""
+        data = {session_key(name): value for name, value in document.get('data', {}).items()}
+        if self.cipher is None:
+            return data, []
+        return self.cipher.decrypt_all(document_id(session_id), data, decode_value)
 
     def data_of(self, document: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         """A document's data, decrypted: ``(data, sealed)``, with the keys that cannot be
