@@ -224,7 +224,7 @@ class Accounts:
         if not wants(registry, SessionEnded):
             return self.users.revoke(**which)
         ended: dict[Any, Any] = {}
-        for handle, userid in self.users.take(**which):
+        for handle, userid in self.users.pop(**which):
             ended.setdefault(handle, userid)
         for handle, userid in ended.items():
             registry.notify(SessionEnded(request, handle, userid, reason))
@@ -263,7 +263,7 @@ class Accounts:
         handle: str = stored.account[HANDLE]
         return handle
 
-    def new_document(self, state: SessionState, now: datetime.datetime,
+    def insert_fields(self, state: SessionState, now: datetime.datetime,
                      handle: str | None = None) -> dict[str, Any]:
         """The account fields of the document inserted for ``state``: a new session, or,
         given its ``handle``, one that moves to a new id. ``user`` is the store's."""
@@ -277,7 +277,7 @@ class Accounts:
                 account[CLIENT] = client
         return account
 
-    def written(self, state: SessionState, now: datetime.datetime) -> dict[str, Any]:
+    def update_fields(self, state: SessionState, now: datetime.datetime) -> dict[str, Any]:
         """The account fields of a write to the stored session of ``state``.
 
         ``last_seen``, and a ``user`` hashed under a retired key hashed again.
@@ -345,7 +345,7 @@ class Accounts:
                 registry.notify(SessionEnded(request, stored.account.get(HANDLE), stored.user,
                                              reason))
             return removed
-        gone = self.store.take_ended(state.cookie_id)
+        gone = self.store.pop_ended(state.cookie_id)
         if isinstance(gone, tuple):
             registry.notify(SessionEnded(request, gone[0], gone[1], reason))
         return None if gone is None else bool(gone)

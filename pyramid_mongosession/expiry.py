@@ -5,30 +5,31 @@ import datetime
 
 
 class Expiry:
-    """When a session expires: idle ``timeout``, its ``reissue_time``, ``absolute_timeout``.
+    """When a session expires: the factory's ``timeout`` (``idle``), ``reissue_time``
+    (``reissue``) and ``absolute_timeout`` (``absolute``).
 
-    All three are :class:`datetime.timedelta` or None (``reissue_time`` is
-    never None). A session's own idle timeout (``options['timeout']``) is
-    given to each call, in seconds, and replaces ``timeout`` for it.
+    All three are :class:`datetime.timedelta` or None (``reissue`` is never
+    None). A session's own idle timeout (``options['timeout']``) is given to
+    each call, in seconds, and replaces ``idle`` for it.
     """
 
-    def __init__(self, timeout: datetime.timedelta | None, reissue_time: datetime.timedelta,
-                 absolute_timeout: datetime.timedelta | None) -> None:
-        self.timeout = timeout
-        self.reissue_time = reissue_time
-        self.absolute_timeout = absolute_timeout
+    def __init__(self, idle: datetime.timedelta | None, reissue: datetime.timedelta,
+                 absolute: datetime.timedelta | None) -> None:
+        self.idle = idle
+        self.reissue = reissue
+        self.absolute = absolute
 
     def at(self, created: datetime.datetime, now: datetime.datetime,
            own_timeout: float | None = None) -> datetime.datetime | None:
         """When a session created at ``created`` and active ``now`` expires (or None)."""
         if own_timeout is not None:
             ends = [now + datetime.timedelta(seconds=own_timeout)]
-        elif self.timeout is not None:
-            ends = [now + self.timeout]
+        elif self.idle is not None:
+            ends = [now + self.idle]
         else:
             ends = []
-        if self.absolute_timeout is not None:
-            ends.append(created + self.absolute_timeout)
+        if self.absolute is not None:
+            ends.append(created + self.absolute)
         return min(ends) if ends else None
 
     def refreshed(self, created: datetime.datetime, stored: datetime.datetime | None,
@@ -42,12 +43,12 @@ class Expiry:
         is refreshed once per tenth of its timeout instead, so that it stays
         an idle timeout: a session read more often than that never expires.
         """
-        if self.timeout is None and own_timeout is None:
+        if self.idle is None and own_timeout is None:
             return None
         expires = self.at(created, now, own_timeout)
         if stored is None or expires is None:
             return expires
-        window = self.reissue_time
+        window = self.reissue
         if own_timeout is not None:
             window = min(window, datetime.timedelta(seconds=own_timeout) / 10)
         gain = expires - stored

@@ -196,7 +196,7 @@ class EndOfRequest:
         """The expiry a request that changes nothing moves a stored session to, if one is due."""
         if plan.store != UPDATE or not state.found:
             return None
-        return self.expiry.refreshed(state.created, state.expires, utcnow(), state.timeout)
+        return self.expiry.refreshed(state.created, state.expires, utcnow(), state.own_timeout)
 
     def _must_load(self, state: SessionState) -> bool:
         """Whether the end of the request must load a session that the view never read.
@@ -216,13 +216,13 @@ class EndOfRequest:
             return True   # (expire: a retired id's logout must not clear the new cookie)
         if flags['no_store']:
             return False
-        if state.timeout_set:
+        if state.own_timeout_set:
             return True    # the expiry and the cookie follow the session's own timeout
-        if not (state.changed or state.pushes):
+        if not (state.dirty or state.pushes):
             return False
-        if self.expiry.absolute_timeout is not None:
+        if self.expiry.absolute is not None:
             return True
-        return not self.store.can_write_blind(state.written(), state.pushes)
+        return not self.store.can_write_blind(state.assigned(), state.pushes)
 
     def _gone(self, state: SessionState) -> Outcome:
         """The session was live when this request loaded it, and is gone at its end.
@@ -244,7 +244,7 @@ class EndOfRequest:
         the user would be logged out; and the old id must not reach the new
         session. So nothing is stored and the cookie is left alone.
         """
-        if state.changed or state.pushes or state.invalidated or any(state.flags.values()):
+        if state.dirty or state.pushes or state.invalidated or any(state.flags.values()):
             log.info('dropped the session changes of a request that presented an id retired '
                      'by change_id moments ago (rotation_grace)')
 
@@ -258,14 +258,14 @@ class EndOfRequest:
                     refresh: datetime.datetime | None) -> None:
         # A session with a timeout of its own ("remember me") has a persistent
         # cookie that lives as long; any other, the factory's cookie_max_age.
-        max_age = state.timeout if state.timeout is not None else self.cookie.max_age
+        max_age = state.own_timeout if state.own_timeout is not None else self.cookie.max_age
         if plan.cookie == CLEAR:
             self.cookie.clear(response)
         elif state.id is None:
             return
         elif plan.cookie == NEW_ID:
             self.cookie.set(response, state.id, max_age)
-        elif state.timeout_set or state.resign or (refresh is not None and max_age is not None):
+        elif state.own_timeout_set or state.resign or (refresh is not None and max_age is not None):
             # The browser's copy slides too; or it was signed with an old secret,
             # and the session it names is live: the same id, signed anew.
             self.cookie.set(response, state.id, max_age)
@@ -310,34 +310,35 @@ class EndOfRequest:
         return plan, refresh
 
     def _expires(self, state: SessionState, now: datetime.datetime) -> datetime.datetime | None:
-        return self.expiry.at(state.created, now, state.timeout)
+        return self.expiry.at(state.created, now, state.own_timeout)
 
     def _insert(self, state: SessionState, now: datetime.datetime,
                 handle: str | None = None) -> dict[str, Any]:
         """Insert the session (new, or moving with its ``handle``); return its account fields."""
         assert state.id is not None
         state.fold_pushes()
-        account = self.accounts.new_document(state, now, handle)
+        account = self.accounts.insert_fields(state, now, handle)
         self.store.insert(state.id, state.data, state.created, self._expires(state, now),
-                          state.timeout, account=account)
+                          state.own_timeout, account=account)
         return account
 
     def _update(self, state: SessionState, now: datetime.datetime,
                 refresh: datetime.datetime | None) -> bool:
         """Write a loaded session's changes, or refresh its expiry; False if it had gone."""
         assert state.id is not None and state.stored is not None
-        changed, removed = state.changes()
-        if changed or removed or state.timeout_set:
+        changed, removed = state.delta()
+        own_timeout = state.own_timeout if state.own_timeout_set else UNCHANGED
+        if changed or removed or state.own_timeout_set:
             if not self.store.update(state.id, now, changed, removed,
                                      self._expires(state, now), state.stored.version,
                                      data=state.data, stored_size=state.stored.size,
-                                     timeout=state.timeout if state.timeout_set else UNCHANGED,
-                                     account=self.accounts.written(state, now)):
+                                     timeout=own_timeout,
+                                     account=self.accounts.update_fields(state, now)):
                 return False
             self.accounts.updated(state, changed, now)
         elif refresh is not None:
             return self.store.touch(state.id, now, refresh,
-                                    account=self.accounts.written(state, now))
+                                    account=self.accounts.update_fields(state, now))
         return True
 
     def _update_unread(self, state: SessionState, now: datetime.datetime) -> bool:
@@ -347,14 +348,15 @@ class EndOfRequest:
         a blind write cannot keep right: :meth:`_as_new` finds out which.
         """
         assert state.cookie_id is not None
-        written = state.written()
-        removed = {key for key in state.changed if key not in state.data}
-        if not (written or removed or state.pushes):
+        assigned = state.assigned()
+        removed = {key for key in state.dirty if key not in state.data}
+        if not (assigned or removed or state.pushes):
             return True
-        if not self.store.update(state.cookie_id, now, written, removed, self.expiry.at(now, now),
-                                 pushes=state.pushes, account=self.accounts.written(state, now)):
+        if not self.store.update(state.cookie_id, now, assigned, removed,
+                                 self.expiry.at(now, now), pushes=state.pushes,
+                                 account=self.accounts.update_fields(state, now)):
             return False
-        self.accounts.updated(state, written, now)
+        self.accounts.updated(state, assigned, now)
         return True
 
     def _as_new(self, state: SessionState, now: datetime.datetime) -> Outcome:
@@ -371,7 +373,7 @@ class EndOfRequest:
             self._retired(state)
             return LEAVE_ALONE, None
         if state.found:
-            refresh = self.expiry.refreshed(state.created, state.expires, now, state.timeout)
+            refresh = self.expiry.refreshed(state.created, state.expires, now, state.own_timeout)
             if not self._update(state, now, None):
                 return self._gone(state)
             return Plan(KEEP, UPDATE, False), refresh
@@ -399,7 +401,7 @@ class EndOfRequest:
         assert old_id is not None and stored is not None and state.id is not None
         account = self._insert(state, now, self.accounts.handle(state))
         try:
-            latest = store.take(old_id, now, stored.version, self.rotation_grace)
+            latest = store.pop(old_id, now, stored.version, self.rotation_grace)
         except SessionConflict:
             store.remove(state.id)
             raise

@@ -54,7 +54,7 @@ class SessionState:
     retired)`` for it (see the factory); ``found`` is None until loaded, then whether a
     live document was there. ``id`` is the id the data belongs to (None for
     a new or invalidated session; the end of the request assigns one).
-    ``changed`` holds the keys this request set or deleted, ``pushes`` the
+    ``dirty`` holds the keys this request set or deleted, ``pushes`` the
     flash messages appended to keys not read, and ``snapshots`` the BSON of
     mutable values as they were first read. ``request`` is a weak reference
     to the request, for what the end of the request records about its
@@ -65,9 +65,9 @@ class SessionState:
     """
 
     __slots__ = ('cookie_id', 'had_cookie', 'load', 'found', 'stored', 'retired', 'degraded',
-                 'id', 'data', 'created', 'expires', 'timeout', 'timeout_set', 'invalidated',
-                 'flags', 'changed', 'pushes', 'snapshots', 'request', 'accounts', 'user_key',
-                 'resign')
+                 'id', 'data', 'created', 'expires', 'own_timeout', 'own_timeout_set',
+                 'invalidated', 'flags', 'dirty', 'pushes', 'snapshots', 'request', 'accounts',
+                 'user_key', 'resign')
 
     cookie_id: str | None
     had_cookie: bool
@@ -80,11 +80,11 @@ class SessionState:
     data: dict[str, Any]
     created: datetime.datetime
     expires: datetime.datetime | None
-    timeout: float | None
-    timeout_set: bool
+    own_timeout: float | None
+    own_timeout_set: bool
     invalidated: bool
     flags: dict[str, bool]
-    changed: set[str]
+    dirty: set[str]
     pushes: dict[str, list[Any]]
     snapshots: dict[str, bytes]
     request: Any
@@ -105,11 +105,11 @@ class SessionState:
         self.data = {}
         self.created = utcnow()
         self.expires = None
-        self.timeout = None        # this session's own idle timeout (seconds), if any
-        self.timeout_set = False   # whether this request set it
+        self.own_timeout = None        # this session's own idle timeout (seconds), if any
+        self.own_timeout_set = False   # whether this request set it
         self.invalidated = False
         self.flags = dict.fromkeys(FLAGS, False)
-        self.changed = set()
+        self.dirty = set()
         self.pushes = {}
         self.snapshots = {}
         self.request = None
@@ -131,24 +131,24 @@ class SessionState:
         self.found = stored is not None
         # The flash messages kept for the server join the data whether or not
         # a session was found: a dead session's visitor still sees them.
-        self.changed.update(self.pushes)
+        self.dirty.update(self.pushes)
         if stored is None:
             self.fold_pushes()
             return
         writes, self.data = self.data, stored.data
-        for key in self.changed:
+        for key in self.dirty:
             if key in writes:
                 self.data[key] = writes[key]
             elif key not in self.pushes:
                 self.data.pop(key, None)
         self.fold_pushes()
-        self.changed.update(stored.stale_keys)   # values sealed with a retired key
+        self.dirty.update(stored.stale_keys)   # values sealed with a retired key
         self.stored = stored
         self.id = self.cookie_id
         self.created = stored.created or self.created
         self.expires = stored.expires
-        if not self.timeout_set:
-            self.timeout = stored.timeout
+        if not self.own_timeout_set:
+            self.own_timeout = stored.timeout
 
     def reload(self) -> None:
         """Load the stored session again: a write that did not read it found nothing to write to."""
@@ -162,17 +162,17 @@ class SessionState:
         dropped)``: the values it set and the keys it deleted, among the keys
         this request did not change itself.
         """
-        changed, removed = self.changes()
+        changed, removed = self.delta()
         data = self.data
         theirs = {key: value for key, value in latest.items()
                   if key not in changed and key not in removed and data.get(key) != value}
         dropped = {key for key in data if key not in latest and key not in changed}
         return theirs, dropped
 
-    def written(self) -> dict[str, Any]:
+    def assigned(self) -> dict[str, Any]:
         """The values this request set (for a session it has not read)."""
         data = self.data
-        return {key: data[key] for key in self.changed if key in data}
+        return {key: data[key] for key in self.dirty if key in data}
 
     def fold_pushes(self) -> None:
         """Append the flash messages kept for the server to the values in ``data``."""
@@ -186,15 +186,15 @@ class SessionState:
         self.id = None
         self.invalidated = True
         self.data = {}
-        self.changed = set()
+        self.dirty = set()
         self.pushes = {}
         self.snapshots = {}
         self.created = utcnow()
         self.expires = None
 
-    def changes(self) -> tuple[dict[str, Any], set[str]]:
-        """Return ``(changed, removed)``: the values to write and the keys to delete."""
-        changed = set(self.changed)
+    def delta(self) -> tuple[dict[str, Any], set[str]]:
+        """Return ``(values, removed)``: the values to write and the keys to delete."""
+        changed = set(self.dirty)
         data = self.data
         for key, snapshot in self.snapshots.items():
             if key in changed or key not in data:
@@ -229,7 +229,7 @@ class SessionOptions(MutableMapping):
             state = self._state
             if state.found is None:
                 state.ensure_loaded()
-            return state.id if key == 'id' else state.timeout
+            return state.id if key == 'id' else state.own_timeout
         return self._state.flags[key]
 
     def __setitem__(self, key: str, value: Any) -> None:
@@ -241,8 +241,8 @@ class SessionOptions(MutableMapping):
                 raise ValueError("options['timeout'] is a positive, finite number of seconds "
                                  "up to %d (about a century), or None for the factory's "
                                  "timeout, not %r" % (MAX_SECONDS, value))
-            self._state.timeout = value
-            self._state.timeout_set = True
+            self._state.own_timeout = value
+            self._state.own_timeout_set = True
             return
         if key not in self._state.flags:
             raise KeyError('unknown session option %r (known: %s)' % (key, ', '.join(OPTIONS)))
@@ -331,7 +331,7 @@ class MongoSession:
         changes to them survive.
         """
         state = self._state
-        state.changed.update(key for key in state.snapshots if key in state.data)
+        state.dirty.update(key for key in state.snapshots if key in state.data)
 
     def change_id(self) -> None:
         """Store the session under a new id at the end of the request (after login).
@@ -384,7 +384,7 @@ class MongoSession:
         if allow_duplicate or msg not in messages:
             check_value(key, msg)
             messages.append(msg)
-            state.changed.add(key)
+            state.dirty.add(key)
 
     def pop_flash(self, queue: str = '') -> list[Any]:
         return self.pop(_FLASH_PREFIX + queue, [])
@@ -409,7 +409,7 @@ class MongoSession:
 
     def _expose(self, key: str, value: Any) -> Any:
         state = self._state
-        if (not isinstance(value, _IMMUTABLE) and key not in state.changed
+        if (not isinstance(value, _IMMUTABLE) and key not in state.dirty
                 and key not in state.snapshots):
             state.snapshots[key] = encode_value(value)
         return value
@@ -434,7 +434,7 @@ class MongoSession:
         if key == state.user_key and value is not None:
             check_user_id(value, 'session key %r (the user id, user_key)' % key)
         state.data[key] = value
-        state.changed.add(key)
+        state.dirty.add(key)
         state.pushes.pop(key, None)
 
     def __delitem__(self, key: str) -> None:
@@ -445,7 +445,7 @@ class MongoSession:
             state.pushes.pop(key, None)
         else:
             del state.data[key]
-        state.changed.add(key)
+        state.dirty.add(key)
 
     def __contains__(self, key: object) -> bool:
         return key in self._loaded().data
@@ -480,7 +480,7 @@ class MongoSession:
     def pop(self, key: str, default: Any = _MISSING) -> Any:
         data = self._loaded().data
         if key in data:
-            self._state.changed.add(key)
+            self._state.dirty.add(key)
             return data.pop(key)
         if default is _MISSING:
             raise KeyError(key)
@@ -488,7 +488,7 @@ class MongoSession:
 
     def popitem(self) -> tuple[str, Any]:
         key, value = self._loaded().data.popitem()
-        self._state.changed.add(key)
+        self._state.dirty.add(key)
         return key, value
 
     def update(self, *args: Any, **kwargs: Any) -> None:
@@ -497,7 +497,7 @@ class MongoSession:
 
     def clear(self) -> None:
         data = self._loaded().data
-        self._state.changed.update(data)
+        self._state.dirty.update(data)
         data.clear()
 
     def __repr__(self) -> str:

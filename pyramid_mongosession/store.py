@@ -235,7 +235,7 @@ class SessionStore:
                                  {'$set': dict(account or {}, expires=expires)})
         return bool(result.matched_count)
 
-    def take(self, session_id: str, now: datetime.datetime, version: int | None = None,
+    def pop(self, session_id: str, now: datetime.datetime, version: int | None = None,
              retire_for: datetime.timedelta | None = None) -> StoredSession | None:
         """Delete a live session and return it as it was, or None if it was gone or expired.
 
@@ -278,7 +278,7 @@ class SessionStore:
             return None
         return bool(result.deleted_count)
 
-    def take_ended(self, session_id: str) -> tuple[Any, Any] | bool | None:
+    def pop_ended(self, session_id: str) -> tuple[Any, Any] | bool | None:
         """Delete a session, returning ``(handle, user id)`` if it was there (else False).
 
         :meth:`remove`'s one round trip, for an application that is told of

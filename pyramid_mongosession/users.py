@@ -70,7 +70,7 @@ class UserQueries:
                                         self.connection.collection().delete_many,
                                         query).deleted_count)
 
-    def take(self, userid: Any = None, handles: Iterable[str] | None = None,
+    def pop(self, userid: Any = None, handles: Iterable[str] | None = None,
              keep: str | None = None) -> list[tuple[Any, Any]]:
         """As :meth:`revoke`, one session at a time: ``[(handle, user id)]``
         of each session deleted (for the events that report them)."""

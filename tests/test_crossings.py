@@ -320,7 +320,7 @@ def test_revoke_user_ends_a_session_that_is_moving(collection, build_app, monkey
             return result
         monkeypatch.setattr(store, name, method)
     revoking('insert', 'insert')
-    revoking('take', 'take')
+    revoking('pop', 'take')
     app.get('/session?blind=1&set=role:"admin"&opt=change_id')  # a write-only change_id
     assert revoked, 'the move did not reach the moment of the revocation'
     assert factory.user_sessions('alice') == []

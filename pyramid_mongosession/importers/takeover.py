@@ -134,7 +134,7 @@ class Takeover:
         state.request = weakref.ref(request)
         state.accounts = self.accounts
         state.id = state.cookie_id
-        account = self.accounts.new_document(state, now)
+        account = self.accounts.insert_fields(state, now)
         try:
             self.store.insert(state.id, data, created, expires, account=account)
         except SessionValueError as exc:
@@ -191,7 +191,7 @@ class Takeover:
             self._unmark(old)
             return
         if state.id is not None and not self.cookie.sets_cookie(response):
-            max_age = state.timeout if state.timeout is not None else self.cookie.max_age
+            max_age = state.own_timeout if state.own_timeout is not None else self.cookie.max_age
             self.cookie.set(response, state.id, max_age)
         if old.end is not None:
             try:
