@@ -46,7 +46,7 @@ from .events import (
     SessionIdChanged, notify, wants)
 
 if TYPE_CHECKING:
-    from .session import SessionState
+    from .state import SessionState
     from .store import SessionStore
     from .users import UserQueries
 

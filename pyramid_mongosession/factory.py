@@ -18,7 +18,8 @@ from .exceptions import SessionBackendError
 from .expiry import Expiry
 from .importers import Takeover
 from .lifecycle import EndOfRequest, publicly_cacheable
-from .session import MongoSession, SessionState
+from .session import MongoSession
+from .state import SessionState
 from .connection import Connection
 from .documents import DocumentCodec, RetiredSession, StoredSession
 from .indexes import Indexes

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from .accounts import Accounts
     from .cookie import SessionCookie
     from .expiry import Expiry
-    from .session import SessionState
+    from .state import SessionState
     from .store import SessionStore
 
 log = logging.getLogger(__name__)

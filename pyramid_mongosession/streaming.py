@@ -5,7 +5,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 if TYPE_CHECKING:
-    from .session import SessionState
+    from .state import SessionState
 
 #: ``finish(body_sent)``: what runs once the body has ended.
 Finish = Callable[[bool], None]

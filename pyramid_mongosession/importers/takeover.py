@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from ..encoding import check_key, check_value, utcnow
 from ..events import SessionImported, wants
 from ..exceptions import SessionBackendError, SessionValueError
-from ..session import SessionState
+from ..state import SessionState
 from ..documents import StoredSession
 
 from .old import (
