@@ -77,6 +77,11 @@ ENCRYPTION_OVERHEAD = 40
 #: decoded BSON of each document, with UUIDs as the BSON binaries they are.
 _EMBEDDED_CODEC_OPTIONS = CODEC_OPTIONS.with_options(
     uuid_representation=UuidRepresentation.UNSPECIFIED)
+#: mongomock is not thread-safe (one thread's find iterates a dict that
+#: another's insert changes): every call to the embedded backend holds this
+#: lock, in every store of the process, so a threaded WSGI server (waitress)
+#: is safe on ``mongomock://`` too.
+_EMBEDDED_LOCK = threading.RLock()
 #: The account fields of a session document (see pyramid_mongosession.accounts).
 HANDLE, LAST_SEEN, USER, CLIENT = 'handle', 'last_seen', 'user', 'client'
 ACCOUNT_FIELDS = (HANDLE, LAST_SEEN, USER, CLIENT)
@@ -266,7 +271,10 @@ class SessionStore:
         """
         probe = self._breaker.admit()
         try:
-            if self._client_timeout:
+            if self._embedded:
+                with _EMBEDDED_LOCK:   # see _EMBEDDED_LOCK
+                    result = operation(*args, **kwargs)
+            elif self._client_timeout:
                 result = operation(*args, **kwargs)   # the client bounds every call itself
             else:
                 with pymongo.timeout(self.operation_timeout):
@@ -687,7 +695,8 @@ class SessionStore:
     def _maintenance_call(self, what, seconds, operation, *args, **kwargs):
         """A call that may take up to ``seconds``, outside the request path's outage handling."""
         try:
-            with pymongo.timeout(seconds):
+            with pymongo.timeout(seconds), (_EMBEDDED_LOCK if self._embedded
+                                            else contextlib.nullcontext()):
                 return operation(*args, **kwargs)
         except PyMongoError as exc:
             raise self._error(what, exc) from exc
