@@ -18,6 +18,7 @@ from .accounts import (
     get_session_factory,
 )
 from .exceptions import (
+    NoSuchSession,
     SessionBackendError,
     SessionConflict,
     SessionStoreError,
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     'MongoSessionFactory',
+    'NoSuchSession',
     'SessionBackendError',
     'SessionConflict',
     'SessionCreated',

@@ -37,6 +37,7 @@ from pyramid.threadlocal import get_current_registry, get_current_request
 from zope.interface import implementedBy
 
 from .encoding import utcnow
+from .exceptions import NoSuchSession
 from .store import CLIENT, HANDLE, LAST_SEEN, USER, document_id, session_handle
 
 #: Why a session ended (:attr:`SessionEnded.reason`): its request set
@@ -226,8 +227,28 @@ class Accounts:
         everywhere. One delete on the user index, or, when something
         subscribes to :class:`SessionEnded`, one query and one delete per
         session, to report each.
+
+        A ``keep`` that is not the handle of one of the user's live sessions
+        (nor of the current request's session) raises :exc:`NoSuchSession`
+        and revokes nothing; checking it costs one more query, except for
+        the current request's own handle.
         """
+        if keep is not None:
+            self._check_kept(userid, keep, request)
         return self._revoke(request, userid=userid, keep=keep)
+
+    def _check_kept(self, userid, keep, request):
+        if request is None:
+            request = get_current_request()
+        # The request's own session, if it made one (request.session is reified).
+        session = getattr(request, '__dict__', {}).get('session')
+        if keep == getattr(session, 'handle', None):
+            return
+        if any(document.get(HANDLE) == keep
+               for document in self.store.user_sessions(userid, utcnow())):
+            return
+        raise NoSuchSession('keep=%r is not the handle of a live session of user %r: '
+                            'nothing was revoked' % (keep, userid))
 
     def export(self, userid):
         """Everything stored about ``userid``'s sessions, values decrypted, newest first.

@@ -35,7 +35,7 @@ from pyramid.exceptions import ConfigurationError
 
 from .crypto import new_key
 from .encoding import utcnow
-from .exceptions import SessionStoreError
+from .exceptions import NoSuchSession, SessionStoreError
 from .settings import EMBEDDED_SCHEME, PREFIX, session_factory_from_settings
 
 if TYPE_CHECKING:
@@ -186,7 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
              'mongodb_session.user_key)')
     revoke.add_argument(
         '--keep', metavar='HANDLE',
-        help='with --user: spare the session with this handle (see "sessions")')
+        help='with --user: spare the session with this handle (see "sessions"); a handle '
+             'that is not one of the user\'s live sessions is an error (exit 2), and '
+             'nothing is revoked')
     revoke.add_argument(
         '--dry-run', action='store_true',
         help='only count the matching sessions; delete nothing')
@@ -511,15 +513,27 @@ def revoke_user(store: SessionStore, args: argparse.Namespace, out: Out) -> int:
     shown = _show(args.user)
     kept = '' if args.keep is None else ' but %s' % args.keep
     if args.dry_run:
-        count = sum(1 for record in accounts.user_sessions(args.user)
-                    if record.handle != args.keep)
+        records = accounts.user_sessions(args.user)
+        if args.keep is not None and args.keep not in [record.handle for record in records]:
+            raise _not_kept(args)
+        count = sum(1 for record in records if record.handle != args.keep)
         out('%d live session%s of user %s%s; nothing deleted (--dry-run)'
             % (count, '' if count == 1 else 's', shown, kept))
     else:
-        count = accounts.revoke_user(args.user, keep=args.keep)
+        try:
+            count = accounts.revoke_user(args.user, keep=args.keep)
+        except NoSuchSession:
+            raise _not_kept(args) from None
         out('revoked %d session%s of user %s%s' % (count, '' if count == 1 else 's', shown,
                                                   kept))
     return OK
+
+
+def _not_kept(args: argparse.Namespace) -> UsageError:
+    return UsageError('--keep %s is not the handle of a live session of user %s: nothing '
+                      'was revoked (see "%s sessions %s %s")'
+                      % (args.keep, _show(args.user), PROG, args.config_uri,
+                         _show(args.user)))
 
 
 def _when(moment: Any) -> str:
