@@ -672,6 +672,9 @@ def _run(argv: Sequence[str] | None) -> int:
                    args.config_uri.partition('#')[0]))
         factory = factory_from_settings(settings, args.operation_timeout)
         store, args.accounts = factory.store, factory.accounts
+        # Only ensure-indexes creates indexes: the others may run under a
+        # role without createIndex (stats under a read-only one).
+        store.create_indexes = args.command == 'ensure-indexes'
         return COMMANDS[args.command](store, args, out)
     except UsageError as exc:
         return fail(USAGE, exc, exc.prog)

@@ -224,6 +224,9 @@ class SessionStore:
         self._lock = threading.Lock()
         self._process = None      # (pid, collection): published in one assignment
         self._indexed = False
+        #: Whether the first use creates the indexes (the application's store
+        #: does; ``pmongosession`` creates them only in ``ensure-indexes``).
+        self.create_indexes = True
         self._embedded = False
         self._client_timeout = False   # whether the client bounds every call itself
         self._breaker = OutageBreaker(outage_probe_interval)
@@ -231,9 +234,10 @@ class SessionStore:
     # -- plumbing -------------------------------------------------------
 
     def collection(self):
-        """This process's sessions collection, its TTL index ensured on first use."""
+        """This process's sessions collection, its indexes ensured on first use
+        (unless :attr:`create_indexes` is false)."""
         collection = self._process_collection()
-        if not self._indexed:
+        if not self._indexed and self.create_indexes:
             self.ensure_indexes(collection)
         return collection
 
