@@ -31,6 +31,7 @@ events below tell an application, or its audit log, what happened.
 import collections
 import datetime
 import ipaddress
+import logging
 
 from pyramid.interfaces import ISessionFactory
 from pyramid.threadlocal import get_current_registry, get_current_request
@@ -39,6 +40,8 @@ from zope.interface import implementedBy
 from .encoding import utcnow
 from .exceptions import NoSuchSession
 from .store import CLIENT, HANDLE, LAST_SEEN, USER, document_id, session_handle
+
+log = logging.getLogger(__name__)
 
 #: Why a session ended (:attr:`SessionEnded.reason`): its request set
 #: ``options['expire']`` (a logout), called ``invalidate()``, it was revoked
@@ -51,6 +54,11 @@ USER_AGENT_LENGTH = 200
 IPV4_PREFIX, IPV6_PREFIX = 24, 48
 
 _EPOCH = datetime.datetime(1970, 1, 1)
+#: Session keys that look like a user id, lower case, without ``_``, ``.`` or
+#: ``-``: a session that has one but not ``user_key`` is logged, once.
+USER_LOOKING_KEYS = frozenset((
+    'user', 'userid', 'uid', 'username', 'login', 'accountid', 'currentuser',
+    'loggedinuser', 'authuserid', 'authuser'))
 
 
 # -- events -----------------------------------------------------------------------
@@ -188,6 +196,7 @@ class Accounts:
         self.store = store
         self.track_clients = track_clients
         self.max_sessions_per_user = max_sessions_per_user
+        self._user_key_checked = False   # see check_user_key
 
     @property
     def user_key(self):
@@ -359,8 +368,34 @@ class Accounts:
                 account[USER] = user
         return account
 
+    def check_user_key(self, written, data):
+        """Log once (per process) a write of a key that looks like a user id
+        (``user_id``, ``userid``, ``user``...) to a session without ``user_key``.
+
+        Such sessions belong to no user: ``user_sessions``, ``revoke_user``
+        and ``max_sessions_per_user`` find none of them. ``written`` is what
+        the request wrote, ``data`` the whole session after it (None when
+        the request did not read it: nothing is said then).
+        """
+        key = self.user_key
+        if self._user_key_checked or key is None or data is None or data.get(key) is not None:
+            return
+        for name in written:
+            if (isinstance(name, str) and name != key and name.lower().replace('_', '').replace(
+                    '.', '').replace('-', '') in USER_LOOKING_KEYS):
+                self._user_key_checked = True
+                log.warning(
+                    'a session has the key %r, which looks like a user id, but no '
+                    '%r (mongodb_session.user_key): such sessions belong to no user, and '
+                    'user_sessions(), revoke_user() and max_sessions_per_user find none '
+                    'of them. Store the user id with Pyramid\'s SessionAuthenticationHelper '
+                    '(under %r), or set mongodb_session.user_key = %s (said once per process)',
+                    name, key, 'auth.userid', name)
+                return
+
     def created(self, state, account):
         """After a new session's insert: the cap, and :class:`SessionCreated`."""
+        self.check_user_key(state.data, state.data)
         userid, request = self._userid(state.data), _request_of(state)
         self._notify(request, SessionCreated, account[HANDLE], userid)
         if userid is not None and self.max_sessions_per_user is not None:
@@ -369,6 +404,7 @@ class Accounts:
     def moved(self, state, previous, account):
         """After ``change_id``: the cap if the user is new to the session, and
         :class:`SessionIdChanged`. ``previous`` is the user id before the move."""
+        self.check_user_key(state.data, state.data)
         userid, request = self._userid(state.data), _request_of(state)
         self._notify(request, SessionIdChanged, account[HANDLE], userid)
         if (userid is not None and self.max_sessions_per_user is not None
@@ -381,6 +417,7 @@ class Accounts:
         A write-only request does not know the user before: a write of the
         user key counts as associating it (enforcing the cap again is harmless).
         """
+        self.check_user_key(changed, state.data if state.stored is not None else None)
         key = self.user_key
         if (self.max_sessions_per_user is None or key is None
                 or changed.get(key) is None):
