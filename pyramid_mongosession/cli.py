@@ -273,6 +273,12 @@ def _load_error(config_uri: str, exc: BaseException) -> UsageError:
         return UsageError('cannot read %s: %s' % (exc.filename or config_uri,
                                                   exc.strerror or exc))
     message = ' '.join(str(exc).split())  # configparser's messages span lines
+    if isinstance(exc, ImportError):   # use = egg:... or call:... that is not installed
+        return UsageError(
+            'cannot load %s: its application cannot be imported (%s): install the '
+            'application in the environment that runs %s (pip install -e . in its '
+            'project), or run the %s of the environment that serves it'
+            % (config_uri, message, PROG, PROG))
     return UsageError('cannot load %s: %s' % (config_uri, message))
 
 
@@ -289,7 +295,9 @@ def _read_with_placeholders(config_uri: str, app_name: str | None,
             return dict(settings), placeholders
         except (LookupError, ValueError, ImportError, configparser.Error, OSError) as exc:
             name = _missing_variable(exc)
-            if name is None or name in given or name in placeholders:
+            if name is None:   # another error, found once the variables have values
+                raise _load_error(config_uri, exc) from None
+            if name in given or name in placeholders:
                 raise _load_error(config_uri, first_error or exc) from None
             first_error = first_error or exc
             placeholders[name] = '<no value for %s: %s>' % (name, secrets.token_hex(8))

@@ -132,14 +132,18 @@ class SessionCookie:
                  old_secrets: Iterable[Secret] | None = None,
                  is_cacheable: IsCacheable | None = None) -> None:
         if not isinstance(name, str) or not _TOKEN.match(name):
-            raise ValueError('cookie_name %r is not a valid cookie name (RFC 6265 token)' % (name,))
+            raise ValueError('cookie_name %r is not a valid cookie name: use letters, digits '
+                             'and !#$%%&\'*+-.^_`|~ only (an RFC 6265 token)' % (name,))
         check_secret(secret)
         if samesite is not None and samesite not in SAMESITE_VALUES:
             raise ValueError(
-                'cookie_samesite must be one of %s or None, not %r'
-                % (', '.join(SAMESITE_VALUES), samesite))
+                'cookie_samesite must be %s or %s (or empty: no SameSite attribute), not %r'
+                % (', '.join(SAMESITE_VALUES[:-1]), SAMESITE_VALUES[-1], samesite))
         if samesite == 'None' and not secure:
-            raise ValueError('cookie_samesite = None requires cookie_secure = true')
+            raise ValueError('cookie_samesite = None requires cookie_secure = true (browsers '
+                             'drop a SameSite=None cookie that is not Secure): set '
+                             'cookie_secure = true and serve over HTTPS, or cookie_samesite '
+                             '= Lax')
         self.name = name
         self.max_age = max_age
         self._ids = _SessionIdSerializer()

@@ -43,15 +43,15 @@ import pymongo
 from bson.binary import UuidRepresentation
 from pymongo import IndexModel
 from pymongo.errors import (
-    DocumentTooLarge, DuplicateKeyError, ExecutionTimeout, NetworkTimeout, OperationFailure,
-    PyMongoError)
+    ConnectionFailure, DocumentTooLarge, DuplicateKeyError, ExecutionTimeout, NetworkTimeout,
+    OperationFailure, PyMongoError)
 
 from .crypto import DecryptionError
 from .encoding import (
     CODEC_OPTIONS, ENCODING_ERRORS, MAX_DOCUMENT_SIZE, check_value, decode_value, encode_value,
     field_name, session_key, unstorable)
 from .exceptions import SessionBackendError, SessionConflict, SessionValueError
-from .outage import OutageBreaker, unreachable
+from .outage import OutageBreaker, summary, unreachable, verdict
 
 log = logging.getLogger(__name__)
 
@@ -294,11 +294,10 @@ class SessionStore:
 
     def _error(self, what, exc):
         """This package's error for pymongo's ``exc``: an outage, or a value refused."""
-        if isinstance(exc, (NetworkTimeout, ExecutionTimeout)):
-            return SessionBackendError('MongoDB did not answer in time: could not %s: %s'
-                                       % (what, exc))
-        if unreachable(exc):
-            return SessionBackendError('MongoDB is unreachable: could not %s: %s' % (what, exc))
+        if unreachable(exc) or isinstance(exc, (NetworkTimeout, ExecutionTimeout)):
+            # One line: the topology pymongo describes is logged at DEBUG (outage.py).
+            return SessionBackendError('%s: could not %s: %s' % (verdict(exc), what,
+                                                                  summary(exc)))
         code = exc.code if isinstance(exc, OperationFailure) else None
         if isinstance(exc, DocumentTooLarge) or code in _TOO_LARGE_CODES:
             return SessionValueError(
@@ -671,6 +670,8 @@ class SessionStore:
         ``progress(removed, fraction_done, seconds)`` is called after each range.
         """
         collection = self.collection()
+        # A server that is not there fails here, within operation_timeout.
+        self._call('reach MongoDB', collection.find_one, {'_id': ''}, {'_id': 1})
         removed, start, width = 0, 0, _ID_SPACE // 64
         began = clock()
         while start < _ID_SPACE:
@@ -683,9 +684,11 @@ class SessionStore:
                 result = self._maintenance_call('purge expired sessions', batch_seconds,
                                                 collection.delete_many,
                                                 {'_id': ids, 'expires': {'$lte': now}})
-            except SessionBackendError:
-                if width == 1:
-                    raise
+            except SessionBackendError as exc:
+                cause = exc.__cause__
+                if width == 1 or (isinstance(cause, ConnectionFailure)
+                                  and not isinstance(cause, NetworkTimeout)):
+                    raise   # no server to ask: narrower ranges would not help
                 width = max(width // 4, 1)   # too slow or too many at once: narrower
                 continue
             removed += result.deleted_count

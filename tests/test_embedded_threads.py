@@ -55,7 +55,9 @@ def switch_often():
 
 @pytest.fixture
 def server(switch_often):
-    """waitress, with SERVER_THREADS threads, serving a mongomock:// application on 127.0.0.1."""
+    """waitress, with SERVER_THREADS threads, serving a mongomock:// application on 127.0.0.1;
+    its port."""
+    from webtest.http import StopableWSGIServer
     config = Configurator(settings={
         'mongodb_session.url': 'mongomock://',
         'mongodb_session.secret': SECRET,
@@ -64,16 +66,13 @@ def server(switch_often):
     for name, view in (('write', write), ('read', read), ('start', start)):
         config.add_route(name, '/' + name)
         config.add_view(view, route_name=name)
-    serving = waitress.create_server(config.make_wsgi_app(), host='127.0.0.1', port=0,
-                                     threads=SERVER_THREADS)
-    thread = threading.Thread(target=serving.run, daemon=True)
-    thread.start()
+    serving = StopableWSGIServer.create(config.make_wsgi_app(), host='127.0.0.1',
+                                        threads=SERVER_THREADS)
     try:
-        yield serving.effective_port
+        assert serving.wait()
+        yield serving.adj.port
     finally:
-        serving.close()
-        serving.task_dispatcher.shutdown()
-        thread.join(10)
+        serving.shutdown()
 
 
 def get(port, path, cookie=None):

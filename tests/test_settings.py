@@ -184,18 +184,21 @@ def test_malformed_srv_url_stops_startup_without_dns(no_dns, url):
 
 
 @pytest.mark.parametrize('name, suggested', [
-    ('cookie_maxage', 'cookie_max_age'),
-    ('dbname', 'db_name'),
-    ('cookie_same_site', 'cookie_samesite'),
-    ('encryption_key', 'encryption_keys'),
+    ('cookie_maxage', "cookie_max_age (the cookie's lifetime in seconds)"),
+    ('dbname', 'db_name (the database)'),
+    ('cookie_same_site', "cookie_samesite (the cookie's SameSite attribute)"),
+    ('encryption_key', 'encryption_keys (encrypt values at rest)'),
     ('colour', None),
 ])
 def test_unknown_setting_suggests_the_closest(name, suggested):
+    # More in test_messages.py: the suggestions by meaning.
     with pytest.raises(ConfigurationError) as info:
         session_factory_from_settings(dict(BASE, **{'mongodb_session.' + name: '1'}))
     message = str(info.value)
     if suggested is None:
-        assert message == 'unknown setting mongodb_session.%s' % name
+        assert message == ('unknown setting mongodb_session.%s (not a setting of '
+                           'pyramid_mongosession; the configuration reference lists them '
+                           'all)' % name)
     else:
         assert message == ('unknown setting mongodb_session.%s; did you mean '
                            'mongodb_session.%s?' % (name, suggested))
@@ -205,8 +208,9 @@ def test_short_timeout_needs_a_shorter_reissue_time():
     with pytest.raises(ConfigurationError) as info:
         session_factory_from_settings(settings(timeout='1'))
     assert str(info.value) == (
-        'mongodb_session.reissue_time must be shorter than timeout '
-        '(mongodb_session.reissue_time is 120 seconds by default: set it too)')
+        'mongodb_session.reissue_time (120 seconds, the default) must be shorter than '
+        'mongodb_session.timeout (1 second): set mongodb_session.reissue_time below 1, or a '
+        'longer mongodb_session.timeout')
     # when both are set, the message is about the two the user wrote
     with pytest.raises(ConfigurationError) as info:
         session_factory_from_settings(settings(timeout='60', reissue_time='90'))
