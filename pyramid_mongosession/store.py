@@ -334,9 +334,26 @@ class SessionStore:
                         'expired sessions are ignored on read but not deleted: '
                         'run "pmongosession purge" periodically',
                         collection.full_name, refusal)
+            self._check_server(collection)
             return False
         self._indexed = True
         return True
+
+    def _check_server(self, collection):
+        """Log a warning if the server is FerretDB 1.x (see :func:`server_warning`).
+
+        Asked only of a server that refused the TTL index (as FerretDB 1.x
+        does): one ``buildInfo``, once per process; MongoDB is never asked.
+        """
+        try:
+            info = self._call('ask the server its version', collection.database.command,
+                              'buildInfo')
+        except SessionBackendError as exc:
+            log.debug('%s', exc)
+            return
+        warning = server_warning(info)
+        if warning is not None:
+            log.warning('%s', warning)
 
     def _check_ttl_index(self, collection, refusal):
         """The application's user may not create indexes: is the TTL index there already?"""
@@ -995,6 +1012,20 @@ class SessionStore:
                 entry['sealed'] = sealed
             exported.append(entry)
         return exported
+
+
+def server_warning(build_info):
+    """What an application must know about the server that answered ``build_info``
+    (``buildInfo``), or None. FerretDB 1.x does not apply concurrent updates of
+    one document atomically: concurrent requests writing one session lose writes."""
+    version = str((build_info or {}).get('ferretdbVersion') or '')
+    if not version.lstrip('v').startswith(('0.', '1.')):
+        return None
+    return ('the server is FerretDB %s: FerretDB 1.x does not apply concurrent updates of '
+            'one document atomically, so concurrent requests that change the same session '
+            'can lose each other\'s writes, silently (detect_conflicts does not catch them '
+            'all). Use MongoDB, or FerretDB 2, wherever concurrent requests write one '
+            'session' % version)
 
 
 def _data_selector(query):

@@ -297,3 +297,33 @@ def test_cli_reports_the_missing_application_not_the_missing_variable(
         'install the application in the environment that runs pmongosession (pip install '
         '-e . in its project), or run the pmongosession of the environment that serves it\n'
         % (ini, missing))
+
+
+# -- 4. FerretDB 1.x loses concurrent writes: said at start-up -----------------------------
+
+@pytest.mark.parametrize('build_info, warned', [
+    ({'version': '7.0.42', 'ferretdbVersion': 'v1.24.2'}, True),
+    ({'version': '7.0.42', 'ferretdbVersion': 'v2.1.0'}, False),
+    ({'version': '8.0.4'}, False),
+])
+def test_server_warning_names_ferretdb_1_the_consequence_and_the_fix(build_info, warned):
+    from pyramid_mongosession.store import server_warning
+    assert server_warning(build_info) == (
+        "the server is FerretDB v1.24.2: FerretDB 1.x does not apply concurrent updates of "
+        "one document atomically, so concurrent requests that change the same session can "
+        "lose each other's writes, silently (detect_conflicts does not catch them all). Use "
+        "MongoDB, or FerretDB 2, wherever concurrent requests write one session"
+        if warned else None)
+
+
+def test_first_use_on_ferretdb_1_logs_one_warning(collection, caplog):
+    """On the suite's main server: FerretDB 1.x in the project's runs, said once."""
+    from pyramid_mongosession.store import SessionStore, server_warning
+    expected = server_warning(collection.database.command('buildInfo'))
+    store = SessionStore(collection, operation_timeout=5)
+    with caplog.at_level(logging.WARNING, logger='pyramid_mongosession'):
+        store.collection()
+        store.collection()
+        store.load('a' * 43, utcnow())
+    said = [message for message in caplog.messages if message.startswith('the server is ')]
+    assert said == ([expected] if expected else [])
