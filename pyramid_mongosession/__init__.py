@@ -14,6 +14,7 @@ from .accounts import get_session_factory
 from .events import (
     SessionCreated, SessionEnded, SessionExpired, SessionIdChanged, SessionImported)
 from .exceptions import (
+    NoSuchSession,
     SessionBackendError,
     SessionConflict,
     SessionStoreError,
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     'MongoSessionFactory',
+    'NoSuchSession',
     'SessionBackendError',
     'SessionConflict',
     'SessionCreated',

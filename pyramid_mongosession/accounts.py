@@ -34,7 +34,8 @@ from __future__ import annotations
 import collections
 import datetime
 import ipaddress
-from typing import TYPE_CHECKING, Any, Callable
+import logging
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from pyramid.interfaces import ISessionFactory
 from pyramid.threadlocal import get_current_registry, get_current_request
@@ -44,11 +45,15 @@ from .encoding import is_user_id, utcnow
 from .events import (
     CAP, EXPIRE, INVALIDATE, REVOKE, SessionCreated, SessionEnded, SessionExpired,
     SessionIdChanged, notify, wants)
+from .exceptions import NoSuchSession
 
 if TYPE_CHECKING:
     from .state import SessionState
     from .store import SessionStore
     from .users import UserQueries
+
+
+log = logging.getLogger(__name__)
 
 #: How many characters of the User-Agent header are kept.
 USER_AGENT_LENGTH = 200
@@ -56,6 +61,11 @@ USER_AGENT_LENGTH = 200
 IPV4_PREFIX, IPV6_PREFIX = 24, 48
 
 _EPOCH = datetime.datetime(1970, 1, 1)
+#: Session keys that look like a user id, lower case, without ``_``, ``.`` or
+#: ``-``: a session that has one but not ``user_key`` is logged, once.
+USER_LOOKING_KEYS = frozenset((
+    'user', 'userid', 'uid', 'username', 'login', 'accountid', 'currentuser',
+    'loggedinuser', 'authuserid', 'authuser'))
 
 
 def _request_of(state: SessionState) -> Any:
@@ -145,6 +155,7 @@ class Accounts:
         self.codec = users.codec
         self.track_clients = track_clients
         self.max_sessions_per_user = max_sessions_per_user
+        self._user_key_checked = False   # see check_user_key
 
     @property
     def user_key(self) -> str | None:
@@ -185,8 +196,28 @@ class Accounts:
         subscribes to :class:`SessionEnded`, one query and one delete per
         session, to report each. A session moving to a new id at that
         moment (``change_id``) is ended too.
+
+        A ``keep`` that is not the handle of one of the user's live sessions
+        (nor of the current request's session) raises :exc:`NoSuchSession`
+        and revokes nothing; checking it costs one more query, except for
+        the current request's own handle.
         """
+        if keep is not None:
+            self._check_kept(userid, keep, request)
         return self._revoke(request, userid=userid, keep=keep)
+
+    def _check_kept(self, userid: Any, keep: str, request: Any) -> None:
+        if request is None:
+            request = get_current_request()
+        # The request's own session, if it made one (request.session is reified).
+        session = getattr(request, '__dict__', {}).get('session')
+        if keep == getattr(session, 'handle', None):
+            return
+        if any(document.get(HANDLE) == keep
+               for document in self.users.live(userid, utcnow())):
+            return
+        raise NoSuchSession('keep=%r is not the handle of a live session of user %r: '
+                            'nothing was revoked' % (keep, userid))
 
     def export(self, userid: Any) -> list[dict[str, Any]]:
         """Everything stored about ``userid``'s sessions, values decrypted, newest first.
@@ -291,8 +322,35 @@ class Accounts:
                 account[USER] = user
         return account
 
+    def check_user_key(self, written: Mapping[str, Any], data: Mapping[str, Any] | None
+                       ) -> None:
+        """Log once (per process) a write of a key that looks like a user id
+        (``user_id``, ``userid``, ``user``...) to a session without ``user_key``.
+
+        Such sessions belong to no user: ``user_sessions``, ``revoke_user``
+        and ``max_sessions_per_user`` find none of them. ``written`` is what
+        the request wrote, ``data`` the whole session after it (None when
+        the request did not read it: nothing is said then).
+        """
+        key = self.user_key
+        if self._user_key_checked or key is None or data is None or data.get(key) is not None:
+            return
+        for name in written:
+            if (isinstance(name, str) and name != key and name.lower().replace('_', '').replace(
+                    '.', '').replace('-', '') in USER_LOOKING_KEYS):
+                self._user_key_checked = True
+                log.warning(
+                    'a session has the key %r, which looks like a user id, but no '
+                    '%r (mongodb_session.user_key): such sessions belong to no user, and '
+                    'user_sessions(), revoke_user() and max_sessions_per_user find none '
+                    'of them. Store the user id with Pyramid\'s SessionAuthenticationHelper '
+                    '(under %r), or set mongodb_session.user_key = %s (said once per process)',
+                    name, key, 'auth.userid', name)
+                return
+
     def created(self, state: SessionState, account: dict[str, Any]) -> None:
         """After a new session's insert: the cap, and :class:`SessionCreated`."""
+        self.check_user_key(state.data, state.data)
         userid, request = self._userid(state.data), _request_of(state)
         notify(request, SessionCreated, account[HANDLE], userid)
         if userid is not None and self.max_sessions_per_user is not None:
@@ -301,6 +359,7 @@ class Accounts:
     def moved(self, state: SessionState, previous: Any, account: dict[str, Any]) -> None:
         """After ``change_id``: the cap if the user is new to the session, and
         :class:`SessionIdChanged`. ``previous`` is the user id before the move."""
+        self.check_user_key(state.data, state.data)
         userid, request = self._userid(state.data), _request_of(state)
         notify(request, SessionIdChanged, account[HANDLE], userid)
         if (userid is not None and self.max_sessions_per_user is not None
@@ -314,6 +373,7 @@ class Accounts:
         A write-only request does not know the user before: a write of the
         user key counts as associating it (enforcing the cap again is harmless).
         """
+        self.check_user_key(changed, state.data if state.stored is not None else None)
         key = self.user_key
         if (self.max_sessions_per_user is None or key is None
                 or changed.get(key) is None):

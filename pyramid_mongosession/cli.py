@@ -35,8 +35,8 @@ from pyramid.exceptions import ConfigurationError
 
 from .crypto import new_key
 from .encoding import is_user_id, utcnow
+from .exceptions import NoSuchSession, SessionStoreError
 from .importers import imported_count
-from .exceptions import SessionStoreError
 from .settings import EMBEDDED_SCHEME, PREFIX, session_factory_from_settings
 
 if TYPE_CHECKING:
@@ -189,7 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
              'mongodb_session.user_key)')
     revoke.add_argument(
         '--keep', metavar='HANDLE',
-        help='with --user: spare the session with this handle (see "sessions")')
+        help='with --user: spare the session with this handle (see "sessions"); a handle '
+             'that is not one of the user\'s live sessions is an error (exit 2), and '
+             'nothing is revoked')
     revoke.add_argument(
         '--dry-run', action='store_true',
         help='only count the matching sessions; delete nothing')
@@ -275,6 +277,12 @@ def _load_error(config_uri: str, exc: BaseException) -> UsageError:
         return UsageError('cannot read %s: %s' % (exc.filename or config_uri,
                                                   exc.strerror or exc))
     message = ' '.join(str(exc).split())  # configparser's messages span lines
+    if isinstance(exc, ImportError):   # use = egg:... or call:... that is not installed
+        return UsageError(
+            'cannot load %s: its application cannot be imported (%s): install the '
+            'application in the environment that runs %s (pip install -e . in its '
+            'project), or run the %s of the environment that serves it'
+            % (config_uri, message, PROG, PROG))
     return UsageError('cannot load %s: %s' % (config_uri, message))
 
 
@@ -291,7 +299,9 @@ def _read_with_placeholders(config_uri: str, app_name: str | None,
             return dict(settings), placeholders
         except (LookupError, ValueError, ImportError, configparser.Error, OSError) as exc:
             name = _missing_variable(exc)
-            if name is None or name in given or name in placeholders:
+            if name is None:   # another error, found once the variables have values
+                raise _load_error(config_uri, exc) from None
+            if name in given or name in placeholders:
                 raise _load_error(config_uri, first_error or exc) from None
             first_error = first_error or exc
             placeholders[name] = '<no value for %s: %s>' % (name, secrets.token_hex(8))
@@ -526,15 +536,27 @@ def revoke_user(factory: MongoSessionFactory, args: argparse.Namespace, out: Out
     shown = _show(args.user)
     kept = '' if args.keep is None else ' but %s' % args.keep
     if args.dry_run:
-        count = sum(1 for record in accounts.user_sessions(args.user)
-                    if record.handle != args.keep)
+        records = accounts.user_sessions(args.user)
+        if args.keep is not None and args.keep not in [record.handle for record in records]:
+            raise _not_kept(args)
+        count = sum(1 for record in records if record.handle != args.keep)
         out('%d live session%s of user %s%s; nothing deleted (--dry-run)'
             % (count, '' if count == 1 else 's', shown, kept))
     else:
-        count = accounts.revoke_user(args.user, keep=args.keep)
+        try:
+            count = accounts.revoke_user(args.user, keep=args.keep)
+        except NoSuchSession:
+            raise _not_kept(args) from None
         out('revoked %d session%s of user %s%s' % (count, '' if count == 1 else 's', shown,
                                                   kept))
     return OK
+
+
+def _not_kept(args: argparse.Namespace) -> UsageError:
+    return UsageError('--keep %s is not the handle of a live session of user %s: nothing '
+                      'was revoked (see "%s sessions %s %s")'
+                      % (args.keep, _show(args.user), PROG, args.config_uri,
+                         _show(args.user)))
 
 
 def _when(moment: Any) -> str:
@@ -673,6 +695,10 @@ def _run(argv: Sequence[str] | None) -> int:
                 % (section, args.config_uri.partition('#')[0], PREFIX,
                    args.config_uri.partition('#')[0]))
         factory = factory_from_settings(settings, args.operation_timeout)
+        if args.command != 'ensure-indexes':
+            # Only ensure-indexes creates indexes: the others may run under a
+            # role without createIndex (stats under a read-only one).
+            factory.connection.first_use.clear()
         return COMMANDS[args.command](factory, args, out)
     except UsageError as exc:
         return fail(USAGE, exc, exc.prog)

@@ -23,7 +23,7 @@ from pymongo.errors import (
 
 from .encoding import CODEC_OPTIONS
 from .exceptions import SessionBackendError, SessionValueError
-from .outage import OutageBreaker, unreachable
+from .outage import OutageBreaker, summary, unreachable, verdict
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,11 @@ _REFUSED_VALUE_CODES = frozenset((2, 52, 56, 57))
 #: decoded BSON of each document, with UUIDs as the BSON binaries they are.
 _EMBEDDED_CODEC_OPTIONS = CODEC_OPTIONS.with_options(
     uuid_representation=UuidRepresentation.UNSPECIFIED)
+#: mongomock is not thread-safe (one thread's find iterates a dict that
+#: another's insert changes): every call to the embedded backend holds this
+#: lock, in every connection of the process, so a threaded WSGI server
+#: (waitress) is safe on ``mongomock://`` too.
+_EMBEDDED_LOCK = threading.RLock()
 
 
 class RefusedValue(SessionValueError):
@@ -61,11 +66,9 @@ def naming_refused(values: Mapping[str, Any]) -> Iterator[None]:
 
 def mapped_error(what: str, exc: PyMongoError) -> Exception:
     """This package's error for pymongo's ``exc``: an outage, or a value refused."""
-    if isinstance(exc, (NetworkTimeout, ExecutionTimeout)):
-        return SessionBackendError('MongoDB did not answer in time: could not %s: %s'
-                                   % (what, exc))
-    if unreachable(exc):
-        return SessionBackendError('MongoDB is unreachable: could not %s: %s' % (what, exc))
+    if unreachable(exc) or isinstance(exc, (NetworkTimeout, ExecutionTimeout)):
+        # One line: the topology pymongo describes is logged at DEBUG (outage.py).
+        return SessionBackendError('%s: could not %s: %s' % (verdict(exc), what, summary(exc)))
     code = exc.code if isinstance(exc, OperationFailure) else None
     if isinstance(exc, DocumentTooLarge) or code in _TOO_LARGE_CODES:
         return SessionValueError(
@@ -194,7 +197,10 @@ class Connection:
         """
         probe = self._breaker.admit()
         try:
-            if self._client_timeout:
+            if self._embedded:
+                with _EMBEDDED_LOCK:   # see _EMBEDDED_LOCK
+                    result = operation(*args, **kwargs)
+            elif self._client_timeout:
                 result = operation(*args, **kwargs)   # the client bounds every call itself
             else:
                 with pymongo.timeout(self.operation_timeout):
@@ -212,7 +218,8 @@ class Connection:
                   *args: Any, **kwargs: Any) -> T:
         """A call that may take up to ``seconds``, outside the request path's outage handling."""
         try:
-            with pymongo.timeout(seconds):
+            with pymongo.timeout(seconds), (_EMBEDDED_LOCK if self._embedded
+                                            else contextlib.nullcontext()):
                 return operation(*args, **kwargs)
         except PyMongoError as exc:
             raise mapped_error(what, exc) from exc

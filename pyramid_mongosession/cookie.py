@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 ID_BYTES = 32
 _ID_PATTERN = re.compile(r'[A-Za-z0-9_-]{43}\Z')
 
+#: The shortest secret accepted, in bytes (UTF-8): 256 bits, if random.
+MIN_SECRET_BYTES = 32
+#: How to make a secret, as the error for a short one says.
+MAKE_SECRET = 'python3 -c "import secrets; print(secrets.token_urlsafe(48))"'
+
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 SAMESITE_VALUES = ('Strict', 'Lax', 'None')
 
@@ -61,6 +66,17 @@ def signing_key(secret: Secret) -> bytes:
         return _SALT.encode('utf-8') + secret.encode('utf-8')
 
 
+def check_secret(secret: Secret, name: str = 'secret') -> None:
+    """Refuse a secret shorter than :data:`MIN_SECRET_BYTES` (ValueError), or not a string."""
+    if not isinstance(secret, (str, bytes)):
+        raise TypeError('%s must be a string, not %s' % (name, type(secret).__name__))
+    size = len(secret.encode('utf-8', 'surrogatepass') if isinstance(secret, str) else secret)
+    if size < MIN_SECRET_BYTES:
+        raise ValueError('%s is %d byte%s long: a signing secret must be at least %d bytes; '
+                         'make one with: %s' % (name, size, '' if size == 1 else 's',
+                                                MIN_SECRET_BYTES, MAKE_SECRET))
+
+
 def _old_signing_keys(secret: Secret,
                       old_secrets: Iterable[Secret] | None) -> tuple[bytes, ...]:
     """The keys of ``old_secrets``, in order, checked against each other and ``secret``."""
@@ -71,11 +87,10 @@ def _old_signing_keys(secret: Secret,
         raise TypeError('old_secrets must be a list of secrets, not a string')
     current = signing_key(secret)
     keys: list[bytes] = []
-    for old in old_secrets:
+    for number, old in enumerate(old_secrets, 1):
         if not isinstance(old, (str, bytes)):
             raise TypeError('old_secrets must hold strings, not %s' % type(old).__name__)
-        if not old.strip():
-            raise ValueError('old_secrets must not contain an empty secret')
+        check_secret(old, 'old_secrets: secret %d' % number)
         key = signing_key(old)
         if key == current:
             raise ValueError('old_secrets must not contain the current secret')
@@ -109,15 +124,18 @@ class SessionCookie:
                  httponly: bool = True, samesite: str | None = 'Lax',
                  old_secrets: Iterable[Secret] | None = None) -> None:
         if not isinstance(name, str) or not _TOKEN.match(name):
-            raise ValueError('cookie_name %r is not a valid cookie name (RFC 6265 token)' % (name,))
-        if not secret:
-            raise ValueError('secret must be a non-empty string')
+            raise ValueError('cookie_name %r is not a valid cookie name: use letters, digits '
+                             'and !#$%%&\'*+-.^_`|~ only (an RFC 6265 token)' % (name,))
+        check_secret(secret)
         if samesite is not None and samesite not in SAMESITE_VALUES:
             raise ValueError(
-                'cookie_samesite must be one of %s or None, not %r'
-                % (', '.join(SAMESITE_VALUES), samesite))
+                'cookie_samesite must be %s or %s (or empty: no SameSite attribute), not %r'
+                % (', '.join(SAMESITE_VALUES[:-1]), SAMESITE_VALUES[-1], samesite))
         if samesite == 'None' and not secure:
-            raise ValueError('cookie_samesite = None requires cookie_secure = true')
+            raise ValueError('cookie_samesite = None requires cookie_secure = true (browsers '
+                             'drop a SameSite=None cookie that is not Secure): set '
+                             'cookie_secure = true and serve over HTTPS, or cookie_samesite '
+                             '= Lax')
         self.name = name
         self.max_age = max_age
         self._ids = _SessionIdSerializer()

@@ -67,8 +67,9 @@ class ValueCipher:
             except (binascii.Error, ValueError):
                 raw = b''
             if len(raw) != 32:
-                raise ValueError('encryption_keys: each key must be 32 bytes, base64-encoded '
-                                 '(make one with pyramid_mongosession.crypto.new_key())')
+                raise ValueError('encryption_keys: each key must be 32 bytes, base64-encoded; '
+                                 'make one with: python3 -c "from pyramid_mongosession.crypto '
+                                 'import new_key; print(new_key())"')
             key_id = hashlib.sha256(raw).digest()[:_KEY_ID_SIZE]
             self._ciphers[key_id] = AESGCM(raw)
             self._user_keys.append(hmac.new(raw, _USER_DIGEST_CONTEXT, hashlib.sha256).digest())

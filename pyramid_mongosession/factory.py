@@ -113,7 +113,9 @@ class MongoSessionFactory:
         The sessions collection: a pymongo :class:`~pymongo.collection.Collection`,
         or a callable returning one (evaluated on first use, once per process).
     ``secret``
-        Signs the session cookie. Use a long random string and keep it secret.
+        Signs the session cookie: a random string of at least 32 bytes
+        (shorter ones raise :exc:`ValueError`), kept secret. Make one with
+        ``python3 -c "import secrets; print(secrets.token_urlsafe(48))"``.
 
     Options, with their defaults (the ini settings of the same names are
     described in the configuration reference):

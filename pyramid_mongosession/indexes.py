@@ -10,7 +10,7 @@ sessions are found by a collection scan.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pymongo import IndexModel
 from pymongo.errors import OperationFailure
@@ -74,8 +74,25 @@ class Indexes:
                         'expired sessions are ignored on read but not deleted: '
                         'run "pmongosession purge" periodically',
                         collection.full_name, refusal)
+            self._check_server(collection)
             return False
         return True
+
+    def _check_server(self, collection: Collection) -> None:
+        """Log a warning if the server is FerretDB 1.x (see :func:`server_warning`).
+
+        Asked only of a server that refused the TTL index (as FerretDB 1.x
+        does): one ``buildInfo``, once per process; MongoDB is never asked.
+        """
+        try:
+            info = self.connection.call('ask the server its version',
+                                        collection.database.command, 'buildInfo')
+        except SessionBackendError as exc:
+            log.debug('%s', exc)
+            return
+        warning = server_warning(info)
+        if warning is not None:
+            log.warning('%s', warning)
 
     def _check_ttl_index(self, collection: Collection, refusal: OperationFailure) -> bool:
         """The application's user may not create indexes: is the TTL index there already?"""
@@ -164,3 +181,17 @@ class Indexes:
             if spec.get('key') == [('expires', 1)] and 'expireAfterSeconds' in spec:
                 return str(name)
         return None
+
+
+def server_warning(build_info: dict[str, Any] | None) -> str | None:
+    """What an application must know about the server that answered ``build_info``
+    (``buildInfo``), or None. FerretDB 1.x does not apply concurrent updates of
+    one document atomically: concurrent requests writing one session lose writes."""
+    version = str((build_info or {}).get('ferretdbVersion') or '')
+    if not version.lstrip('v').startswith(('0.', '1.')):
+        return None
+    return ('the server is FerretDB %s: FerretDB 1.x does not apply concurrent updates of '
+            'one document atomically, so concurrent requests that change the same session '
+            'can lose each other\'s writes, silently (detect_conflicts does not catch them '
+            'all). Use MongoDB, or FerretDB 2, wherever concurrent requests write one '
+            'session' % version)

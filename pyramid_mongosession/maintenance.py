@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
-from pymongo.errors import OperationFailure
+from pymongo.errors import ConnectionFailure, NetworkTimeout, OperationFailure
 
 from .encoding import field_name
 from .exceptions import SessionBackendError, SessionValueError
@@ -74,6 +74,8 @@ class Maintenance:
         ``progress(removed, fraction_done, seconds)`` is called after each range.
         """
         collection = self.connection.collection()
+        # A server that is not there fails here, within operation_timeout.
+        self.connection.call('reach MongoDB', collection.find_one, {'_id': ''}, {'_id': 1})
         removed, start, width = 0, 0, _ID_SPACE // 64
         began = clock()
         while start < _ID_SPACE:
@@ -86,9 +88,11 @@ class Maintenance:
                 result = self.connection.call_long(
                     'purge expired sessions', batch_seconds, collection.delete_many,
                     {'_id': ids, 'expires': {'$lte': now}})
-            except SessionBackendError:
-                if width == 1:
-                    raise
+            except SessionBackendError as exc:
+                cause = exc.__cause__
+                if width == 1 or (isinstance(cause, ConnectionFailure)
+                                  and not isinstance(cause, NetworkTimeout)):
+                    raise   # no server to ask: narrower ranges would not help
                 width = max(width // 4, 1)   # too slow or too many at once: narrower
                 continue
             removed += result.deleted_count

@@ -50,6 +50,19 @@ FIXTURE_MARKERS = {
 }
 
 
+def pytest_configure(config):
+    # A server built or fetched on first use (minutes) says so while it runs,
+    # past the output capture: a silent first run looks hung.
+    capture = config.pluginmanager.getplugin('capturemanager')
+    if capture is None:
+        return
+
+    def say(message):
+        with capture.global_and_fixture_disabled():
+            servers._say(message)
+    servers.say = say
+
+
 @pytest.hookimpl(tryfirst=True)   # before -m selects by marker
 def pytest_collection_modifyitems(config, items):
     for item in items:

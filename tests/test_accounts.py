@@ -9,8 +9,8 @@ from pyramid.config import Configurator
 from pyramid.response import Response
 
 from pyramid_mongosession import (
-    MongoSessionFactory, SessionCreated, SessionEnded, SessionExpired, SessionIdChanged,
-    get_session_factory)
+    MongoSessionFactory, NoSuchSession, SessionCreated, SessionEnded, SessionExpired,
+    SessionIdChanged, get_session_factory)
 from pyramid_mongosession.accounts import (
     CAP, EXPIRE, INVALIDATE, REVOKE, SessionRecord, client_address)
 from pyramid_mongosession.crypto import new_key
@@ -381,6 +381,23 @@ def test_revoke_user_keep_signs_out_everywhere_else(warm, collection, round_trip
     assert [r.handle for r in factory.user_sessions('alice')] == [handle_of(here)]
     assert factory.revoke_user('alice') == 1
     assert here.get('/do?read=1').json['user'] is None
+
+
+def test_revoke_user_refuses_a_keep_that_is_not_a_live_session(backend_collection):
+    """A typo in ``keep`` would end every session, the one meant to be kept too."""
+    wsgi = account_app(backend_collection)
+    alice, bob = log_in(wsgi, 'alice'), log_in(wsgi, 'bob')
+    factory = get_session_factory(_request(wsgi))
+    for keep in ('nosuchhandle', handle_of(bob)):
+        with pytest.raises(NoSuchSession) as info:
+            factory.revoke_user('alice', keep=keep)
+        assert str(info.value) == ("keep=%r is not the handle of a live session of user "
+                                   "'alice': nothing was revoked" % keep)
+        assert isinstance(info.value, ValueError)
+    assert alice.get('/do?read=1').json['user'] == 'alice'
+    assert bob.get('/do?read=1').json['user'] == 'bob'
+    assert factory.revoke_user('alice', keep=handle_of(alice)) == 0
+    assert alice.get('/do?read=1').json['user'] == 'alice'
 
 
 def test_a_request_in_flight_cannot_bring_a_revoked_session_back(collection):

@@ -464,6 +464,28 @@ def test_stats_of_an_empty_collection(run, ini):
     assert 'sessions: 0' in out and 'document size: no documents' in out
 
 
+def test_only_ensure_indexes_creates_indexes(run, tmp_path, ttl_server_url):
+    """stats (and the other commands) work under a role without createIndex: on a
+    fresh database they leave no index, and no collection, behind. On a server
+    that keeps indexes (the main one may refuse them: FerretDB 1.x)."""
+    client = pymongo.MongoClient(ttl_server_url, serverSelectionTimeoutMS=5000)
+    name = 'test_%s' % uuid.uuid4().hex[:16]
+    try:
+        ini = write_ini(tmp_path / 'fresh.ini', ttl_server_url, name)
+        for argv in (('stats',), ('sessions', 'alice'), ('export', 'alice'), ('purge',),
+                     ('revoke', 'role=admin'), ('revoke', '--user', 'alice')):
+            status, out, err = run(argv[0], ini, *argv[1:])
+            assert (status, err) == (0, ''), argv
+        assert client[name].list_collection_names() == []
+        assert list(client[name]['sessions'].index_information()) in ([], ['_id_'])
+        status, out, err = run('ensure-indexes', ini)
+        assert (status, err) == (0, '')
+        assert 'expires_ttl' in client[name]['sessions'].index_information()
+    finally:
+        client.drop_database(name)
+        client.close()
+
+
 def test_percentile_nearest_rank():
     values = list(range(1, 101))
     assert [percentile(values, p) for p in (50, 90, 99, 100)] == [50, 90, 99, 100]

@@ -32,7 +32,9 @@ LOGIN = '/session?blind=1&set=auth.userid:"alice"&opt=change_id'
 @pytest.fixture
 def clock(monkeypatch):
     """The package's clock, moved by hand: ``clock.advance(seconds)``."""
-    from pyramid_mongosession import accounts, encoding, factory, lifecycle, session
+    import sys
+
+    from pyramid_mongosession import encoding
 
     class Clock:
         now = encoding.utcnow()
@@ -43,9 +45,10 @@ def clock(monkeypatch):
         def advance(self, seconds):
             self.now += datetime.timedelta(seconds=seconds)
 
-    fake = Clock()
-    for module in (encoding, session, lifecycle, factory, accounts):
-        monkeypatch.setattr(module, 'utcnow', fake)
+    fake, real = Clock(), encoding.utcnow
+    for name, module in list(sys.modules.items()):
+        if name.startswith('pyramid_mongosession') and getattr(module, 'utcnow', None) is real:
+            monkeypatch.setattr(module, 'utcnow', fake)
     return fake
 
 

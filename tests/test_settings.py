@@ -15,7 +15,7 @@ from pyramid_mongosession.settings import CONNECTION, FACTORY, REQUIRED, parse_s
 
 from .conftest import SECRET
 
-BASE = {'mongodb_session.secret': 'seekrit', 'mongodb_session.db_name': 'app'}
+BASE = {'mongodb_session.secret': SECRET, 'mongodb_session.db_name': 'app'}
 
 
 def settings(**extra):
@@ -46,7 +46,7 @@ def test_ini_strings_are_converted():
 
 def test_database_from_url():
     factory = session_factory_from_settings({
-        'mongodb_session.secret': 's',
+        'mongodb_session.secret': SECRET,
         'mongodb_session.url': 'mongodb://u:p@h1:1,h2:2/fromurl?replicaSet=rs',
         'mongodb_session.coll_name': 'web_sessions'})
     collection = factory.connection.source
@@ -118,7 +118,7 @@ def test_bad_settings_fail_at_startup_naming_the_key(bad, named):
 def test_malformed_url_stops_startup(url, message):
     for extra in ({}, {'mongodb_session.db_name': 'app'}):   # checked even with db_name
         with pytest.raises(ConfigurationError) as info:
-            session_factory_from_settings(dict({'mongodb_session.secret': 's',
+            session_factory_from_settings(dict({'mongodb_session.secret': SECRET,
                                                 'mongodb_session.url': url}, **extra))
         assert str(info.value).startswith('mongodb_session.url: ')
         assert message in str(info.value)
@@ -127,12 +127,12 @@ def test_malformed_url_stops_startup(url, message):
 def test_malformed_url_stops_the_application_at_include(counter_app):
     with pytest.raises(ConfigurationError, match='mongodb_session.url: Invalid URI scheme'):
         counter_app({'mongodb_session.url': 'mongdb://localhost:27017/app',
-                     'mongodb_session.secret': 'seekrit'})
+                     'mongodb_session.secret': SECRET})
 
 
 def test_url_error_does_not_show_the_password():
     with pytest.raises(ConfigurationError) as info:
-        session_factory_from_settings({'mongodb_session.secret': 's',
+        session_factory_from_settings({'mongodb_session.secret': SECRET,
                                        'mongodb_session.url': 'mongodb://me:hunter2@h:0x/app'})
     assert 'mongodb_session.url' in str(info.value)
     assert 'hunter2' not in str(info.value)
@@ -142,7 +142,7 @@ def test_url_check_names_the_database_as_pymongo_does():
     for url, expected in [('mongodb://h/app', 'app'), ('mongodb://h/app.ignored', 'app'),
                           ('mongodb://u:p@h1:1,h2:2/my%2Dapp?replicaSet=rs', 'my-app'),
                           ('mongodb://%2Ftmp%2Fmongodb-27017.sock/app', 'app')]:
-        factory = session_factory_from_settings({'mongodb_session.secret': 's',
+        factory = session_factory_from_settings({'mongodb_session.secret': SECRET,
                                                  'mongodb_session.url': url})
         assert factory.connection.source.db_name == expected, url
 
@@ -161,7 +161,7 @@ def no_dns(monkeypatch):
 
 def test_srv_url_is_checked_without_dns(no_dns):
     factory = session_factory_from_settings({
-        'mongodb_session.secret': 's',
+        'mongodb_session.secret': SECRET,
         'mongodb_session.url': 'mongodb+srv://u:p@cluster0.example.invalid/app?w=majority'})
     collection = factory.connection.source
     assert collection.db_name == 'app'
@@ -174,7 +174,7 @@ def test_srv_url_is_checked_without_dns(no_dns):
     'mongodb+srv://cluster0.example.invalid/app?directConnection=true',
 ])
 def test_malformed_srv_url_stops_startup_without_dns(no_dns, url):
-    values = {'mongodb_session.secret': 's', 'mongodb_session.url': url}
+    values = {'mongodb_session.secret': SECRET, 'mongodb_session.url': url}
     if settings_module._validate_uri is None:
         # pymongo < 4.12 cannot check an SRV url without DNS: only its scheme is.
         session_factory_from_settings(values)
@@ -184,18 +184,21 @@ def test_malformed_srv_url_stops_startup_without_dns(no_dns, url):
 
 
 @pytest.mark.parametrize('name, suggested', [
-    ('cookie_maxage', 'cookie_max_age'),
-    ('dbname', 'db_name'),
-    ('cookie_same_site', 'cookie_samesite'),
-    ('encryption_key', 'encryption_keys'),
+    ('cookie_maxage', "cookie_max_age (the cookie's lifetime in seconds)"),
+    ('dbname', 'db_name (the database)'),
+    ('cookie_same_site', "cookie_samesite (the cookie's SameSite attribute)"),
+    ('encryption_key', 'encryption_keys (encrypt values at rest)'),
     ('colour', None),
 ])
 def test_unknown_setting_suggests_the_closest(name, suggested):
+    # More in test_messages.py: the suggestions by meaning.
     with pytest.raises(ConfigurationError) as info:
         session_factory_from_settings(dict(BASE, **{'mongodb_session.' + name: '1'}))
     message = str(info.value)
     if suggested is None:
-        assert message == 'unknown setting mongodb_session.%s' % name
+        assert message == ('unknown setting mongodb_session.%s (not a setting of '
+                           'pyramid_mongosession; the configuration reference lists them '
+                           'all)' % name)
     else:
         assert message == ('unknown setting mongodb_session.%s; did you mean '
                            'mongodb_session.%s?' % (name, suggested))
@@ -205,8 +208,9 @@ def test_short_timeout_needs_a_shorter_reissue_time():
     with pytest.raises(ConfigurationError) as info:
         session_factory_from_settings(settings(timeout='1'))
     assert str(info.value) == (
-        'mongodb_session.reissue_time must be shorter than timeout '
-        '(mongodb_session.reissue_time is 120 seconds by default: set it too)')
+        'mongodb_session.reissue_time (120 seconds, the default) must be shorter than '
+        'mongodb_session.timeout (1 second): set mongodb_session.reissue_time below 1, or a '
+        'longer mongodb_session.timeout')
     # when both are set, the message is about the two the user wrote
     with pytest.raises(ConfigurationError) as info:
         session_factory_from_settings(settings(timeout='60', reissue_time='90'))
@@ -307,7 +311,7 @@ def counter_app(build_app):
 
 def test_include_with_ini_strings_keeps_a_counter(backend_settings, counter_app):
     app = counter_app(dict(backend_settings, **{
-        'mongodb_session.secret': 'seekrit',
+        'mongodb_session.secret': SECRET,
         'mongodb_session.cookie_max_age': '3600',
         'mongodb_session.timeout': '1800',
         'mongodb_session.client.serverSelectionTimeoutMS': '3000',
@@ -321,23 +325,23 @@ def test_include_with_ini_strings_keeps_a_counter(backend_settings, counter_app)
 
 def test_embedded_backend_keeps_a_counter(counter_app):
     app = counter_app({'mongodb_session.url': 'mongomock:///demo',
-                       'mongodb_session.secret': 'seekrit'})
+                       'mongodb_session.secret': SECRET})
     assert [app.get('/count').text for _ in range(3)] == ['1', '2', '3']
 
 
 def test_embedded_backend_needs_no_database_name(counter_app):
     # The README's spelling: the url alone.
     app = counter_app({'mongodb_session.url': 'mongomock://',
-                       'mongodb_session.secret': 'seekrit'})
+                       'mongodb_session.secret': SECRET})
     assert [app.get('/count').text for _ in range(2)] == ['1', '2']
     factory = session_factory_from_settings({'mongodb_session.url': 'mongomock://',
-                                             'mongodb_session.secret': 's'})
+                                             'mongodb_session.secret': SECRET})
     assert factory.connection.namespace() == 'pyramid_mongosession.sessions'
     # a database named in the url or by db_name still wins
     for extra, expected in [({'mongodb_session.url': 'mongomock:///demo'}, 'demo'),
                             ({'mongodb_session.db_name': 'mine'}, 'mine')]:
         values = dict({'mongodb_session.url': 'mongomock://',
-                       'mongodb_session.secret': 's'}, **extra)
+                       'mongodb_session.secret': SECRET}, **extra)
         namespace = session_factory_from_settings(values).connection.namespace()
         assert namespace == expected + '.sessions'
 
@@ -356,7 +360,7 @@ def test_processes_share_sessions_through_one_collection(mongodb_url, database, 
     def app():
         return counter_app({'mongodb_session.url': mongodb_url,
                             'mongodb_session.db_name': database.name,
-                            'mongodb_session.secret': 'seekrit'})
+                            'mongodb_session.secret': SECRET})
     first, second = app(), app()
     assert first.get('/count').text == '1'
     second.set_cookie('session', first.cookies['session'])

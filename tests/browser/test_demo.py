@@ -208,6 +208,16 @@ def test_development_ini_serves_from_memory(make_server, new_context):
     expect(page.locator('#data tr', has_text='visits')).to_contain_text('2')
 
 
+def test_remember_me_checkbox_sits_beside_its_label(page):
+    page.goto('/login')
+    box = page.locator('input[name=remember]').bounding_box()
+    label = page.locator('label.inline').bounding_box()
+    # One line: the label is no taller than a line, and the box is within it, on its left.
+    assert label['height'] < 2 * box['height'] + 16
+    assert label['y'] <= box['y'] and box['y'] + box['height'] <= label['y'] + label['height']
+    assert box['x'] - label['x'] < 5
+
+
 def test_remember_me_makes_the_login_outlive_the_browser(context, page):
     log_in(page, 'carol')
     expect(page.locator('#user')).to_contain_text('carol')
