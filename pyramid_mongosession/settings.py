@@ -173,50 +173,57 @@ IMPORTERS: dict[str, tuple[Callable[..., Any], dict[str, str]]] = {
 }
 
 
+def _import_value(prefix: str, source: str, table: Mapping[str, Converter], name: str,
+                  value: Any) -> Any:
+    """``mongodb_session.import.<name>``'s value, converted by ``source``'s ``table``."""
+    key = '%simport.%s' % (prefix, name)
+    if name not in table:
+        raise ConfigurationError('unknown setting %s (%simport.from = %s takes: %s)' % (
+            key, prefix, source, ', '.join(sorted(set(IMPORT) | set(table)))))
+    try:
+        return table[name](value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError('%s: bad value %r (%s)' % (key, value, exc)) from exc
+
+
+def _known_importer(source: str, found: dict[str, Any], settings: Mapping[str, Any],
+                    prefix: str) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """The importer class of ``source`` (one of :data:`IMPORTERS`), and its arguments."""
+    factory, renamed = IMPORTERS[source]
+    table = IMPORT_OPTIONS[source]
+    arguments = {renamed.get(name, name): _import_value(prefix, source, table, name, value)
+                 for name, value in found.items()}
+    if source == BEAKER:
+        end_old = arguments.pop('end_old', True)
+        beaker = arguments or {name: value for name, value in settings.items()
+                               if name.startswith(('session.', 'beaker.session.'))}
+        return factory, {'settings': beaker, 'end_old': end_old}
+    if 'secret' not in arguments:
+        raise ConfigurationError('%simport.secret is required (the old session factory\'s '
+                                 'secret)' % prefix)
+    return factory, arguments
+
+
 def _importer_options(found: dict[str, Any], settings: Mapping[str, Any],
                       prefix: str) -> dict[str, Any]:
     """The factory's ``importer`` and ``import_until`` from the ``import.*`` settings."""
-    def key(name: str) -> str:
-        return '%simport.%s' % (prefix, name)
-
-    def converted(table: Mapping[str, Converter], name: str, value: Any) -> Any:
-        if name not in table:
-            raise ConfigurationError('unknown setting %s (%s takes: %s)' % (
-                key(name), key('from') + ' = ' + str(source),
-                ', '.join(sorted(set(IMPORT) | set(table)))))
-        try:
-            return table[name](value)
-        except (TypeError, ValueError) as exc:
-            raise ConfigurationError('%s: bad value %r (%s)' % (key(name), value, exc)) from exc
-
-    source = found.pop('from', None)
-    if not source or not _string(source):
-        raise ConfigurationError('%s is required with the other %simport.* settings'
-                                 % (key('from'), prefix))
-    source = _string(source)
+    source = _string(found.pop('from', None) or '')
+    if not source:
+        raise ConfigurationError('%simport.from is required with the other %simport.* '
+                                 'settings' % (prefix, prefix))
     options: dict[str, Any] = {}
     if 'until' in found:
-        options['import_until'] = converted(IMPORT, 'until', found.pop('until'))
+        options['import_until'] = _import_value(prefix, source, IMPORT, 'until',
+                                                found.pop('until'))
     if source in IMPORTERS:
-        factory, renamed = IMPORTERS[source]
-        table = IMPORT_OPTIONS[source]
-        arguments = {renamed.get(name, name): converted(table, name, value)
-                     for name, value in found.items()}
-        if source == BEAKER:
-            end_old = arguments.pop('end_old', True)
-            beaker = arguments or {name: value for name, value in settings.items()
-                                   if name.startswith(('session.', 'beaker.session.'))}
-            arguments = {'settings': beaker, 'end_old': end_old}
-        elif 'secret' not in arguments:
-            raise ConfigurationError('%s is required (the old session factory\'s secret)'
-                                     % key('secret'))
+        factory, arguments = _known_importer(source, found, settings, prefix)
     else:
         try:
             factory = DOTTED(source)
         except ValueError as exc:
             raise ConfigurationError(
-                '%s: %r is neither %s nor the dotted name of an importer (%s)'
-                % (key('from'), source, ', '.join(IMPORTERS), exc)) from exc
+                '%simport.from: %r is neither %s nor the dotted name of an importer (%s)'
+                % (prefix, source, ', '.join(IMPORTERS), exc)) from exc
         arguments = dict(found)
         if not arguments:
             options['importer'] = factory
@@ -224,7 +231,7 @@ def _importer_options(found: dict[str, Any], settings: Mapping[str, Any],
     try:
         options['importer'] = factory(**arguments)
     except (TypeError, ValueError, ImportError) as exc:
-        raise ConfigurationError('%s = %s: %s' % (key('from'), source, exc)) from exc
+        raise ConfigurationError('%simport.from = %s: %s' % (prefix, source, exc)) from exc
     return options
 
 
@@ -242,31 +249,11 @@ def parse_settings(
         name = key[len(prefix):]
         if name.startswith('import.'):
             imports[name[len('import.'):]] = value
-            continue
-        if name.startswith('client.'):
-            client_option = name[len('client.'):]
-            try:
-                validate_client_option(client_option, value)
-            except Exception as exc:
-                raise ConfigurationError('%s: %s (see %s)' % (
-                    key, str(exc).replace(' Refer to docstring.', '').strip(),
-                    _PYMONGO_DOCS)) from exc
-            client[client_option] = value
-            continue
-        option = SETTINGS.get(name)
-        if option is None:
-            raise ConfigurationError('unknown setting %s%s' % (key, _suggestion(name, prefix)))
-        try:
-            (connection if name in CONNECTION else options)[name] = option.convert(value)
-        except (TypeError, ValueError) as exc:
-            expected = option.convert.expected
-            if expected is None:
-                message = '%s: bad value %r (%s)' % (key, value, exc)
-            elif option.convert is DOTTED:
-                message = '%s: bad value %r: expected %s (%s)' % (key, value, expected, exc)
-            else:
-                message = '%s: bad value %r: expected %s' % (key, value, expected)
-            raise ConfigurationError(message) from exc
+        elif name.startswith('client.'):
+            client[name[len('client.'):]] = _client_option(key, name[len('client.'):], value)
+        else:
+            (connection if name in CONNECTION else options)[name] = _converted(
+                key, name, value, prefix)
     for name in REQUIRED:
         if not options.get(name):
             raise ConfigurationError('%s%s is required; make one with: %s'
@@ -274,6 +261,35 @@ def parse_settings(
     if imports:
         options.update(_importer_options(imports, settings, prefix))
     return connection, options, client
+
+
+def _client_option(key: str, option: str, value: Any) -> Any:
+    """``client.<option>``'s value, as pymongo checks it."""
+    try:
+        validate_client_option(option, value)
+    except Exception as exc:
+        raise ConfigurationError('%s: %s (see %s)' % (
+            key, str(exc).replace(' Refer to docstring.', '').strip(),
+            _PYMONGO_DOCS)) from exc
+    return value
+
+
+def _converted(key: str, name: str, value: Any, prefix: str) -> Any:
+    """The value of the setting ``key`` (the option ``name``), converted by its row."""
+    option = SETTINGS.get(name)
+    if option is None:
+        raise ConfigurationError('unknown setting %s%s' % (key, _suggestion(name, prefix)))
+    try:
+        return option.convert(value)
+    except (TypeError, ValueError) as exc:
+        expected = option.convert.expected
+        if expected is None:
+            message = '%s: bad value %r (%s)' % (key, value, exc)
+        elif option.convert is DOTTED:
+            message = '%s: bad value %r: expected %s (%s)' % (key, value, expected, exc)
+        else:
+            message = '%s: bad value %r: expected %s' % (key, value, expected)
+        raise ConfigurationError(message) from exc
 
 
 def _suggestion(name: str, prefix: str) -> str:

@@ -2,7 +2,7 @@
 
 The map there names, for each module, what it may import at run time; these
 tests hold the code to it, and to a few rules of the layout: no import
-cycle, no module over 450 lines.
+cycle, no module over 450 lines, no function above cyclomatic complexity 12.
 """
 import ast
 import os
@@ -13,6 +13,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, 'pyramid_mongosession')
 MAX_LINES = 450
+MAX_COMPLEXITY = 12
 
 
 def package_map():
@@ -126,3 +127,21 @@ def test_no_module_is_over_the_line_limit():
                 if count > MAX_LINES:
                     long.append('%s (%d lines)' % (os.path.relpath(path, ROOT), count))
     assert not long, 'over %d lines: %s' % (MAX_LINES, ', '.join(long))
+
+
+def test_no_function_is_above_the_complexity_limit():
+    from radon.complexity import cc_visit
+    above = []
+    for directory, _, files in os.walk(PACKAGE):
+        for name in files:
+            if name.endswith('.py'):
+                path = os.path.join(directory, name)
+                with open(path, encoding='utf-8') as f:
+                    blocks = cc_visit(f.read())
+                for block in blocks:
+                    for function in [block] + list(getattr(block, 'methods', ())):
+                        if function.complexity > MAX_COMPLEXITY:
+                            above.append('%s:%s (%d)' % (os.path.relpath(path, ROOT),
+                                                         function.name, function.complexity))
+    assert not above, 'above complexity %d: %s' % (MAX_COMPLEXITY, ', '.join(sorted(set(above))))
+
