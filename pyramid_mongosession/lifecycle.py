@@ -174,9 +174,16 @@ class EndOfRequest:
     def _carry_out(self, plan: Plan, state: SessionState, response: Response) -> None:
         refresh = self._refresh(plan, state)
         # An ended session goes now, whatever happens to the body.
-        if plan.remove_loaded and self.accounts.remove_ended(state) is False and state.found:
-            self._gone(state)   # it was live when loaded: ended or retired since
-            return
+        if plan.remove_loaded and self.accounts.remove_ended(state) is False:
+            if state.found:
+                self._gone(state)   # it was live when loaded: ended or retired since
+                return
+            if state.found is None:
+                # A logout that did not read: nothing was deleted. A retired id's
+                # logout must not clear the new login's cookie (one more query).
+                state.reload()
+                if state.retired:
+                    return self._retired(state)
         if plan.cookie != KEEP:
             state.id = new_session_id() if plan.cookie == NEW_ID else None
         if state.flags['late_store']:
@@ -210,12 +217,14 @@ class EndOfRequest:
         old one goes, so a session is under one id or the other at every
         moment (for ``revoke_user`` too), and never in neither. A cookie
         signed with an old secret is signed anew only for a session found live.
+        ``expire`` does not: a logout is one delete, and only a delete that
+        finds nothing asks whether the id was retired.
         """
         flags = state.flags
-        if flags['late_store'] or flags['expire'] or flags['change_id'] or state.resign:
-            return True   # (expire: a retired id's logout must not clear the new cookie)
-        if flags['no_store']:
-            return False
+        if flags['late_store'] or flags['change_id'] or state.resign:
+            return True
+        if flags['no_store'] or flags['expire']:
+            return False   # (expire: one delete, see _carry_out)
         if state.own_timeout_set:
             return True    # the expiry and the cookie follow the session's own timeout
         if not (state.dirty or state.pushes):
