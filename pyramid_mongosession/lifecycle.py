@@ -305,7 +305,12 @@ class EndOfRequest:
                refresh: datetime.datetime | None) -> Outcome:
         """Carry out ``plan``'s store action; return the plan and refresh for the cookie."""
         now = utcnow()
-        if plan.store == INSERT:
+        if plan == LEAVE_ALONE and state.resign and state.found:
+            # Nothing is written, and the cookie is to be signed anew: only if
+            # the session is still live (a parallel login may have retired it).
+            if not self._confirm(state, now):
+                return self._gone(state)
+        elif plan.store == INSERT:
             self.accounts.created(state, self._insert(state, now))
         elif plan.store == MOVE:
             if not self._move(state, now):
@@ -348,7 +353,15 @@ class EndOfRequest:
         elif refresh is not None:
             return self.store.touch(state.id, now, refresh,
                                     account=self.accounts.update_fields(state, now))
+        elif state.resign:
+            return self._confirm(state, now)
         return True
+
+    def _confirm(self, state: SessionState, now: datetime.datetime) -> bool:
+        """Whether the session a request loaded is still live when its cookie is signed
+        anew (one query by ``_id``; nothing is written)."""
+        assert state.id is not None
+        return self.store.is_live(state.id, now)
 
     def _update_unread(self, state: SessionState, now: datetime.datetime) -> bool:
         """A write-only request: its changes in one update, without a find.

@@ -110,6 +110,12 @@ class SessionStore:
             return None
         return self.codec.decoded(session_id, connection.received(document), now, expired)
 
+    def is_live(self, session_id: str, now: datetime.datetime) -> bool:
+        """Whether the session is still stored, neither expired nor retired (one query)."""
+        connection = self.connection
+        return connection.call('check a session', connection.collection().find_one,
+                               live(session_id, now), {'_id': 1}) is not None
+
     def insert(self, session_id: str, data: Mapping[str, Any], created: datetime.datetime,
                expires: datetime.datetime | None, timeout: float | None = None,
                account: Mapping[str, Any] | None = None) -> None:

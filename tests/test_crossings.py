@@ -161,6 +161,24 @@ def test_an_old_secret_cookie_of_a_retired_id_is_not_signed_again(backend_collec
     assert data(app)['auth.userid'] == 'alice'
 
 
+@pytest.mark.parametrize('after', [
+    pytest.param(lambda request: None, id='read only'),
+    pytest.param(lambda request: request.session.options.__setitem__('no_store', True),
+                 id='no_store'),
+])
+def test_an_old_secret_cookie_is_not_signed_again_once_a_parallel_login_retired_it(
+        backend_collection, build_app, after):
+    before = build_app(backend_collection, secret=OLD_SECRET)
+    before.get('/session?set=visits:1')
+    app = build_app(backend_collection, old_secrets=[OLD_SECRET],
+                    views={'slow': login_during(read, after)})
+    app.set_cookie('session', before.cookies['session'])
+    outcome = {}
+    response = app.get('/slow', extra_environ={'tests.app': app.app, 'tests.outcome': outcome})
+    assert session_cookie(outcome['login']) is not None          # the login's new cookie
+    assert session_cookie(response) is None                       # is not replaced
+
+
 def test_an_old_secret_cookie_of_a_dead_id_is_cleared_not_signed_again(backend_collection,
                                                                         build_app):
     before = build_app(backend_collection, secret=OLD_SECRET)
