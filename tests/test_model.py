@@ -72,6 +72,10 @@ USERS = ('alice', 'bob', 7)
 #: User ids that are not scalars: refused by name when written and when queried.
 HOSTILE_USERS = ({'$exists': True}, {'$ne': None}, [7, 8])
 BROWSERS = 2
+#: The collection methods the store calls, through which the model injects failures.
+FAULTY_CALLS = ('find_one', 'find', 'insert_one', 'update_one', 'replace_one',
+                'find_one_and_replace', 'find_one_and_delete', 'delete_one', 'delete_many',
+                'count_documents')
 
 
 def tolerates(defect):
@@ -529,11 +533,13 @@ class SessionLife(RuleBasedStateMachine):
         self.model = Model(absolute)
 
     def inject_faults(self):
-        """The store's calls fail like a server that went away, when the model says so."""
+        """The store's calls fail like a server that went away, when the model says so.
+
+        The calls themselves are the real client's (or mongomock's); only
+        their failures are injected, as pymongo raises them.
+        """
         collection = self.store_collection
-        for name in ('find_one', 'find', 'insert_one', 'update_one', 'replace_one',
-                     'find_one_and_replace', 'find_one_and_delete', 'delete_one',
-                     'delete_many', 'count_documents'):
+        for name in FAULTY_CALLS:
             setattr(collection, name, self.faulty(getattr(collection, name), name))
 
     def faulty(self, call, name):
@@ -552,10 +558,8 @@ class SessionLife(RuleBasedStateMachine):
     def teardown(self):
         if self.app is None:
             return
-        for name in list(vars(self.store_collection)):
-            if name in ('find_one', 'find', 'insert_one', 'update_one', 'replace_one',
-                        'find_one_and_replace', 'find_one_and_delete', 'delete_one',
-                        'delete_many', 'count_documents'):
+        for name in FAULTY_CALLS:
+            if name in vars(self.store_collection):
                 delattr(self.store_collection, name)
 
     # -- sending requests -------------------------------------------------------------
@@ -722,11 +726,14 @@ class SessionLife(RuleBasedStateMachine):
     def no_store(self, b, read_first):
         self.request(b, ([('read',)] if read_first else []) + [('no_store',), ('set', 'b', 2)])
 
-    @rule(b=browsers, timeout=st.sampled_from((None, REMEMBER, SHORT) + BAD_TIMEOUTS),
-          read_first=st.booleans())
+    @rule(b=browsers, timeout=st.sampled_from((None, REMEMBER, SHORT)), read_first=st.booleans())
     def set_timeout(self, b, timeout, read_first):
         self.request(b, ([('read',)] if read_first else [])
                      + [('timeout', timeout), ('set', 'a', 3)])
+
+    @rule(b=browsers, timeout=st.sampled_from(BAD_TIMEOUTS))
+    def set_timeout_out_of_range(self, b, timeout):
+        self.request(b, [('timeout', timeout), ('set', 'a', 3)])
 
     @rule(b=browsers, ops=st.lists(OP, min_size=1, max_size=4))
     def anything(self, b, ops):
@@ -818,10 +825,13 @@ class SessionLife(RuleBasedStateMachine):
     def time_passes(self, step):
         self.clock.advance(step)
 
-    @rule(b=browsers, which=st.sampled_from(['idle', 'absolute', 'grace']),
+    @rule(b=browsers, which=st.sampled_from(['refresh', 'idle', 'absolute', 'grace']),
           offset=st.sampled_from([-0.001, 0, 0.001]))
     def time_reaches(self, b, which, offset):
-        """The clock moves to a millisecond around a deadline of browser ``b``'s session."""
+        """The clock moves to a millisecond around a deadline of browser ``b``'s
+        session: when a refresh is due (reissue_time after its last activity,
+        or half its own timeout if that is shorter), when it expires, its
+        absolute timeout, the end of the rotation grace of its last id."""
         browser, now = self.browsers[b], self.clock.now
         target = None
         if which == 'grace':
@@ -832,6 +842,9 @@ class SessionLife(RuleBasedStateMachine):
             doc = self.model.docs[browser.id]
             if which == 'idle':
                 target = doc.expires
+            elif which == 'refresh':
+                own = TIMEOUT if doc.timeout is None else doc.timeout
+                target = doc.expires - seconds(own) + seconds(min(REISSUE, own / 2))
             elif self.model.absolute is not None:
                 target = doc.created + seconds(self.model.absolute)
         if target is not None:
