@@ -10,9 +10,17 @@ with open(os.path.join(here, 'CHANGES.rst')) as f:
 
 embedded_requires = ['mongomock>=4.1']
 encryption_requires = ['cryptography>=41']
+# The importers of the sessions of the library used before
+# (pyramid_mongosession.importers): SignedCookieImporter needs nothing more.
+import_redis_requires = ['redis>=4']
+import_beaker_requires = ['Beaker>=1.12']
 # The test suite; the docs and browser extras add what its docs and browser
-# tests need (tests/setup.sh installs all three).
-tests_require = embedded_requires + encryption_requires + [
+# tests need (tests/setup.sh installs all three). The import tests have the
+# peer libraries write the old sessions themselves.
+tests_require = embedded_requires + encryption_requires + import_redis_requires + [
+    'pyramid_session_redis>=1.7,<2',
+    'pyramid_beaker>=0.9',
+    'Beaker>=1.12',
     'pytest>=7',
     'WebTest>=3',
     'hypothesis>=6',
@@ -63,6 +71,8 @@ setup(
     extras_require={
         'embedded': embedded_requires,
         'encryption': encryption_requires,
+        'import-redis': import_redis_requires,
+        'import-beaker': import_beaker_requires,
         'test': tests_require,
         'docs': docs_require,
         'browser': browser_requires,

@@ -34,6 +34,35 @@ def short_error(exc):
     return '%s: %s' % (type(exc).__name__, text) if text else type(exc).__name__
 
 
+def server_caused(exc):
+    """Whether ``exc`` is the server's doing (it was too slow, or went away), not the
+    benchmark's: such a failure is a miss reported in the tables, not a broken run."""
+    from pymongo.errors import ConnectionFailure, PyMongoError
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, ConnectionFailure) or (isinstance(exc, PyMongoError)
+                                                  and exc.timeout):
+            return True
+        if isinstance(exc, (TimeoutError, ConnectionError)):   # socket timeouts too
+            return True
+        if type(exc).__name__ in ('TimeoutError', 'ConnectionError', 'BusyLoadingError'):
+            return True   # redis-py's, which derive from neither
+        if (type(exc).__name__ == 'SessionBackendError'
+                and str(exc).startswith('MongoDB is unavailable')):
+            return True   # the outage breaker, open after a timeout
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _failure(exc):
+    """What stderr shows of a failed measurement: one line for the server's doing
+    (the tables say the rest), the traceback for the benchmark's."""
+    if server_caused(exc):
+        return '  the server: %s\n' % short_error(exc)
+    return traceback.format_exc()
+
+
 def thousands(number):
     """10000 -> '10 000'."""
     return format(number, ',').replace(',', ' ')
@@ -330,10 +359,11 @@ class Pass:
                     self.populate(library, population, first_population, supported)
                 except Exception as exc:  # reported in the tables
                     for scenario in supported:
-                        self.rows[scenario, population, library.name]['error'] = (
-                            'filling the store: ' + short_error(exc))
+                        row = self.rows[scenario, population, library.name]
+                        row['error'] = 'filling the store: ' + short_error(exc)
+                        row['server'] = server_caused(exc)
                     sys.stderr.write('\n%s: filling %s\'s store failed:\n%s' % (
-                        self.name, library.name, traceback.format_exc()))
+                        self.name, library.name, _failure(exc)))
             if probe:
                 self.probe(population)
         if self.counted:
@@ -375,8 +405,9 @@ class Pass:
             SCENARIOS[scenario](app, meter, **kwargs)
         except Exception as exc:  # reported in the tables
             row['error'] = short_error(exc)
+            row['server'] = server_caused(exc)
             sys.stderr.write('\n%s: %s, %s failed:\n%s' % (
-                self.name, library.name, label(scenario, population), traceback.format_exc()))
+                self.name, library.name, label(scenario, population), _failure(exc)))
             return
         if counted:
             row['counted'] = meter.result
@@ -395,7 +426,8 @@ def summarise(rows):
     out = {}
     for key, row in rows.items():
         timed = row['timed']
-        summary = {'error': row['error'], 'runs': len(timed)}
+        summary = {'error': row['error'], 'runs': len(timed),
+                   'server': bool(row['error'] and row.get('server'))}
         if row.get('once') and timed:
             summary['slow_run_s'] = timed[0]['requests'] / timed[0]['requests_per_s']
         if row['counted']:

@@ -49,6 +49,19 @@ def _failed(row):
     return row is not None and row.get('error')
 
 
+def _server_miss(row):
+    """A failure that was the server's doing (too slow, gone): a miss, not a broken run."""
+    return bool(_failed(row) and row.get('server'))
+
+
+#: What a table cell and a verdict say of a measurement that failed.
+FAILED, SERVER_MISS = 'failed', 'server miss'
+
+
+def _failure(row):
+    return SERVER_MISS if _server_miss(row) else FAILED
+
+
 def scenario_tables(real, libraries, chosen, notes, rounds=1):
     """One table per scenario; a populated store's rows beside the empty store's."""
     lines = []
@@ -72,9 +85,11 @@ def scenario_tables(real, libraries, chosen, notes, rounds=1):
                     continue
                 cells = [library.name] + ([thousands(population)] if populated else [])
                 if _failed(row):
-                    cells += ['failed'] * (len(headers) - len(cells))
-                    failures.append('%s, %s: failed: %s' % (
-                        library.name, label(scenario, population), row['error']))
+                    cells += [_failure(row)] * (len(headers) - len(cells))
+                    failures.append('%s, %s: %s: %s' % (
+                        library.name, label(scenario, population),
+                        'server miss, the server did not keep up (not a fault of the '
+                        'benchmark)' if _server_miss(row) else 'failed', row['error']))
                 else:
                     cells += [_rate(row['requests_per_s']), trips(row['round_trips']),
                               '%.0f' % row['bytes_written']]
@@ -111,7 +126,7 @@ def cpu_table(cpu, libraries, chosen):
             if row is None:
                 cells.append('—')
             elif _failed(row):
-                cells.append('failed')
+                cells.append(_failure(row))
             else:
                 cells.append('%.0f' % row['cpu_us'])
         if any(cell != '—' for cell in cells[1:]):
@@ -156,8 +171,17 @@ def target_rows(real, cpu, chosen, cpu_where):
     """The targets for pyramid_mongosession, as ``[target, wanted, measured, verdict]`` rows."""
     rows = []
 
-    def add(target, wanted, measured, met):
-        rows.append([target, wanted, measured, 'met' if met else 'MISSED'])
+    def add(target, wanted, measured, met, server=False):
+        rows.append([target, wanted, measured,
+                     'met' if met else 'MISSED (server)' if server else 'MISSED'])
+
+    def failed(target, want, row):
+        add(target, want, '%s (see its table)' % _failure(row), False, _server_miss(row))
+
+    def either_failed(target, want, pairs):
+        names = [(name, row) for name, row in pairs if _failed(row)]
+        add(target, want, ', '.join('%s: %s' % (name, _failure(row)) for name, row in names)
+            + ': no comparison', False, all(_server_miss(row) for _, row in names))
 
     populations = {}
     for scenario, population in chosen:
@@ -173,7 +197,7 @@ def target_rows(real, cpu, chosen, cpu_where):
                 target += ' (%s)' % HOW[scenario]
             want = 'at most %d' % wanted
             if _failed(row):
-                add(target, want, 'failed (see its table)', False)
+                failed(target, want, row)
             else:
                 add(target, want, trips(row['round_trips']), row['round_trips'] <= wanted)
 
@@ -182,7 +206,7 @@ def target_rows(real, cpu, chosen, cpu_where):
         target = 'bytes sent to change one key of a ~100 KB session'
         want = 'at most %d' % BYTES_TARGET
         if _failed(row):
-            add(target, want, 'failed (see its table)', False)
+            failed(target, want, row)
         else:
             add(target, want, '%.0f' % row['bytes_written'], row['bytes_written'] <= BYTES_TARGET)
 
@@ -195,9 +219,7 @@ def target_rows(real, cpu, chosen, cpu_where):
             target = 'requests/s over %s\'s, %s' % (BEAKER, label(scenario, population))
             want = 'at least %.0f×' % BEAKER_RATIO_TARGET
             if _failed(ours) or _failed(beaker):
-                failed = [('%s failed' % name) for name, r in ((OURS, ours), (BEAKER, beaker))
-                          if _failed(r)]
-                add(target, want, ', '.join(failed) + ': no comparison', False)
+                either_failed(target, want, ((OURS, ours), (BEAKER, beaker)))
                 continue
             ratio = ours['requests_per_s'] / beaker['requests_per_s']
             add(target, want, '%s vs %s/s: %.2f×' % (_rate(ours['requests_per_s']),
@@ -213,9 +235,7 @@ def target_rows(real, cpu, chosen, cpu_where):
                                                         label(scenario, population))
         want = 'at most theirs'
         if _failed(ours) or _failed(redis_):
-            failed = [('%s failed' % name) for name, r in ((OURS, ours), (REDIS, redis_))
-                      if _failed(r)]
-            add(target, want, ', '.join(failed) + ': no comparison', False)
+            either_failed(target, want, ((OURS, ours), (REDIS, redis_)))
             continue
         measured = '%.0f vs %.0f µs' % (ours['cpu_us'], redis_['cpu_us'])
         over = _more_cpu(ours, redis_)

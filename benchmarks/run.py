@@ -129,6 +129,79 @@ def environment(libraries, servers):
 
 # -- the command ----------------------------------------------------------------------
 
+#: Warnings the libraries log again and again in one run (once per pass and
+#: library), shortened: (words in the message, what is printed instead).
+SHORT_WARNINGS = [
+    ('refused a TTL index', 'the server has no TTL indexes (FerretDB 1.x): expired sessions '
+                            'stay stored; nothing this benchmark measures depends on it'),
+    ('refused partial indexes', 'the server has no partial indexes (FerretDB 1.x): a user\'s '
+                                'sessions are found by a scan; no scenario here lists them'),
+    ('FerretDB 1.x does not apply concurrent updates', 'the server is FerretDB 1.x, which '
+     'loses concurrent updates of one document: see the concurrency scenario\'s control'),
+    ('looks like a user id', 'the scenarios keep a user id under "user", not user_key: '
+                             'pyramid_mongosession indexes no user, as the peers do not'),
+]
+#: The longest a warning printed during the run may be.
+WARNING_WIDTH = 160
+
+
+class OncePerRun(logging.Filter):
+    """Lets each warning through once per run, shortened (see SHORT_WARNINGS)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = set()
+
+    def filter(self, record):
+        message = record.getMessage()
+        for words, short in SHORT_WARNINGS:
+            if words in message:
+                message = short
+                break
+        else:
+            message = ' '.join(message.split())
+            if len(message) > WARNING_WIDTH:
+                message = message[:WARNING_WIDTH - 3] + '...'
+        key = (record.name, message)
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        record.msg, record.args = message, None
+        return True
+
+
+def exit_status(sources, targets, strict=False):
+    """``(status, lines for stderr)`` at the end of a run.
+
+    ``sources`` are the summaries (real, and the CPU runs'); ``targets`` the
+    targets' rows. A measurement that failed through the server's doing (it
+    did not answer in time, or went away) is a miss the tables report: the
+    benchmark itself worked, and the status is 0 unless ``strict``. Any other
+    failure is the benchmark's: status 1. ``strict`` also fails a run in
+    which a target was missed.
+    """
+    failed, misses = [], []
+    for source in sources:
+        for (scenario, population, library), row in source.items():
+            if row.get('error'):
+                entry = '  %s, %s: %s\n' % (library, label(scenario, population), row['error'])
+                (misses if row.get('server') else failed).append(entry)
+    missed = [row for row in targets if row[-1] != 'met']
+    lines = []
+    if misses:
+        lines.append('%d measurement(s) missed because the server did not keep up (reported '
+                     'in the tables and the targets; the benchmark itself worked%s):\n'
+                     % (len(misses), '; --strict makes this a failure' if strict else ''))
+        lines += misses
+    if failed:
+        lines.append('%d measurement(s) failed (see the tables):\n' % len(failed))
+        lines += failed
+    if strict and missed:
+        lines.append('%d target(s) missed (--strict makes this a failure)\n' % len(missed))
+    status = 1 if failed or (strict and (misses or missed)) else 0
+    return status, lines
+
+
 def _choose(option, known, given):
     if not given:
         return list(known)
@@ -185,6 +258,10 @@ def main(argv=None):
     parser.add_argument('--cpu-server', choices=('standin', 'real'), default='standin',
                         help='where the CPU figures come from: the stand-in MongoDB server '
                              '(default) or the real one')
+    parser.add_argument('--strict', action='store_true',
+                        help='exit 1 when a measurement missed because the server did not '
+                             'keep up, or a target was missed (by default the exit status '
+                             'says only whether the benchmark itself worked)')
     args = parser.parse_args(argv)
     names = _choose('libraries', [lib.name for lib in LIBRARIES], args.libraries)
     classes = [lib for lib in LIBRARIES if lib.name in names]
@@ -204,6 +281,8 @@ def main(argv=None):
     chosen = measurements(scenarios, populations)
     standin = args.cpu_server == 'standin'
     logging.basicConfig(level=logging.WARNING, format='%(name)s: %(message)s')
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(OncePerRun())
 
     started = time.perf_counter()
 
@@ -345,6 +424,9 @@ def main(argv=None):
                         'error'):
                 if row.get(key) is not None:
                     clean[key] = row[key]
+            if row.get('error'):
+                clean['error_cause'] = 'server' if row.get('server') else 'benchmark'
+
             clean['cpu_us_real'] = row.get('cpu_us')
             other = cpu.get((scenario, population, library), {})
             clean['cpu_us'] = other.get('cpu_us')
@@ -354,13 +436,10 @@ def main(argv=None):
         with open(args.json, 'w') as f:
             json.dump(rows, f, indent=2)
             f.write('\n')
-    failed = [(key, row['error']) for source in ((real, cpu) if cpu is not real else (real,))
-              for key, row in source.items() if row.get('error')]
-    if failed:
-        sys.stderr.write('%d measurement(s) failed (see the tables):\n' % len(failed))
-        for (scenario, population, library), error in failed:
-            sys.stderr.write('  %s, %s: %s\n' % (library, label(scenario, population), error))
-        sys.exit(1)
+    status, lines = exit_status((real, cpu) if cpu is not real else (real,), targets or [],
+                                args.strict)
+    sys.stderr.write(''.join(lines))
+    sys.exit(status)
 
 
 def run_notes(profile, mode, populations, real_pass, standin, standin_stats, libraries,
@@ -395,15 +474,17 @@ def run_notes(profile, mode, populations, real_pass, standin, standin_stats, lib
             'set_redis_ttl left True, version 1.8 would also send an EXPIRE after every read.'
             % (', '.join('%s=%s' % item for item in REDIS_OPTIONS.items()), MAXMEMORY))
     if 'mongodb' in servers:
-        import redis
-        redis_pool = redis.ConnectionPool().max_connections
+        pools = 'pymongo: maxPoolSize %d' % pymongo.common.MAX_POOL_SIZE
+        if 'redis' in servers:   # redis-py is installed only with the Redis peer
+            import redis
+            redis_pool = redis.ConnectionPool().max_connections
+            pools += '; redis-py: max_connections %s' % (
+                'unbounded' if redis_pool >= 2 ** 31 else redis_pool)
         lines.append(
             '- Connection pools: every library\'s store client has its default pool '
-            '(pymongo: maxPoolSize %d; redis-py: max_connections %s). Only in concurrency, '
-            'and only on a MongoDB server that loses concurrent updates of one document (see the '
-            'control below that table), every MongoDB library\'s client has maxPoolSize=1 '
-            'alike.' % (pymongo.common.MAX_POOL_SIZE,
-                        'unbounded' if redis_pool >= 2 ** 31 else redis_pool))
+            '(%s). Only in concurrency, and only on a MongoDB server that loses concurrent '
+            'updates of one document (see the control below that table), every MongoDB '
+            'library\'s client has maxPoolSize=1 alike.' % pools)
     if populations:
         sizes = ' and '.join(thousands(p) for p in populations)
         text = ('- Populated store: read-only and write-one-key also ran with %s other '

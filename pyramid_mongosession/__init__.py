@@ -10,14 +10,11 @@ from typing import TYPE_CHECKING
 
 from pyramid.tweens import EXCVIEW
 
-from .accounts import (
-    SessionCreated,
-    SessionEnded,
-    SessionExpired,
-    SessionIdChanged,
-    get_session_factory,
-)
+from .accounts import get_session_factory
+from .events import (
+    SessionCreated, SessionEnded, SessionExpired, SessionIdChanged, SessionImported)
 from .exceptions import (
+    NoSuchSession,
     SessionBackendError,
     SessionConflict,
     SessionStoreError,
@@ -31,12 +28,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     'MongoSessionFactory',
+    'NoSuchSession',
     'SessionBackendError',
     'SessionConflict',
     'SessionCreated',
     'SessionEnded',
     'SessionExpired',
     'SessionIdChanged',
+    'SessionImported',
     'SessionStoreError',
     'SessionValueError',
     'get_session_factory',

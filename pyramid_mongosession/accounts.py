@@ -10,7 +10,7 @@ with it. Besides, each session document carries:
 
 ``handle``
     A stable, non-secret name for the session (see
-    :func:`~pyramid_mongosession.store.session_handle`), kept across
+    :func:`~pyramid_mongosession.documents.session_handle`), kept across
     ``change_id``: what a page of "your sessions" shows and posts back.
 ``last_seen``
     Set by every write the session gets anyway — its changes, and the expiry
@@ -26,88 +26,52 @@ With ``encryption_keys``, ``user`` holds a keyed hash of the user id and
 
 :class:`Accounts` holds what the factory offers (``user_sessions``,
 ``revoke_session``, ``revoke_user``) and what the end of a request calls; the
-events below tell an application, or its audit log, what happened.
+events of :mod:`pyramid_mongosession.events` tell an application, or its
+audit log, what happened.
 """
+from __future__ import annotations
+
 import collections
 import datetime
 import ipaddress
+import logging
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from pyramid.interfaces import ISessionFactory
 from pyramid.threadlocal import get_current_registry, get_current_request
-from zope.interface import implementedBy
 
-from .encoding import utcnow
-from .store import CLIENT, HANDLE, LAST_SEEN, USER, document_id, session_handle
+from .documents import CLIENT, HANDLE, LAST_SEEN, USER, document_id, session_handle
+from .encoding import is_user_id, utcnow
+from .events import (
+    CAP, EXPIRE, INVALIDATE, REVOKE, SessionCreated, SessionEnded, SessionExpired,
+    SessionIdChanged, notify, wants)
+from .exceptions import NoSuchSession
 
-#: Why a session ended (:attr:`SessionEnded.reason`): its request set
-#: ``options['expire']`` (a logout), called ``invalidate()``, it was revoked
-#: (:meth:`Accounts.revoke_session`, :meth:`Accounts.revoke_user`), or its
-#: user went over ``max_sessions_per_user``.
-EXPIRE, INVALIDATE, REVOKE, CAP = 'expire', 'invalidate', 'revoke', 'cap'
+if TYPE_CHECKING:
+    from .state import SessionState
+    from .store import SessionStore
+    from .users import UserQueries
+
+
+log = logging.getLogger(__name__)
+
 #: How many characters of the User-Agent header are kept.
 USER_AGENT_LENGTH = 200
 #: How much of the client's address is kept: its network, of this prefix length.
 IPV4_PREFIX, IPV6_PREFIX = 24, 48
 
 _EPOCH = datetime.datetime(1970, 1, 1)
+#: Session keys that look like a user id, lower case, without ``_``, ``.`` or
+#: ``-``: a session that has one but not ``user_key`` is logged, once.
+USER_LOOKING_KEYS = frozenset((
+    'user', 'userid', 'uid', 'username', 'login', 'accountid', 'currentuser',
+    'loggedinuser', 'authuserid', 'authuser'))
 
 
-# -- events -----------------------------------------------------------------------
-
-class SessionEvent:
-    """What every session event carries.
-
-    ``request`` is the request during which it happened (None outside a
-    request); ``handle`` names the session, which need not be the request's
-    own (a revocation, the cap); ``userid`` is the value of ``user_key`` in
-    that session, or None.
-    """
-
-    def __init__(self, request, handle, userid):
-        self.request = request
-        self.handle = handle
-        self.userid = userid
-
-    def __repr__(self):
-        return '<%s handle=%r userid=%r>' % (type(self).__name__, self.handle, self.userid)
-
-
-class SessionCreated(SessionEvent):
-    """A new session was stored (its first document, under a new id)."""
-
-
-class SessionIdChanged(SessionEvent):
-    """A session moved to a new id (``change_id``); its handle stays the same."""
-
-
-class SessionEnded(SessionEvent):
-    """A session was deleted before it expired; ``reason`` says why:
-    :data:`EXPIRE`, :data:`INVALIDATE`, :data:`REVOKE` or :data:`CAP`."""
-
-    def __init__(self, request, handle, userid, reason):
-        super().__init__(request, handle, userid)
-        self.reason = reason
-
-    def __repr__(self):
-        return '<%s handle=%r userid=%r reason=%r>' % (
-            type(self).__name__, self.handle, self.userid, self.reason)
-
-
-class SessionExpired(SessionEvent):
-    """A request presented a session that had expired (and got a new, empty one)."""
-
-
-def _request_of(state):
+def _request_of(state: SessionState) -> Any:
     """The request of a session's state (held by a weak reference), or None."""
     reference = state.request
     return reference() if reference is not None else None
-
-
-def _wants(registry, event_class):
-    """Whether anything subscribes to ``event_class``: nothing is built or fetched otherwise."""
-    if registry is None or not getattr(registry, 'has_listeners', False):
-        return False
-    return bool(registry.adapters.subscriptions((implementedBy(event_class),), None))
 
 
 # -- what a user sees -----------------------------------------------------------------
@@ -122,13 +86,13 @@ class SessionRecord(collections.namedtuple(
     were).
     """
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, Any]:
         """The record as a dict, times in ISO 8601 (for JSON)."""
         return {name: value.isoformat() + 'Z' if isinstance(value, datetime.datetime) else value
                 for name, value in self._asdict().items()}
 
 
-def client_address(address):
+def client_address(address: str | None) -> str | None:
     """The network of ``address``: ``'203.0.113.0/24'``, ``'2001:db8:1::/48'``; None if
     it is not an IP address. An IPv4-mapped IPv6 address counts as IPv4."""
     try:
@@ -141,7 +105,7 @@ def client_address(address):
     return str(ipaddress.ip_network('%s/%d' % (ip, prefix), strict=False))
 
 
-def client_of(request):
+def client_of(request: Any) -> dict[str, str] | None:
     """What is recorded about the client of ``request``, or None.
 
     The address is the WSGI ``REMOTE_ADDR``, never a header the client
@@ -158,7 +122,7 @@ def client_of(request):
     return client or None
 
 
-def get_session_factory(request):
+def get_session_factory(request: Any) -> Any:
     """The :class:`~pyramid_mongosession.MongoSessionFactory` of ``request``'s application.
 
     A view's way to its sessions API::
@@ -178,33 +142,38 @@ def get_session_factory(request):
 class Accounts:
     """Which user each session belongs to; listing, revoking, capping; the events.
 
-    Built by the factory (``factory.accounts``) from its ``store`` and the
-    ``track_clients`` and ``max_sessions_per_user`` options; the store's
-    ``user_key`` names the session key of the user id.
+    Built by the factory (``factory.accounts``) from its ``store`` (the
+    request path's documents), its ``users`` (the queries of users'
+    sessions) and the ``track_clients`` and ``max_sessions_per_user``
+    options; the store's ``user_key`` names the session key of the user id.
     """
 
-    def __init__(self, store, track_clients=True, max_sessions_per_user=None):
+    def __init__(self, store: SessionStore, users: UserQueries, track_clients: bool = True,
+                 max_sessions_per_user: int | None = None) -> None:
         self.store = store
+        self.users = users
+        self.codec = users.codec
         self.track_clients = track_clients
         self.max_sessions_per_user = max_sessions_per_user
+        self._user_key_checked = False   # see check_user_key
 
     @property
-    def user_key(self):
+    def user_key(self) -> str | None:
         return self.store.user_key
 
     # -- the API ------------------------------------------------------------------------
 
-    def user_sessions(self, userid):
+    def user_sessions(self, userid: Any) -> list[SessionRecord]:
         """The live sessions of ``userid``: :class:`SessionRecord`\\ s, newest first.
 
         One query, on the partial index of ``user`` and ``expires``.
         """
         records = [self._record(document)
-                   for document in self._distinct(self.store.user_sessions(userid, utcnow()))]
+                   for document in self._distinct(self.users.live(userid, utcnow()))]
         records.sort(key=lambda record: (record.created or _EPOCH, record.handle), reverse=True)
         return records
 
-    def revoke_session(self, handle, userid=None, request=None):
+    def revoke_session(self, handle: str, userid: Any = None, request: Any = None) -> bool:
         """End the session named by ``handle``; return True if it was there.
 
         With ``userid``, only if it is that user's session: what a view that
@@ -216,7 +185,7 @@ class Accounts:
         """
         return bool(self._revoke(request, userid=userid, handles=[handle]))
 
-    def revoke_user(self, userid, keep=None, request=None):
+    def revoke_user(self, userid: Any, keep: str | None = None, request: Any = None) -> int:
         """End every session of ``userid``, except the one whose handle is ``keep``.
 
         Returns how many were ended (a session that had expired but was still
@@ -225,30 +194,51 @@ class Accounts:
         user out everywhere else (after a password change, say); without it,
         everywhere. One delete on the user index, or, when something
         subscribes to :class:`SessionEnded`, one query and one delete per
-        session, to report each.
+        session, to report each. A session moving to a new id at that
+        moment (``change_id``) is ended too.
+
+        A ``keep`` that is not the handle of one of the user's live sessions
+        (nor of the current request's session) raises :exc:`NoSuchSession`
+        and revokes nothing; checking it costs one more query, except for
+        the current request's own handle.
         """
+        if keep is not None:
+            self._check_kept(userid, keep, request)
         return self._revoke(request, userid=userid, keep=keep)
 
-    def export(self, userid):
+    def _check_kept(self, userid: Any, keep: str, request: Any) -> None:
+        if request is None:
+            request = get_current_request()
+        # The request's own session, if it made one (request.session is reified).
+        session = getattr(request, '__dict__', {}).get('session')
+        if keep == getattr(session, 'handle', None):
+            return
+        if any(document.get(HANDLE) == keep
+               for document in self.users.live(userid, utcnow())):
+            return
+        raise NoSuchSession('keep=%r is not the handle of a live session of user %r: '
+                            'nothing was revoked' % (keep, userid))
+
+    def export(self, userid: Any) -> list[dict[str, Any]]:
         """Everything stored about ``userid``'s sessions, values decrypted, newest first.
 
-        See :meth:`~pyramid_mongosession.store.SessionStore.export_user_sessions`.
+        See :meth:`~pyramid_mongosession.users.UserQueries.export`.
         """
-        exported = self.store.export_user_sessions(userid)
-        exported.sort(key=lambda entry: (entry.get('created') or _EPOCH, entry[HANDLE]),
+        exported = self.users.export(userid)
+        exported.sort(key=lambda entry: (entry.get('created') or _EPOCH, entry[HANDLE] or ''),
                       reverse=True)
         return exported
 
-    def _record(self, document):
-        client = self.store.client_of(document) or {}
+    def _record(self, document: dict[str, Any]) -> SessionRecord:
+        client = self.codec.client_of(document) or {}
         return SessionRecord(document[HANDLE], document.get('created'),
                              document.get(LAST_SEEN), document.get('expires'),
                              client.get('agent'), client.get('address'))
 
     @staticmethod
-    def _distinct(documents):
+    def _distinct(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """One document per handle: a session is briefly under two ids while it moves."""
-        latest = {}
+        latest: dict[str, dict[str, Any]] = {}
         for document in documents:
             other = latest.get(document[HANDLE])
             if other is None or (document.get(LAST_SEEN) or _EPOCH) > (other.get(LAST_SEEN)
@@ -256,22 +246,22 @@ class Accounts:
                 latest[document[HANDLE]] = document
         return list(latest.values())
 
-    def _revoke(self, request, reason=REVOKE, **which):
+    def _revoke(self, request: Any, reason: str = REVOKE, **which: Any) -> int:
         # Outside a request, the events go to the current registry: the
         # application's in a script run under pyramid.paster.bootstrap().
         if request is None:
             request = get_current_request()
         registry = request.registry if request is not None else get_current_registry()
-        if not _wants(registry, SessionEnded):
-            return self.store.revoke_sessions(**which)
-        ended = {}
-        for handle, userid in self.store.take_sessions(**which):
+        if not wants(registry, SessionEnded):
+            return self.users.revoke(**which)
+        ended: dict[Any, Any] = {}
+        for handle, userid in self.users.pop(**which):
             ended.setdefault(handle, userid)
         for handle, userid in ended.items():
             registry.notify(SessionEnded(request, handle, userid, reason))
         return len(ended)
 
-    def _enforce_cap(self, request, userid, now):
+    def _enforce_cap(self, request: Any, userid: Any, now: datetime.datetime) -> None:
         """Revoke the least recently seen sessions of ``userid`` beyond the cap.
 
         Concurrent logins of one user each run this after their own write.
@@ -283,7 +273,8 @@ class Accounts:
         revokes all the others: exactly the cap survives.
         """
         cap = self.max_sessions_per_user
-        sessions = self._distinct(self.store.user_sessions(userid, now))
+        assert cap is not None
+        sessions = self._distinct(self.users.live(userid, now))
         if len(sessions) <= cap:
             return
         sessions.sort(key=lambda document: (document.get(LAST_SEEN) or _EPOCH,
@@ -293,24 +284,23 @@ class Accounts:
 
     # -- what the end of a request writes ------------------------------------------------
 
-    def handle(self, state):
-        """The handle of the session ``state`` loaded, or None while it has no id."""
+    def handle(self, state: SessionState) -> str | None:
+        """The handle of the session ``state`` holds, or None while it has no id."""
         if state.id is None:
             return None
         stored = state.stored
         if stored is None:
             return session_handle(document_id(state.id))
-        return self.stored_handle(stored, state.cookie_id)
+        handle: str = stored.account[HANDLE]
+        return handle
 
-    @staticmethod
-    def stored_handle(stored, session_id):
-        """The handle of ``stored``, the session loaded or taken under ``session_id``."""
-        return stored.account.get(HANDLE) or session_handle(document_id(session_id))
-
-    def new_document(self, state, now, handle=None):
+    def insert_fields(self, state: SessionState, now: datetime.datetime,
+                     handle: str | None = None) -> dict[str, Any]:
         """The account fields of the document inserted for ``state``: a new session, or,
         given its ``handle``, one that moves to a new id. ``user`` is the store's."""
-        account = {HANDLE: handle or session_handle(document_id(state.id)), LAST_SEEN: now}
+        assert state.id is not None
+        account: dict[str, Any] = {
+            HANDLE: handle or session_handle(document_id(state.id)), LAST_SEEN: now}
         request = _request_of(state)
         if self.track_clients and request is not None:
             client = client_of(request)
@@ -318,99 +308,120 @@ class Accounts:
                 account[CLIENT] = client
         return account
 
-    def written(self, state, now):
+    def update_fields(self, state: SessionState, now: datetime.datetime) -> dict[str, Any]:
         """The account fields of a write to the stored session of ``state``.
 
-        ``last_seen``, and what its document lacks: the ``handle`` and
-        ``user`` fields of a session stored by an earlier version, a
-        ``user`` hashed under a retired key. ``user`` follows the request's
-        own changes in the store.
+        ``last_seen``, and a ``user`` hashed under a retired key hashed again.
+        ``user`` follows the request's own changes in the store.
         """
-        account = {LAST_SEEN: now}
+        account: dict[str, Any] = {LAST_SEEN: now}
         stored = state.stored
-        if stored is None:   # a write-only request
-            return account
-        if not stored.account.get(HANDLE):
-            account[HANDLE] = session_handle(document_id(state.cookie_id))
-        if stored.user is not None:
-            user = self.store.user_value(stored.user)
+        if stored is not None and stored.user is not None:
+            user = self.codec.user_value(stored.user)
             if stored.account.get(USER) != user:
                 account[USER] = user
         return account
 
-    def created(self, state, account):
+    def check_user_key(self, written: Mapping[str, Any], data: Mapping[str, Any] | None
+                       ) -> None:
+        """Log once (per process) a write of a key that looks like a user id
+        (``user_id``, ``userid``, ``user``...) to a session without ``user_key``.
+
+        Such sessions belong to no user: ``user_sessions``, ``revoke_user``
+        and ``max_sessions_per_user`` find none of them. ``written`` is what
+        the request wrote, ``data`` the whole session after it (None when
+        the request did not read it: nothing is said then).
+        """
+        key = self.user_key
+        if self._user_key_checked or key is None or data is None or data.get(key) is not None:
+            return
+        for name in written:
+            if (isinstance(name, str) and name != key and name.lower().replace('_', '').replace(
+                    '.', '').replace('-', '') in USER_LOOKING_KEYS):
+                self._user_key_checked = True
+                log.warning(
+                    'a session has the key %r, which looks like a user id, but no '
+                    '%r (mongodb_session.user_key): such sessions belong to no user, and '
+                    'user_sessions(), revoke_user() and max_sessions_per_user find none '
+                    'of them. Store the user id with Pyramid\'s SessionAuthenticationHelper '
+                    '(under %r), or set mongodb_session.user_key = %s (said once per process)',
+                    name, key, 'auth.userid', name)
+                return
+
+    def created(self, state: SessionState, account: dict[str, Any]) -> None:
         """After a new session's insert: the cap, and :class:`SessionCreated`."""
+        self.check_user_key(state.data, state.data)
         userid, request = self._userid(state.data), _request_of(state)
-        self._notify(request, SessionCreated, account[HANDLE], userid)
+        notify(request, SessionCreated, account[HANDLE], userid)
         if userid is not None and self.max_sessions_per_user is not None:
             self._enforce_cap(request, userid, account[LAST_SEEN])
 
-    def moved(self, state, previous, account):
+    def moved(self, state: SessionState, previous: Any, account: dict[str, Any]) -> None:
         """After ``change_id``: the cap if the user is new to the session, and
         :class:`SessionIdChanged`. ``previous`` is the user id before the move."""
+        self.check_user_key(state.data, state.data)
         userid, request = self._userid(state.data), _request_of(state)
-        self._notify(request, SessionIdChanged, account[HANDLE], userid)
+        notify(request, SessionIdChanged, account[HANDLE], userid)
         if (userid is not None and self.max_sessions_per_user is not None
-                and self.store.user_value(userid) != self.store.user_value(previous)):
+                and self.codec.user_value(userid) != self.codec.user_value(previous)):
             self._enforce_cap(request, userid, account[LAST_SEEN])
 
-    def updated(self, state, changed, now):
+    def updated(self, state: SessionState, changed: dict[str, Any],
+                now: datetime.datetime) -> None:
         """After an update that wrote ``changed``: the cap, if it gave the session a user.
 
         A write-only request does not know the user before: a write of the
         user key counts as associating it (enforcing the cap again is harmless).
         """
+        self.check_user_key(changed, state.data if state.stored is not None else None)
         key = self.user_key
         if (self.max_sessions_per_user is None or key is None
                 or changed.get(key) is None):
             return
         stored = state.stored
-        if stored is not None and self.store.user_value(stored.user) == self.store.user_value(
+        if stored is not None and self.codec.user_value(stored.user) == self.codec.user_value(
                 changed[key]):
             return
         self._enforce_cap(_request_of(state), changed[key], now)
 
-    def remove_ended(self, state):
+    def remove_ended(self, state: SessionState) -> bool | None:
         """Delete the session that ``state``'s request ended (``expire``, ``invalidate()``).
 
         With a subscriber to :class:`SessionEnded`, a session the request did
         not read is deleted by a find-and-delete that returns its handle and
-        user (still one round trip).
+        user (still one round trip). Returns whether a session was deleted
+        (a tombstone never is), or None if the delete failed (it was logged).
         """
+        assert state.cookie_id is not None
         request = _request_of(state)
-        registry = getattr(request, 'registry', None)
-        if not _wants(registry, SessionEnded):
-            self.store.remove(state.cookie_id)
-            return
+        registry: Any = getattr(request, 'registry', None)
+        if not wants(registry, SessionEnded):
+            return self.store.remove(state.cookie_id)
         reason = EXPIRE if state.flags['expire'] else INVALIDATE
         stored = state.stored
         if stored is not None:
-            if self.store.remove(state.cookie_id):
-                handle = stored.account.get(HANDLE) or session_handle(
-                    document_id(state.cookie_id))
-                registry.notify(SessionEnded(request, handle, stored.user, reason))
-            return
-        gone = self.store.take_ended(state.cookie_id)
-        if gone is not None:
+            removed = self.store.remove(state.cookie_id)
+            if removed:
+                registry.notify(SessionEnded(request, stored.account.get(HANDLE), stored.user,
+                                             reason))
+            return removed
+        gone = self.store.pop_ended(state.cookie_id)
+        if isinstance(gone, tuple):
             registry.notify(SessionEnded(request, gone[0], gone[1], reason))
+        return None if gone is None else bool(gone)
 
-    def expired_hook(self, request):
+    def expired_hook(self, request: Any) -> Callable[[Any, Any], None] | None:
         """For :meth:`SessionStore.load`: a callable that publishes
         :class:`SessionExpired`, or None when nothing subscribes."""
-        registry = getattr(request, 'registry', None)
-        if not _wants(registry, SessionExpired):
+        registry: Any = getattr(request, 'registry', None)
+        if not wants(registry, SessionExpired):
             return None
 
-        def expired(handle, userid):
+        def expired(handle: Any, userid: Any) -> None:
             registry.notify(SessionExpired(request, handle, userid))
         return expired
 
-    def _userid(self, data):
+    def _userid(self, data: dict[str, Any]) -> Any:
         key = self.user_key
-        return data.get(key) if key is not None else None
-
-    @staticmethod
-    def _notify(request, event_class, handle, userid):
-        registry = getattr(request, 'registry', None)
-        if _wants(registry, event_class):
-            registry.notify(event_class(request, handle, userid))
+        value = data.get(key) if key is not None else None
+        return value if value is None or is_user_id(value) else None

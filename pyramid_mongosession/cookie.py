@@ -7,28 +7,23 @@ here in the same format, so that besides the current ``secret`` each of the
 first, compared with :func:`hmac.compare_digest`. A cookie that does not
 verify is rejected here, before anything asks the database about it; one that
 verifies only with an old secret is signed again with the current secret on
-the response.
+the response, once the end of the request has found its session live.
 """
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import hmac
 import logging
 import re
 import secrets
-from typing import TYPE_CHECKING, Callable, Iterable, Union
+from typing import TYPE_CHECKING, Iterable, Union
 
 from webob.cookies import SignedCookieProfile
 
 if TYPE_CHECKING:
     from pyramid.request import Request
     from pyramid.response import Response
-
-    #: ``is_cacheable(request, response)``: whether the response must not carry a
-    #: session cookie.
-    IsCacheable = Callable[[Request, Response], bool]
 
 #: A cookie signing secret.
 Secret = Union[str, bytes]
@@ -38,6 +33,11 @@ log = logging.getLogger(__name__)
 #: 32 random bytes (256 bits) from the operating system's CSPRNG, base64url.
 ID_BYTES = 32
 _ID_PATTERN = re.compile(r'[A-Za-z0-9_-]{43}\Z')
+
+#: The shortest secret accepted, in bytes (UTF-8): 256 bits, if random.
+MIN_SECRET_BYTES = 32
+#: How to make a secret, as the error for a short one says.
+MAKE_SECRET = 'python3 -c "import secrets; print(secrets.token_urlsafe(48))"'
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 SAMESITE_VALUES = ('Strict', 'Lax', 'None')
@@ -66,6 +66,17 @@ def signing_key(secret: Secret) -> bytes:
         return _SALT.encode('utf-8') + secret.encode('utf-8')
 
 
+def check_secret(secret: Secret, name: str = 'secret') -> None:
+    """Refuse a secret shorter than :data:`MIN_SECRET_BYTES` (ValueError), or not a string."""
+    if not isinstance(secret, (str, bytes)):
+        raise TypeError('%s must be a string, not %s' % (name, type(secret).__name__))
+    size = len(secret.encode('utf-8', 'surrogatepass') if isinstance(secret, str) else secret)
+    if size < MIN_SECRET_BYTES:
+        raise ValueError('%s is %d byte%s long: a signing secret must be at least %d bytes; '
+                         'make one with: %s' % (name, size, '' if size == 1 else 's',
+                                                MIN_SECRET_BYTES, MAKE_SECRET))
+
+
 def _old_signing_keys(secret: Secret,
                       old_secrets: Iterable[Secret] | None) -> tuple[bytes, ...]:
     """The keys of ``old_secrets``, in order, checked against each other and ``secret``."""
@@ -76,11 +87,10 @@ def _old_signing_keys(secret: Secret,
         raise TypeError('old_secrets must be a list of secrets, not a string')
     current = signing_key(secret)
     keys: list[bytes] = []
-    for old in old_secrets:
+    for number, old in enumerate(old_secrets, 1):
         if not isinstance(old, (str, bytes)):
             raise TypeError('old_secrets must hold strings, not %s' % type(old).__name__)
-        if not old.strip():
-            raise ValueError('old_secrets must not contain an empty secret')
+        check_secret(old, 'old_secrets: secret %d' % number)
         key = signing_key(old)
         if key == current:
             raise ValueError('old_secrets must not contain the current secret')
@@ -106,26 +116,26 @@ class SessionCookie:
     """Reads and writes the signed session-id cookie of one application.
 
     ``secret`` signs; ``old_secrets`` (a list) are still accepted when
-    verifying, after ``secret``. ``is_cacheable(request, response)`` is the
-    factory's check for responses that must not carry a session cookie: a
-    cookie re-issued under the current secret never goes on those.
+    verifying, after ``secret``.
     """
 
     def __init__(self, secret: Secret, name: str = 'session', max_age: int | None = None,
                  path: str = '/', domain: str | None = None, secure: bool = False,
                  httponly: bool = True, samesite: str | None = 'Lax',
-                 old_secrets: Iterable[Secret] | None = None,
-                 is_cacheable: IsCacheable | None = None) -> None:
+                 old_secrets: Iterable[Secret] | None = None) -> None:
         if not isinstance(name, str) or not _TOKEN.match(name):
-            raise ValueError('cookie_name %r is not a valid cookie name (RFC 6265 token)' % (name,))
-        if not secret:
-            raise ValueError('secret must be a non-empty string')
+            raise ValueError('cookie_name %r is not a valid cookie name: use letters, digits '
+                             'and !#$%%&\'*+-.^_`|~ only (an RFC 6265 token)' % (name,))
+        check_secret(secret)
         if samesite is not None and samesite not in SAMESITE_VALUES:
             raise ValueError(
-                'cookie_samesite must be one of %s or None, not %r'
-                % (', '.join(SAMESITE_VALUES), samesite))
+                'cookie_samesite must be %s or %s (or empty: no SameSite attribute), not %r'
+                % (', '.join(SAMESITE_VALUES[:-1]), SAMESITE_VALUES[-1], samesite))
         if samesite == 'None' and not secure:
-            raise ValueError('cookie_samesite = None requires cookie_secure = true')
+            raise ValueError('cookie_samesite = None requires cookie_secure = true (browsers '
+                             'drop a SameSite=None cookie that is not Secure): set '
+                             'cookie_secure = true and serve over HTTPS, or cookie_samesite '
+                             '= Lax')
         self.name = name
         self.max_age = max_age
         self._ids = _SessionIdSerializer()
@@ -138,10 +148,6 @@ class SessionCookie:
         )
         # The current secret's key first: a cookie it signed costs one HMAC.
         self._keys = (signing_key(secret),) + _old_signing_keys(secret, old_secrets)
-        if is_cacheable is None:
-            from .lifecycle import publicly_cacheable   # lifecycle imports this module
-            is_cacheable = publicly_cacheable
-        self._is_cacheable: IsCacheable = is_cacheable
 
     def verify(self, value: str) -> tuple[str, int]:
         """Return ``(session_id, index)`` for a cookie value, or raise :exc:`ValueError`.
@@ -162,41 +168,27 @@ class SessionCookie:
                 return session_id, index
         raise ValueError('bad signature')
 
-    def read(self, request: Request) -> str | None:
-        """Return the session id the request's cookie carries, or None.
+    def read(self, request: Request) -> tuple[str | None, bool]:
+        """Return ``(session_id, resign)`` for the request's cookie: the id it carries,
+        or None, and whether only one of ``old_secrets`` signed it.
 
         A missing cookie, a bad signature and a malformed id all read as no
         cookie; the last two are logged at INFO for operators. A cookie that
-        verifies only with one of ``old_secrets`` is sent again, signed with
-        the current secret, on this request's response (a response callback:
-        see :meth:`reissue`).
+        an old secret signed is sent again, signed with the current secret, by
+        the end of the request, and only once the session it names is known
+        to be live (see :mod:`pyramid_mongosession.lifecycle`): an id that
+        has expired, ended or been retired is never signed anew.
         """
         raw = self.sent(request)
         if raw is None:
-            return None
+            return None, False
         try:
             session_id, index = self.verify(raw)
         except ValueError:
             log.info('ignored a session cookie that failed verification (%s, %d bytes)',
                      request.client_addr, len(raw))
-            return None
-        if index:
-            request.add_response_callback(functools.partial(self.reissue, session_id))
-        return session_id
-
-    def reissue(self, session_id: str, request: Request, response: Response) -> None:
-        """Sign ``session_id`` with the current secret on ``response``, unless
-        the response already sets or clears the session cookie, or is cacheable.
-
-        No database write: the same id, signed anew. If the end of the request
-        sets or clears the cookie afterwards, that replaces this one (see
-        :meth:`set`), so the response carries one Set-Cookie for it either way.
-        """
-        if self._is_cacheable(request, response) or self._sets_cookie(response):
-            return
-        log.debug('re-issued a session cookie signed with an old secret (%s)',
-                  request.client_addr)
-        self.set(response, session_id)
+            return None, False
+        return session_id, index > 0
 
     def sent(self, request: Request) -> str | None:
         """The session cookie's raw value as the request sent it, or None.
@@ -225,7 +217,8 @@ class SessionCookie:
         """Clear the cookie, replacing any Set-Cookie for it already there."""
         self._put(response, self._profile.get_headers(None))
 
-    def _sets_cookie(self, response: Response) -> bool:
+    def sets_cookie(self, response: Response) -> bool:
+        """Whether ``response`` sets (or clears) the session cookie already."""
         return any(self._names_cookie(header) for header in response.headerlist)
 
     def _names_cookie(self, header: tuple[str, str]) -> bool:
@@ -233,7 +226,7 @@ class SessionCookie:
         return name.lower() == 'set-cookie' and value.split('=', 1)[0].strip() == self.name
 
     def _put(self, response: Response, headers: list[tuple[str, str]]) -> None:
-        if self._sets_cookie(response):
+        if self.sets_cookie(response):
             response.headerlist[:] = [header for header in response.headerlist
                                       if not self._names_cookie(header)]
         response.headerlist.extend(headers)

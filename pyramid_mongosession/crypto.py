@@ -6,9 +6,7 @@ document id (the SHA-256 digest of the session id) and the key name are bound
 as associated data: a value copied into another session, or under another
 key, fails to decrypt. Binding the digest rather than the id itself lets
 maintenance with the keys (``pmongosession export``) read a session's values
-without its id; values sealed by earlier versions, bound to the session id
-(format 1), still decrypt when their session is loaded, and are sealed again
-in the current format then. The key *names* stay in clear text, and
+without its id. The key *names* stay in clear text, and
 encrypted values cannot be queried (``revoke`` cannot match them).
 
 The keys also derive the key of :meth:`ValueCipher.user_digests`, the keyed
@@ -35,8 +33,7 @@ import bson
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-_VERSION = b'\x02'          # bound to the document id
-_VERSION_SESSION_ID = b'\x01'   # bound to the session id (earlier versions)
+_VERSION = b'\x02'          # the format: bound to the document id
 _USER_DIGEST_CONTEXT = b'pyramid_mongosession user id'
 _KEY_ID_SIZE = 4
 _NONCE_SIZE = 12
@@ -70,8 +67,9 @@ class ValueCipher:
             except (binascii.Error, ValueError):
                 raw = b''
             if len(raw) != 32:
-                raise ValueError('encryption_keys: each key must be 32 bytes, base64-encoded '
-                                 '(make one with pyramid_mongosession.crypto.new_key())')
+                raise ValueError('encryption_keys: each key must be 32 bytes, base64-encoded; '
+                                 'make one with: python3 -c "from pyramid_mongosession.crypto '
+                                 'import new_key; print(new_key())"')
             key_id = hashlib.sha256(raw).digest()[:_KEY_ID_SIZE]
             self._ciphers[key_id] = AESGCM(raw)
             self._user_keys.append(hmac.new(raw, _USER_DIGEST_CONTEXT, hashlib.sha256).digest())
@@ -79,6 +77,11 @@ class ValueCipher:
             raise ValueError('encryption_keys: give at least one key')
         # The first key given encrypts (dicts keep their insertion order).
         self._encrypt_with = next(iter(self._ciphers))
+
+    @property
+    def key_id(self) -> bson.Binary:
+        """The id of the key that encrypts (stored with each session as ``key``)."""
+        return bson.Binary(self._encrypt_with)
 
     @staticmethod
     def _associated_data(owner: str, key: str) -> bytes:
@@ -94,48 +97,29 @@ class ValueCipher:
             nonce, plain, self._associated_data(owner, key))
         return bson.Binary(_VERSION + self._encrypt_with + nonce + sealed)
 
-    def decrypt_all(self, owner: str, values: Mapping[str, Any], decode: Callable[[bytes], Any],
-                    session_id: str | None = None) -> tuple[dict[str, Any], list[str]]:
-        """Decrypt and ``decode`` every value; also return the keys to seal again.
-
-        Those are the keys sealed with an old key, or in the format of earlier
-        versions (which needs ``session_id``).
-        """
+    def decrypt_all(self, owner: str, values: Mapping[str, Any],
+                    decode: Callable[[bytes], Any]) -> tuple[dict[str, Any], list[str]]:
+        """Decrypt and ``decode`` every value; also return the keys sealed with an old key."""
         plain: dict[str, Any] = {}
         stale: list[str] = []
         for key, stored in values.items():
-            plain[key] = decode(self.decrypt(owner, key, stored, session_id))
+            plain[key] = decode(self.decrypt(owner, key, stored))
             if bytes(stored)[:1 + _KEY_ID_SIZE] != _VERSION + self._encrypt_with:
                 stale.append(key)
         return plain, stale
 
-    def decrypt(self, owner: str, key: str, stored: Any, session_id: str | None = None) -> bytes:
-        """The bytes :meth:`encrypt` sealed, or :class:`DecryptionError`.
-
-        A value sealed by an earlier version is bound to the session id
-        itself: it decrypts only given ``session_id``.
-        """
+    def decrypt(self, owner: str, key: str, stored: Any) -> bytes:
+        """The bytes :meth:`encrypt` sealed, or :class:`DecryptionError`."""
         from cryptography.exceptions import InvalidTag
         blob = bytes(stored) if isinstance(stored, (bytes, bytearray)) else b''
         header = 1 + _KEY_ID_SIZE
-        version = blob[:1]
-        bound: str | None
-        if version == _VERSION:
-            bound = owner
-        elif version == _VERSION_SESSION_ID:
-            bound = session_id
-            if bound is None:
-                raise DecryptionError('session value %r was sealed with the session id, '
-                                      'which is not known here' % key)
-        else:
-            bound = None
-        cipher = self._ciphers.get(blob[1:header]) if bound is not None else None
-        if cipher is None or bound is None:
+        cipher = self._ciphers.get(blob[1:header]) if blob[:1] == _VERSION else None
+        if cipher is None:
             raise DecryptionError('session value %r is not encrypted with a configured key' % key)
         nonce = blob[header:header + _NONCE_SIZE]
         try:
             plain = cipher.decrypt(nonce, blob[header + _NONCE_SIZE:],
-                                   self._associated_data(bound, key))
+                                   self._associated_data(owner, key))
         except InvalidTag:
             raise DecryptionError('session value %r failed authentication' % key) from None
         return plain

@@ -33,6 +33,21 @@ MAX_DOCUMENT_SIZE = 16 * 1024 * 1024
 MAX_VALUE_DEPTH = 95
 
 
+#: The longest duration a timeout may be, in seconds (about a century): an
+#: expiry computed from it stays far from the end of Python's datetimes.
+MAX_SECONDS = 100 * 365 * 24 * 3600
+
+
+def is_duration(value: Any, allow_zero: bool = False) -> bool:
+    """Whether ``value`` is a number of seconds a timeout may be: finite, positive
+    (or zero, if allowed) and at most :data:`MAX_SECONDS`. Booleans are not numbers here."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    return (0 <= value if allow_zero else 0 < value) and value <= MAX_SECONDS
+
+
 def utcnow() -> datetime.datetime:
     """Now, as the naive UTC datetime that BSON stores: to the millisecond.
 
@@ -100,6 +115,21 @@ _PLAIN = (str, bytes, bool, type(None), datetime.datetime, bson.ObjectId, bson.D
 _INT64 = (-2 ** 63, 2 ** 63 - 1)
 
 
+def check_key(key: Any) -> str:
+    """Return ``key`` if it may be a session key (a string that is valid Unicode text),
+    else raise :class:`SessionValueError` naming it."""
+    if not isinstance(key, str):
+        raise SessionValueError(
+            'session keys must be strings (MongoDB field names), not %r' % (key,))
+    try:
+        key.encode('utf-8')
+    except UnicodeEncodeError:
+        raise SessionValueError(
+            'session key %r is not valid Unicode text (it holds a lone surrogate), so it '
+            'cannot be a MongoDB field name' % (key,)) from None
+    return key
+
+
 def check_value(key: str, value: Any) -> int:
     """Raise :class:`SessionValueError` naming ``key`` unless every server can store ``value``.
 
@@ -154,3 +184,26 @@ def unstorable(values: Mapping[str, Any], exc: BaseException) -> SessionValueErr
             return SessionValueError(
                 'session key %r holds a value MongoDB cannot store: %s' % (key, cause))
     return SessionValueError('MongoDB cannot store this session: %s' % exc)
+
+
+#: What a user id may be (the value of the session key ``user_key``): a scalar
+#: that MongoDB matches exactly. A list would match any of its items, a dict
+#: would be read as query operators.
+USER_ID_TYPES = (str, int, uuid.UUID, bson.ObjectId)
+
+
+def is_user_id(value: Any) -> bool:
+    """Whether ``value`` may be a user id (see :data:`USER_ID_TYPES`)."""
+    return not isinstance(value, bool) and isinstance(value, USER_ID_TYPES) and not (
+        isinstance(value, int) and not _INT64[0] <= value <= _INT64[1])
+
+
+def check_user_id(value: Any, what: str = 'a user id') -> Any:
+    """Return ``value`` if it may be a user id (see :data:`USER_ID_TYPES`), else raise
+    :class:`SessionValueError` naming ``what`` and the value."""
+    if not is_user_id(value):
+        raise SessionValueError(
+            '%s must be a string, a 64-bit integer, a UUID or an ObjectId, matched exactly; '
+            'not %r' % (what, value))
+    return value
+

@@ -46,3 +46,14 @@ class SessionValueError(SessionStoreError, ValueError):
     The message names the offending key. This is a programming error, not an
     outage: do not map it to a retry.
     """
+
+
+class NoSuchSession(SessionStoreError, ValueError):
+    """A handle that names none of the user's live sessions.
+
+    Raised by :meth:`~pyramid_mongosession.MongoSessionFactory.revoke_user`
+    when ``keep`` is not the handle of one of that user's live sessions (a
+    typo, another user's session, one that has ended): nothing is revoked,
+    since revoking "all but" a session that is not there would end them all.
+    A programming or usage error, not an outage.
+    """

@@ -13,11 +13,19 @@ from zope.interface import implementer
 from .accounts import Accounts, SessionRecord
 from .cookie import SessionCookie
 from .crypto import ValueCipher
-from .encoding import utcnow
+from .encoding import MAX_SECONDS, is_duration, utcnow
 from .exceptions import SessionBackendError
-from .lifecycle import EndOfRequest, Expiry, publicly_cacheable
-from .session import MongoSession, SessionState
-from .store import RetiredSession, SessionStore, StoredSession
+from .expiry import Expiry
+from .importers import Takeover
+from .lifecycle import EndOfRequest, publicly_cacheable
+from .session import MongoSession
+from .state import SessionState
+from .connection import Connection
+from .documents import DocumentCodec, RetiredSession, StoredSession
+from .indexes import Indexes
+from .maintenance import Maintenance
+from .store import SessionStore
+from .users import UserQueries
 
 if TYPE_CHECKING:
     from pyramid.request import Request
@@ -48,6 +56,8 @@ DEFAULTS = {
     'user_key': 'auth.userid',
     'track_clients': True,
     'max_sessions_per_user': None,
+    'importer': None,
+    'import_until': None,
 }
 
 
@@ -56,8 +66,9 @@ def _seconds(name: str, value: Any, allow_zero: bool = False) -> datetime.timede
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError('%s must be a number of seconds or None, not %r' % (name, value))
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError('%s must be a positive number of seconds or None, not %r' % (name, value))
+    if not is_duration(value, allow_zero):
+        raise ValueError('%s must be a positive, finite number of seconds up to %d '
+                         '(about a century), or None, not %r' % (name, MAX_SECONDS, value))
     return datetime.timedelta(seconds=value)
 
 
@@ -80,7 +91,18 @@ def _checked(options: Mapping[str, Any]) -> dict[str, Any]:
     user_key = settings['user_key']
     if user_key is not None and not isinstance(user_key, str):
         raise TypeError('user_key must be a session key (a string) or None')
+    if settings['importer'] is not None and not callable(settings['importer']):
+        raise TypeError('importer must be a callable taking the request, or None')
+    until = settings['import_until']
+    if until is not None and not isinstance(until, datetime.datetime):
+        raise TypeError('import_until must be a datetime or None')
     return settings
+
+
+def _naive_utc(moment: datetime.datetime | None) -> datetime.datetime | None:
+    if moment is None or moment.tzinfo is None:
+        return moment
+    return moment.astimezone(datetime.timezone.utc).replace(tzinfo=None)
 
 
 @implementer(ISessionFactory)
@@ -91,14 +113,17 @@ class MongoSessionFactory:
         The sessions collection: a pymongo :class:`~pymongo.collection.Collection`,
         or a callable returning one (evaluated on first use, once per process).
     ``secret``
-        Signs the session cookie. Use a long random string and keep it secret.
+        Signs the session cookie: a random string of at least 32 bytes
+        (shorter ones raise :exc:`ValueError`), kept secret. Make one with
+        ``python3 -c "import secrets; print(secrets.token_urlsafe(48))"``.
 
     Options, with their defaults (the ini settings of the same names are
     described in the configuration reference):
 
     - ``old_secrets=None``: a list of former secrets, still accepted when a
       cookie is verified (after ``secret``); a cookie that verifies only with
-      one of them is sent again, signed with ``secret``;
+      one of them is sent again, signed with ``secret``, once its session is
+      found live;
     - ``cookie_name='session'``, ``cookie_max_age=None`` (a browser-session
       cookie), ``cookie_path='/'``, ``cookie_domain=None``,
       ``cookie_secure=False``, ``cookie_httponly=True``,
@@ -142,7 +167,13 @@ class MongoSessionFactory:
       (IPv4 /24, IPv6 /48) when a session is created and at each
       ``change_id``, for the user's list of sessions;
     - ``max_sessions_per_user=None``: when a session gets a user who then has
-      more live sessions than this, the least recently seen are revoked.
+      more live sessions than this, the least recently seen are revoked;
+    - ``importer=None``: ``callable(request)``, consulted when a request
+      brings no valid session cookie of ours, returning the visitor's session
+      of the library used before (a mapping) or None; a session it returns is
+      stored at once as a new one (see :mod:`pyramid_mongosession.importers`);
+    - ``import_until=None``: a :class:`~datetime.datetime` (naive: UTC) after
+      which the importer is no longer consulted.
 
     Constructing the factory does no I/O.
     """
@@ -151,6 +182,7 @@ class MongoSessionFactory:
         settings = _checked(options)
         timeout = _seconds('timeout', settings['timeout'])
         reissue_time = _seconds('reissue_time', settings['reissue_time'], allow_zero=True)
+        assert reissue_time is not None   # _checked refused None
         if timeout is not None and reissue_time is not None and reissue_time >= timeout:
             raise ValueError('reissue_time must be shorter than timeout')
         max_age = settings['cookie_max_age']
@@ -163,34 +195,54 @@ class MongoSessionFactory:
             path=settings['cookie_path'], domain=settings['cookie_domain'],
             secure=settings['cookie_secure'], httponly=settings['cookie_httponly'],
             samesite=settings['cookie_samesite'], old_secrets=settings['old_secrets'],
-            is_cacheable=settings['is_cacheable'],
         )
-        #: The sessions collection (:class:`~pyramid_mongosession.store.SessionStore`).
-        self.store = SessionStore(collection, operation_timeout=settings['operation_timeout'],
-                                  outage_probe_interval=settings['outage_probe_interval'],
-                                  detect_conflicts=settings['detect_conflicts'],
-                                  cipher=ValueCipher(keys) if keys else None,
-                                  max_size=settings['max_size'], user_key=user_key or None)
+        #: Where the sessions are kept (:class:`~pyramid_mongosession.connection.Connection`).
+        self.connection = Connection(collection, operation_timeout=settings['operation_timeout'],
+                                     outage_probe_interval=settings['outage_probe_interval'])
+        codec = DocumentCodec(cipher=ValueCipher(keys) if keys else None,
+                              user_key=user_key or None, max_size=settings['max_size'])
+        #: The indexes (:class:`~pyramid_mongosession.indexes.Indexes`), created on first use.
+        self.indexes = Indexes(self.connection, codec.user_key)
+        self.connection.first_use.append(self.indexes.ensure)
+        #: The request path's documents (:class:`~pyramid_mongosession.store.SessionStore`).
+        self.store = SessionStore(self.connection, codec,
+                                  detect_conflicts=settings['detect_conflicts'])
+        #: Purge, counts, sizes (:class:`~pyramid_mongosession.maintenance.Maintenance`).
+        self.maintenance = Maintenance(self.connection)
         #: Users and their sessions (:class:`~pyramid_mongosession.accounts.Accounts`).
-        self.accounts = Accounts(self.store, track_clients=bool(settings['track_clients']),
+        self.accounts = Accounts(self.store, UserQueries(self.connection, codec),
+                                 track_clients=bool(settings['track_clients']),
                                  max_sessions_per_user=cap)
         self.degrade_on_outage = settings['degrade_on_outage']
         expiry = Expiry(timeout, reissue_time,
                         _seconds('absolute_timeout', settings['absolute_timeout']))
         self._end_of_request = EndOfRequest(
-            self.store, self.cookie, expiry,
+            self.store, self.cookie, expiry, self.accounts,
             is_cacheable=settings['is_cacheable'], degrade_on_outage=self.degrade_on_outage,
-            rotation_grace=_seconds('rotation_grace', settings['rotation_grace'], allow_zero=True),
-            accounts=self.accounts)
+            rotation_grace=_seconds('rotation_grace', settings['rotation_grace'], allow_zero=True))
+        #: Takes over the sessions of the library used before (``importer``), or None.
+        self.takeover = None if settings['importer'] is None else Takeover(
+            settings['importer'], self.store, self.cookie, self.accounts, expiry,
+            until=_naive_utc(settings['import_until']), degrade_on_outage=self.degrade_on_outage,
+            cookie_path=settings['cookie_path'], cookie_domain=settings['cookie_domain'],
+            is_cacheable=settings['is_cacheable'])
 
     def __call__(self, request: Request) -> MongoSession:
-        session_id = self.cookie.read(request)
+        session_id, resign = self.cookie.read(request)
         if session_id is None:
+            takeover = self.takeover
+            taken = takeover.take(request) if takeover is not None else None
+            if takeover is not None and taken is not None:
+                self._end_of_request.register(request, taken[0])
+                takeover.register(request, *taken)   # after the end of the request
+                return MongoSession(taken[0])
             state = SessionState(had_cookie=self.cookie.sent(request) is not None)
         else:
             # Loaded on the first read (see MongoSession), and not before.
             state = SessionState(session_id, True,
                                  functools.partial(self._load, session_id, weakref.ref(request)))
+            state.resign = resign
+        state.user_key = self.store.user_key
         self._end_of_request.register(request, state)
         return MongoSession(state)
 
@@ -223,11 +275,11 @@ class MongoSessionFactory:
 
         Encrypted values (``encryption_keys``) cannot be matched.
         """
-        return self.store.revoke(query)
+        return self.maintenance.revoke(query)
 
     def ensure_indexes(self) -> bool:
         """Create the TTL index now (it is otherwise created on first use)."""
-        return self.store.ensure_indexes()
+        return self.indexes.ensure()
 
     # -- users and their sessions (see pyramid_mongosession.accounts) -------------
 

@@ -14,17 +14,31 @@ steps:
    the headers, and again at the end if the session ended while the body
    streamed, whether or not the body was sent.
 """
-import collections
-import datetime
+from __future__ import annotations
+
 import functools
 import logging
 import weakref
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional, Tuple
 
-from .accounts import Accounts
 from .cookie import new_session_id
 from .encoding import utcnow
 from .exceptions import SessionBackendError, SessionConflict, SessionStoreError
 from .store import UNCHANGED
+from .streaming import BodyThenFinish, keeping_request
+
+if TYPE_CHECKING:
+    import datetime
+
+    from pyramid.registry import Registry
+    from pyramid.request import Request
+    from pyramid.response import Response
+
+    from .accounts import Accounts
+    from .cookie import SessionCookie
+    from .expiry import Expiry
+    from .state import SessionState
+    from .store import SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +53,22 @@ UPDATE = 'update'      # the changed keys, or else an expiry refresh when one is
 MOVE = 'move'          # change_id: the data under the new id, the old document deleted
 
 
-class Plan(collections.namedtuple('Plan', 'cookie store remove_loaded')):
+class Plan(NamedTuple):
     """A cookie action, a store action, and whether the loaded document is deleted."""
 
+    cookie: str
+    store: str
+    remove_loaded: bool
 
-def decide(flags, loaded, invalidated, has_data, had_cookie):
+
+#: A plan for the cookie, and the expiry refresh that slides a persistent cookie (or None).
+Outcome = Tuple[Plan, Optional['datetime.datetime']]
+#: Nothing happens: no Set-Cookie, nothing stored.
+LEAVE_ALONE = Plan(KEEP, NOTHING, False)
+
+
+def decide(flags: dict[str, bool], loaded: bool, invalidated: bool, has_data: bool,
+           had_cookie: bool) -> Plan:
     """The plan for a session at the end of a request.
 
     ``flags`` are the session's options; ``loaded`` says whether the request
@@ -76,51 +101,7 @@ def decide(flags, loaded, invalidated, has_data, had_cookie):
     return Plan(ended, NOTHING, loaded)
 
 
-class Expiry:
-    """When a session expires: idle ``timeout``, its ``reissue_time``, ``absolute_timeout``.
-
-    All three are :class:`datetime.timedelta` or None (``reissue_time`` is
-    never None).
-    """
-
-    def __init__(self, timeout, reissue_time, absolute_timeout):
-        self.timeout = timeout
-        self.reissue_time = reissue_time
-        self.absolute_timeout = absolute_timeout
-
-    def at(self, created, now, timeout=None):
-        """When a session created at ``created`` and active ``now`` expires (or None).
-
-        ``timeout`` is the session's own idle timeout in seconds, if it has one.
-        """
-        if timeout is not None:
-            ends = [now + datetime.timedelta(seconds=timeout)]
-        elif self.timeout is not None:
-            ends = [now + self.timeout]
-        else:
-            ends = []
-        if self.absolute_timeout is not None:
-            ends.append(created + self.absolute_timeout)
-        return min(ends) if ends else None
-
-    def refreshed(self, created, stored, now, timeout=None):
-        """The new expiry for a request that changed nothing, or None when no refresh is due.
-
-        A refresh is due when it moves the stored expiry forward by at least
-        ``reissue_time``, so read-only traffic costs at most one write per window.
-        """
-        if self.timeout is None and timeout is None:
-            return None
-        expires = self.at(created, now, timeout)
-        if stored is None:
-            return expires
-        gain = expires - stored
-        if gain > datetime.timedelta(0) and gain >= self.reissue_time:
-            return expires
-        return None
-
-
-def publicly_cacheable(request, response):
+def publicly_cacheable(request: Request, response: Response) -> bool:
     """The default ``is_cacheable`` check: ``Cache-Control: public`` responses.
 
     A shared cache would hand such a response, session cookie included, to
@@ -135,39 +116,45 @@ _FINISH = 'pyramid_mongosession.finish'
 
 
 class EndOfRequest:
-    """Decides and carries out the end of a request (see :meth:`register`)."""
+    """Decides and carries out the end of a request (see :meth:`register`).
 
-    def __init__(self, store, cookie, expiry, is_cacheable=publicly_cacheable,
-                 degrade_on_outage=False, rotation_grace=None, accounts=None):
+    The factory builds it from its collaborators: the ``store`` of session
+    documents, the ``cookie``, the ``expiry`` rules and the ``accounts``
+    (users, the cap, the events).
+    """
+
+    def __init__(self, store: SessionStore, cookie: SessionCookie, expiry: Expiry,
+                 accounts: Accounts, is_cacheable: Callable[[Request, Response], bool]
+                 = publicly_cacheable, degrade_on_outage: bool = False,
+                 rotation_grace: datetime.timedelta | None = None) -> None:
         self.store = store
-        #: The account fields, the cap and the events (:mod:`pyramid_mongosession.accounts`).
-        self.accounts = accounts if accounts is not None else Accounts(store)
+        self.accounts = accounts
         self.cookie = cookie
         self.expiry = expiry
         self.is_cacheable = is_cacheable
         self.degrade_on_outage = degrade_on_outage
         self.rotation_grace = rotation_grace
 
-    def register(self, request, state):
+    def register(self, request: Request, state: SessionState) -> None:
         """Have the end of ``request`` run once for this session.
 
         As a response callback; or earlier, by :func:`session_tween_factory`
         where it is installed, so that a failure to store renders the
         application's exception view.
         """
-        done = []
+        done: list[bool] = []
         # A weak reference: the request holds its session, which must not hold
         # the request back, or every request would wait for the cyclic GC.
         state.request, state.accounts = weakref.ref(request), self.accounts
 
-        def finish(request, response):
+        def finish(request: Request, response: Response) -> None:
             if not done:
                 done.append(True)
                 self(state, request, response)
         request.__dict__[_FINISH] = finish
         request.add_response_callback(finish)
 
-    def __call__(self, state, request, response):
+    def __call__(self, state: SessionState, request: Request, response: Response) -> None:
         if state.found is None and self._must_load(state):
             state.ensure_loaded()
         if state.degraded:
@@ -176,40 +163,42 @@ class EndOfRequest:
             return self._retired(state)
         plan = decide(state.flags, state.may_exist, state.invalidated,
                       bool(state.data or state.pushes), state.had_cookie)
-        late = state.flags['late_store']
-        if plan == (KEEP, NOTHING, False) and not late:
+        if plan == LEAVE_ALONE and not (state.flags['late_store'] or state.resign):
             return   # nothing to do: a new session that stayed empty, or no_store
         if self.is_cacheable(request, response):
             log.debug('left the session alone on a publicly cacheable response to %s',
                       request.path)
             return
+        self._carry_out(plan, state, response)
 
+    def _carry_out(self, plan: Plan, state: SessionState, response: Response) -> None:
         refresh = self._refresh(plan, state)
+        # An ended session goes now, whatever happens to the body.
+        if plan.remove_loaded and self.accounts.remove_ended(state) is False and state.found:
+            self._gone(state)   # it was live when loaded: ended or retired since
+            return
         if plan.cookie != KEEP:
             state.id = new_session_id() if plan.cookie == NEW_ID else None
-        if plan.remove_loaded:
-            # An ended session goes now, whatever happens to the body.
-            self.accounts.remove_ended(state)
-        if late:
+        if state.flags['late_store']:
             self._set_cookie(plan, state, response, refresh)
-            finish = _keeping_request(state, functools.partial(
+            finish = keeping_request(state, functools.partial(
                 self._finish_late, plan, state, state.id, refresh))
             length = response.content_length   # WebOb forgets it when app_iter changes
-            response.app_iter = _BodyThenFinish(response.app_iter, finish)
+            response.app_iter = BodyThenFinish(response.app_iter, finish)
             response.content_length = length
         else:
             # The write goes first: a session found gone by a write that did
             # not read it first still gets the cookie it needs.
-            plan = self._guarded(self._store, plan, state, refresh) or plan
+            plan, refresh = self._guarded(self._store, plan, state, refresh) or (plan, refresh)
             self._set_cookie(plan, state, response, refresh)
 
-    def _refresh(self, plan, state):
+    def _refresh(self, plan: Plan, state: SessionState) -> datetime.datetime | None:
         """The expiry a request that changes nothing moves a stored session to, if one is due."""
         if plan.store != UPDATE or not state.found:
             return None
-        return self.expiry.refreshed(state.created, state.expires, utcnow(), state.timeout)
+        return self.expiry.refreshed(state.created, state.expires, utcnow(), state.own_timeout)
 
-    def _must_load(self, state):
+    def _must_load(self, state: SessionState) -> bool:
         """Whether the end of the request must load a session that the view never read.
 
         A write may go without a read (one round trip instead of two) unless
@@ -217,21 +206,37 @@ class EndOfRequest:
         the body writes), or the write is one the store takes only with the
         session in hand (see :meth:`SessionStore.can_write_blind`), or an
         ``absolute_timeout`` caps the expiry (the write needs the creation time).
+        ``change_id`` always loads: the new document is written before the
+        old one goes, so a session is under one id or the other at every
+        moment (for ``revoke_user`` too), and never in neither. A cookie
+        signed with an old secret is signed anew only for a session found live.
         """
         flags = state.flags
-        if flags['late_store'] or flags['expire']:
+        if flags['late_store'] or flags['expire'] or flags['change_id'] or state.resign:
             return True   # (expire: a retired id's logout must not clear the new cookie)
-        if flags['change_id'] or flags['no_store']:
+        if flags['no_store']:
             return False
-        if state.timeout_set:
+        if state.own_timeout_set:
             return True    # the expiry and the cookie follow the session's own timeout
-        if not (state.changed or state.pushes):
+        if not (state.dirty or state.pushes):
             return False
-        if self.expiry.absolute_timeout is not None:
+        if self.expiry.absolute is not None:
             return True
-        return not self.store.can_write_blind(state.written(), state.pushes)
+        return not self.store.can_write_blind(state.assigned(), state.pushes)
 
-    def _retired(self, state):
+    def _gone(self, state: SessionState) -> Outcome:
+        """The session was live when this request loaded it, and is gone at its end.
+
+        Retired by a parallel ``change_id`` (a login), ended by a logout or
+        revoked: this request is stale. Nothing it wrote is stored, and its
+        response leaves the cookie alone, which may name a newer session.
+        """
+        log.info('dropped the session changes of a request whose session ended or moved '
+                 'to a new id while it ran')
+        state.id = None
+        return LEAVE_ALONE, None
+
+    def _retired(self, state: SessionState) -> None:
         """The request presented an id that change_id retired less than rotation_grace ago.
 
         Typically a request that started before a login in the same browser
@@ -239,29 +244,34 @@ class EndOfRequest:
         the user would be logged out; and the old id must not reach the new
         session. So nothing is stored and the cookie is left alone.
         """
-        if state.changed or state.pushes or state.invalidated or any(state.flags.values()):
+        if state.dirty or state.pushes or state.invalidated or any(state.flags.values()):
             log.info('dropped the session changes of a request that presented an id retired '
                      'by change_id moments ago (rotation_grace)')
 
-    def _degraded(self, state, response):
+    def _degraded(self, state: SessionState, response: Response) -> None:
         # The store was down when the session was asked for; a logout still logs out.
-        if state.flags['expire'] or state.invalidated:
+        if (state.flags['expire'] or state.invalidated) and state.cookie_id is not None:
             self.store.remove(state.cookie_id)
             self.cookie.clear(response)
 
-    def _set_cookie(self, plan, state, response, refresh):
+    def _set_cookie(self, plan: Plan, state: SessionState, response: Response,
+                    refresh: datetime.datetime | None) -> None:
         # A session with a timeout of its own ("remember me") has a persistent
         # cookie that lives as long; any other, the factory's cookie_max_age.
-        max_age = state.timeout if state.timeout is not None else self.cookie.max_age
-        if plan.cookie == NEW_ID:
-            self.cookie.set(response, state.id, max_age)
-        elif plan.cookie == CLEAR:
+        max_age = state.own_timeout if state.own_timeout is not None else self.cookie.max_age
+        if plan.cookie == CLEAR:
             self.cookie.clear(response)
-        elif state.id is not None and (state.timeout_set
-                                       or (refresh is not None and max_age is not None)):
-            self.cookie.set(response, state.id, max_age)   # the browser's copy slides too
+        elif state.id is None:
+            return
+        elif plan.cookie == NEW_ID:
+            self.cookie.set(response, state.id, max_age)
+        elif state.own_timeout_set or state.resign or (refresh is not None and max_age is not None):
+            # The browser's copy slides too; or it was signed with an old secret,
+            # and the session it names is live: the same id, signed anew.
+            self.cookie.set(response, state.id, max_age)
 
-    def _finish_late(self, plan, state, planned_id, refresh, body_sent=True):
+    def _finish_late(self, plan: Plan, state: SessionState, planned_id: str | None,
+                     refresh: datetime.datetime | None, body_sent: bool = True) -> None:
         """Carry out the store action when a late_store body has ended."""
         if state.flags['expire'] or state.id != planned_id:
             # The session ended while the body streamed: the cookie can no
@@ -273,7 +283,7 @@ class EndOfRequest:
         else:
             log.warning('late_store: the response body raised; the session was not saved')
 
-    def _guarded(self, operation, *args):
+    def _guarded(self, operation: Callable[..., Outcome], *args: Any) -> Outcome | None:
         try:
             return operation(*args)
         except SessionBackendError as exc:
@@ -282,105 +292,116 @@ class EndOfRequest:
             log.warning('session not saved (degrade_on_outage): %s', exc)
             return None
 
-    def _store(self, plan, state, refresh):
-        """Carry out ``plan``'s store action; return the plan for the cookie."""
+    def _store(self, plan: Plan, state: SessionState,
+               refresh: datetime.datetime | None) -> Outcome:
+        """Carry out ``plan``'s store action; return the plan and refresh for the cookie."""
         now = utcnow()
         if plan.store == INSERT:
             self.accounts.created(state, self._insert(state, now))
         elif plan.store == MOVE:
-            if state.found:
-                if not self._move(state, now):
-                    return Plan(CLEAR, NOTHING, False)
-            elif not self._move_unread(state, now):
-                return self._as_new(state, now)
+            if not self._move(state, now):
+                return self._gone(state)
         elif plan.store == UPDATE:
             if state.found:
-                self._update(state, now, refresh)
+                if not self._update(state, now, refresh):
+                    return self._gone(state)
             elif not self._update_unread(state, now):
                 return self._as_new(state, now)
-        return plan
+        return plan, refresh
 
-    def _expires(self, state, now):
-        return self.expiry.at(state.created, now, state.timeout)
+    def _expires(self, state: SessionState, now: datetime.datetime) -> datetime.datetime | None:
+        return self.expiry.at(state.created, now, state.own_timeout)
 
-    def _insert(self, state, now, handle=None):
+    def _insert(self, state: SessionState, now: datetime.datetime,
+                handle: str | None = None) -> dict[str, Any]:
         """Insert the session (new, or moving with its ``handle``); return its account fields."""
+        assert state.id is not None
         state.fold_pushes()
-        account = self.accounts.new_document(state, now, handle)
+        account = self.accounts.insert_fields(state, now, handle)
         self.store.insert(state.id, state.data, state.created, self._expires(state, now),
-                          state.timeout, account=account)
+                          state.own_timeout, account=account)
         return account
 
-    def _update(self, state, now, refresh):
-        changed, removed = state.changes()
-        if changed or removed or state.timeout_set:
-            if self.store.update(state.id, now, changed, removed,
-                                 self._expires(state, now), state.stored.version,
-                                 data=state.data, stored_size=state.stored.size,
-                                 timeout=state.timeout if state.timeout_set else UNCHANGED,
-                                 account=self.accounts.written(state, now)):
-                self.accounts.updated(state, changed, now)
+    def _update(self, state: SessionState, now: datetime.datetime,
+                refresh: datetime.datetime | None) -> bool:
+        """Write a loaded session's changes, or refresh its expiry; False if it had gone."""
+        assert state.id is not None and state.stored is not None
+        changed, removed = state.delta()
+        own_timeout = state.own_timeout if state.own_timeout_set else UNCHANGED
+        if changed or removed or state.own_timeout_set:
+            if not self.store.update(state.id, now, changed, removed,
+                                     self._expires(state, now), state.stored.version,
+                                     data=state.data, stored_size=state.stored.size,
+                                     timeout=own_timeout,
+                                     account=self.accounts.update_fields(state, now)):
+                return False
+            self.accounts.updated(state, changed, now)
         elif refresh is not None:
-            self.store.touch(state.id, now, refresh, account=self.accounts.written(state, now))
-
-    def _update_unread(self, state, now):
-        """A write-only request: its changes in one update, without a find.
-
-        Returns False when the session had gone (expired, removed): the
-        request's writes then start a new session, as for any request whose
-        cookie names no live session.
-        """
-        written = state.written()
-        removed = [key for key in state.changed if key not in state.data]
-        if not (written or removed or state.pushes):
-            return True
-        if not self.store.update(state.cookie_id, now, written, removed, self.expiry.at(now, now),
-                                 pushes=state.pushes, account=self.accounts.written(state, now)):
-            return False
-        self.accounts.updated(state, written, now)
+            return self.store.touch(state.id, now, refresh,
+                                    account=self.accounts.update_fields(state, now))
         return True
 
-    def _as_new(self, state, now):
+    def _update_unread(self, state: SessionState, now: datetime.datetime) -> bool:
+        """A write-only request: its changes in one update, without a find.
+
+        Returns False when the session had gone (expired, removed), or is one
+        a blind write cannot keep right: :meth:`_as_new` finds out which.
+        """
+        assert state.cookie_id is not None
+        assigned = state.assigned()
+        removed = {key for key in state.dirty if key not in state.data}
+        if not (assigned or removed or state.pushes):
+            return True
+        if not self.store.update(state.cookie_id, now, assigned, removed,
+                                 self.expiry.at(now, now), pushes=state.pushes,
+                                 account=self.accounts.update_fields(state, now)):
+            return False
+        self.accounts.updated(state, assigned, now)
+        return True
+
+    def _as_new(self, state: SessionState, now: datetime.datetime) -> Outcome:
         """A write that did not read the session found nothing to write to: find out why.
 
         The id may have been retired by change_id moments ago (then nothing
-        is stored, see :meth:`_retired`); the session may have a timeout of
-        its own (a blind write cannot compute its expiry: it is written now,
-        as after a read); or it has gone, and the writes start a new one.
+        is stored, see :meth:`_retired`); the session may be one a blind
+        write cannot keep right (a timeout of its own, values sealed with an
+        older key, a size near the limit: it is written now, as after a
+        read); or it has gone, and the writes start a new one.
         """
-        state.found = None
-        state.ensure_loaded()
+        state.reload()
         if state.retired:
             self._retired(state)
-            return Plan(KEEP, NOTHING, False)
+            return LEAVE_ALONE, None
         if state.found:
-            self._update(state, now, None)
-            return Plan(KEEP, UPDATE, False)
+            refresh = self.expiry.refreshed(state.created, state.expires, now, state.own_timeout)
+            if not self._update(state, now, None):
+                return self._gone(state)
+            return Plan(KEEP, UPDATE, False), refresh
         plan = decide(state.flags, False, False, bool(state.data or state.pushes),
                       state.had_cookie)
         if plan.store == INSERT:
-            if state.id is None:
-                state.id = new_session_id()
+            state.id = new_session_id()
             self.accounts.created(state, self._insert(state, now))
         else:
             state.id = None
-        return plan
+        return plan, None
 
-    def _move(self, state, now):
+    def _move(self, state: SessionState, now: datetime.datetime) -> bool:
         """change_id: the session as this request leaves it, under a new id; the old one goes.
 
         The new document is written before the old one is deleted, so a failure
         in between loses nothing. Deleting returns the old document as it was at
         that moment: if another request wrote it since this one loaded it, its
         changes to keys this request did not change are carried over too. If the
-        old document was already gone (logged out, expired, moved by another
-        request), the new one is deleted and False returned: a stale request
-        cannot bring a session back.
+        old document was already gone (logged out, expired, moved or revoked),
+        the new one is deleted and False returned: a stale request cannot bring
+        a session back.
         """
         store, old_id, stored = self.store, state.cookie_id, state.stored
+        assert old_id is not None and stored is not None and state.id is not None
         account = self._insert(state, now, self.accounts.handle(state))
         try:
-            latest = store.take(old_id, now, stored.version, self.rotation_grace)
+            latest = store.pop(old_id, now, stored.version, self.rotation_grace)
         except SessionConflict:
             store.remove(state.id)
             raise
@@ -388,52 +409,22 @@ class EndOfRequest:
             store.remove(state.id)
             return False
         if latest.version != stored.version:
-            changed, removed = state.changes()
-            theirs = {key: value for key, value in latest.data.items()
-                      if key not in changed and key not in removed
-                      and state.data.get(key) != value}
-            dropped = [key for key in state.data if key not in latest.data and key not in changed]
-            if theirs or dropped:
-                store.update(state.id, now, theirs, dropped, self._expires(state, now),
-                             data=dict(state.data, **theirs), stored_size=latest.size)
+            self._carry_over(state, latest.data, now)
         self.accounts.moved(state, stored.user, account)
         return True
 
-    def _move_unread(self, state, now):
-        """change_id on a session the view never read: take the old document, store it anew.
-
-        Two round trips: the old document is deleted first (returning it, as
-        it is at that moment, concurrent writes included) and written under
-        the new id with this request's writes. Should that write fail, the
-        old document is put back. Returns False when the old session had gone.
-        """
-        store, old_id = self.store, state.cookie_id
-        old = store.take(old_id, now, retire_for=self.rotation_grace)
-        if old is None:
-            return False
-        deleted = [key for key in state.changed if key not in state.data]
-        data = dict(old.data)
-        data.update(state.data)
-        for key in deleted:
-            data.pop(key, None)
-        state.data = data
-        state.fold_pushes()
-        state.created = old.created or state.created
-        if not state.timeout_set:
-            state.timeout = old.timeout
-        try:
-            account = self._insert(state, now, self.accounts.stored_handle(old, old_id))
-        except Exception:
-            try:
-                store.restore(old_id, old)
-            except Exception as exc:  # the original error is the one to report
-                log.warning('could not put back session after a failed change_id: %s', exc)
-            raise
-        self.accounts.moved(state, old.user, account)
-        return True
+    def _carry_over(self, state: SessionState, latest: dict[str, Any],
+                    now: datetime.datetime) -> None:
+        """Write to the moved session what another request changed since this one loaded it."""
+        assert state.id is not None
+        theirs, dropped = state.their_changes(latest)
+        if theirs or dropped:
+            self.store.update(state.id, now, theirs, dropped, self._expires(state, now),
+                              data=dict(state.data, **theirs), stored_size=None)
 
 
-def session_tween_factory(handler, registry):
+def session_tween_factory(handler: Callable[[Request], Response],
+                          registry: Registry) -> Callable[[Request], Response]:
     """A tween that ends the session where a failure can still become an error page.
 
     Pyramid runs response callbacks after the exception views, so a session
@@ -446,7 +437,7 @@ def session_tween_factory(handler, registry):
     the request. Without an exception view for the error, it propagates as
     before.
     """
-    def session_tween(request):
+    def session_tween(request: Request) -> Response:
         response = handler(request)
         finish = request.__dict__.get(_FINISH)
         if finish is None:
@@ -457,69 +448,3 @@ def session_tween_factory(handler, registry):
             return request.invoke_exception_view(reraise=True)
         return response
     return session_tween
-
-
-def _keeping_request(state, finish):
-    """``finish(body_sent)``, with ``state`` holding its request strongly until then.
-
-    The state holds its request by a weak reference; under ``late_store`` the
-    body ends after the request may be done with, and the end of the session
-    still needs it (the client it records, the events it publishes).
-    """
-    request = state.request()
-    state.request = lambda: request
-
-    def finish_then_let_go(body_sent=True):
-        # Reaches the request through the state only: once let go, nothing
-        # that the response keeps (its body) holds the request any more.
-        try:
-            finish(body_sent)
-        finally:
-            state.request = weakref.ref(state.request())
-    return finish_then_let_go
-
-
-class _BodyThenFinish:
-    """Wraps a WSGI ``app_iter``; calls ``finish(body_sent)`` once the body has ended.
-
-    The body ends when the WSGI server closes it: sent completely, cut short
-    (a Range request, a client that went away), or never iterated at all
-    (HEAD, 304). Only a body that raised counts as not sent. The wrapper is
-    its own iterator, because WebOb's replacements for HEAD, 304 and Range
-    responses close the iterator they were given, not the iterable.
-    """
-
-    def __init__(self, app_iter, finish):
-        self._app_iter = app_iter
-        self._iterator = None
-        self._finish = finish
-        self._raised = False
-        self._closed = False
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        if self._iterator is None:
-            self._iterator = iter(self._app_iter)
-        try:
-            return next(self._iterator)
-        except StopIteration:
-            raise
-        except BaseException:
-            self._raised = True
-            raise
-
-    def close(self):
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            close = getattr(self._app_iter, 'close', None)
-            if close is not None:
-                close()
-        except BaseException:
-            self._raised = True
-            raise
-        finally:
-            self._finish(not self._raised)

@@ -12,20 +12,68 @@ timeout.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from typing import Callable
 
-from pymongo.errors import ConnectionFailure, PyMongoError
+from pymongo.errors import (
+    ConnectionFailure, ExecutionTimeout, NetworkTimeout, PyMongoError, ServerSelectionTimeoutError)
 
 from .exceptions import SessionBackendError
 
 log = logging.getLogger(__name__)
 
+_TOPOLOGY = ', Topology Description: '
+_SELECTION_TIMEOUT = re.compile(r',? Timeout: ([0-9.]+)s')
+_CLIENT_TIMEOUT = re.compile(r'timeoutMS: ([0-9.]+)ms')
+_CONFIGURED = re.compile(r'\s*\(configured timeouts: [^)]*\)')
+_SERVERS = re.compile(r"<ServerDescription \('([^']*)', (\d+)\)")
+
 
 def unreachable(exc: BaseException) -> bool:
     """Whether ``exc`` means the server could not be reached or did not answer in time."""
     return isinstance(exc, ConnectionFailure) or (isinstance(exc, PyMongoError) and exc.timeout)
+
+
+def no_answer(exc: BaseException) -> bool:
+    """Whether ``exc`` means a server that is there but did not answer in time (a
+    hung or overloaded server), rather than one that could not be reached at all."""
+    if isinstance(exc, (NetworkTimeout, ExecutionTimeout)):
+        return True
+    if isinstance(exc, ServerSelectionTimeoutError):
+        text = str(exc).split(_TOPOLOGY)[0]
+        return 'timed out' in text or text.startswith('No servers found yet')
+    return False
+
+
+def summary(exc: BaseException) -> str:
+    """pymongo's error on one line: the server's address and what happened, then the
+    timeout that ran out; without the topology description (logged at DEBUG)."""
+    text = ' '.join(str(exc).split())
+    text, _, topology = text.partition(_TOPOLOGY)
+    seconds = None
+    found = _SELECTION_TIMEOUT.search(text)
+    if found is not None:
+        seconds = float(found.group(1))
+        text = text[:found.start()] + text[found.end():]
+    else:
+        found = _CLIENT_TIMEOUT.search(text)
+        if found is not None:
+            seconds = float(found.group(1)) / 1000
+    text = _CONFIGURED.sub('', text).strip()
+    if text.startswith('No servers found yet'):
+        servers = ['%s:%s' % server for server in _SERVERS.findall(topology)]
+        if servers:
+            text = 'no answer from %s' % ', '.join(servers)
+    if seconds is not None:
+        text += ', after %g s' % round(seconds, 1)
+    return text
+
+
+def verdict(exc: BaseException) -> str:
+    """"MongoDB is unreachable" or "MongoDB did not answer in time", for ``exc``."""
+    return 'MongoDB did not answer in time' if no_answer(exc) else 'MongoDB is unreachable'
 
 
 class OutageBreaker:
@@ -37,11 +85,14 @@ class OutageBreaker:
     """
 
     def __init__(self, probe_interval: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.probe_interval = probe_interval
         self._clock = clock
+        self._wall_clock = wall_clock
         self._lock = threading.Lock()
-        self._down: tuple[float, str] | None = None   # (since, message) while unreachable
+        # (since, since by the wall clock, what happened) while unreachable
+        self._down: tuple[float, float, str] | None = None
         self._next_probe = 0.0
         self._probing = False
 
@@ -56,10 +107,11 @@ class OutageBreaker:
             if not self._probing and now >= self._next_probe:
                 self._probing = True
                 return True
-            since, message = self._down
+            since, wall, message = self._down
         raise SessionBackendError(
-            'MongoDB is unavailable (for %.0f s: %s); the next attempt is in at most %.0f s'
-            % (now - since, message, max(self._next_probe - now, 0) or self.probe_interval))
+            'MongoDB is unavailable since %s UTC, %.0f s ago (%s); the next attempt is in '
+            'at most %.0f s' % (time.strftime('%H:%M:%S', time.gmtime(wall)), now - since,
+                                message, max(self._next_probe - now, 0) or self.probe_interval))
 
     def abandon(self, probe: bool) -> None:
         """The call never reached the server (it failed before sending): no verdict."""
@@ -73,9 +125,12 @@ class OutageBreaker:
             with self._lock:
                 now = self._clock()
                 if self._down is None:
-                    log.warning('MongoDB is unreachable; failing session calls at once, '
-                                'probing every %g s: %s', self.probe_interval, exc)
-                    self._down = (now, str(exc))
+                    what = summary(exc)
+                    log.warning('%s (%s); failing session calls at once, probing every %g s',
+                                verdict(exc), what, self.probe_interval)
+                    self._down = (now, self._wall_clock(), '%s: %s' % (
+                        'did not answer in time' if no_answer(exc) else 'unreachable', what))
+                log.debug('the MongoDB client\'s error: %s', exc)   # the topology too
                 self._next_probe = now + self.probe_interval
                 if probe:
                     self._probing = False

@@ -8,9 +8,10 @@ value, so ``request.session['cart'].append(item)`` is saved without a call to
 ``changed()``. Values that cannot change in place (strings, numbers, dates…)
 cost nothing.
 
-The bookkeeping lives in a :class:`SessionState`, which the factory hands to
-the end of the request (:mod:`pyramid_mongosession.lifecycle`) explicitly;
-applications see only :class:`MongoSession`'s documented attributes.
+The bookkeeping lives in a :class:`~pyramid_mongosession.state.SessionState`,
+which the factory hands to the end of the request
+(:mod:`pyramid_mongosession.lifecycle`) explicitly; applications see only
+:class:`MongoSession`'s documented attributes.
 """
 from __future__ import annotations
 
@@ -20,17 +21,17 @@ import os
 import uuid
 from collections.abc import (
     ItemsView, Iterator, KeysView, MutableMapping, ValuesView)
-from typing import Any, Callable
+from typing import Any
 
 import bson
 from pyramid.interfaces import ISession
 from zope.interface import implementer
 
-from .encoding import ENCODING_ERRORS, check_value, encode_value, utcnow
-from .exceptions import SessionValueError
+from .encoding import (
+    MAX_SECONDS, check_key, check_user_id, check_value, encode_value,
+    is_duration)
+from .state import FLAGS, SessionState
 
-#: Plack::Middleware::Session's per-request options that a view may set.
-FLAGS = ('change_id', 'expire', 'no_store', 'late_store')
 #: Every key of ``request.session.options``.
 OPTIONS = FLAGS + ('timeout', 'id')
 
@@ -40,147 +41,6 @@ _IMMUTABLE = (str, bytes, int, float, type(None), datetime.datetime,
 _CSRF_KEY = '_csrft_'
 _FLASH_PREFIX = '_f_'
 _MISSING = object()
-
-
-class SessionState:
-    """One request's bookkeeping for its session: what the end of the request reads.
-
-    The stored session is loaded on the first read, not before: until then
-    ``data`` holds only what this request wrote, and a request that only
-    writes can send its writes without a find. ``cookie_id`` is the id the
-    request's signed cookie named; ``load`` returns ``(stored, degraded,
-    retired)`` for it (see the factory); ``found`` is None until loaded, then whether a
-    live document was there. ``id`` is the id the data belongs to (None for
-    a new or invalidated session; the end of the request assigns one).
-    ``changed`` holds the keys this request set or deleted, ``pushes`` the
-    flash messages appended to keys not read, and ``snapshots`` the BSON of
-    mutable values as they were first read. ``request`` is a weak reference
-    to the request, for what the end of the request records about its
-    client, and its events; ``accounts`` the factory's
-    :class:`~pyramid_mongosession.accounts.Accounts`.
-    """
-
-    __slots__ = ('cookie_id', 'had_cookie', 'load', 'found', 'stored', 'retired', 'degraded',
-                 'id', 'data', 'created', 'expires', 'timeout', 'timeout_set', 'invalidated',
-                 'flags', 'changed', 'pushes', 'snapshots', 'request', 'accounts')
-
-    cookie_id: str | None
-    had_cookie: bool
-    load: Callable[[], tuple[Any, bool, bool]] | None
-    found: bool | None
-    stored: Any
-    retired: bool
-    degraded: bool
-    id: str | None
-    data: dict[str, Any]
-    created: datetime.datetime
-    expires: datetime.datetime | None
-    timeout: float | None
-    timeout_set: bool
-    invalidated: bool
-    flags: dict[str, bool]
-    changed: set[str]
-    pushes: dict[str, list[Any]]
-    snapshots: dict[str, bytes]
-    request: Any
-    accounts: Any
-
-    def __init__(self, cookie_id: str | None = None, had_cookie: bool = False,
-                 load: Callable[[], tuple[Any, bool, bool]] | None = None) -> None:
-        self.cookie_id = cookie_id
-        self.had_cookie = had_cookie
-        self.load = load
-        self.found = None if load is not None else False
-        self.stored = None
-        self.retired = False     # the id was retired by change_id lately (rotation_grace)
-        self.degraded = False
-        self.id = None
-        self.data = {}
-        self.created = utcnow()
-        self.expires = None
-        self.timeout = None        # this session's own idle timeout (seconds), if any
-        self.timeout_set = False   # whether this request set it
-        self.invalidated = False
-        self.flags = dict.fromkeys(FLAGS, False)
-        self.changed = set()
-        self.pushes = {}
-        self.snapshots = {}
-        self.request = None
-        self.accounts = None
-
-    @property
-    def loaded(self) -> bool:
-        return self.found is not None
-
-    @property
-    def may_exist(self) -> bool:
-        """Whether a stored session may be under ``cookie_id``: found, or not looked for."""
-        return self.cookie_id is not None and self.found is not False
-
-    def ensure_loaded(self) -> None:
-        """Load the stored session once, and lay this request's writes over it."""
-        if self.found is not None:
-            return
-        assert self.load is not None   # found is None only when there is something to load
-        stored, self.degraded, self.retired = self.load()
-        self.found = stored is not None
-        if stored is None:
-            return
-        writes, self.data = self.data, stored.data
-        for key in self.changed:
-            if key in writes:
-                self.data[key] = writes[key]
-            else:
-                self.data.pop(key, None)
-        self.changed.update(self.pushes)
-        self.fold_pushes()
-        self.changed.update(stored.stale_keys)   # values sealed with a retired key
-        self.stored = stored
-        self.id = self.cookie_id
-        self.created = stored.created or self.created
-        self.expires = stored.expires
-        if not self.timeout_set:
-            self.timeout = stored.timeout
-
-    def written(self) -> dict[str, Any]:
-        """The values this request set (for a session it has not read)."""
-        data = self.data
-        return {key: data[key] for key in self.changed if key in data}
-
-    def fold_pushes(self) -> None:
-        """Append the flash messages kept for the server to the values in ``data``."""
-        for key, messages in self.pushes.items():
-            current = self.data.get(key)
-            self.data[key] = (current if isinstance(current, list) else []) + messages
-        self.pushes = {}
-
-    def forget(self) -> None:
-        """invalidate(): the data is dissociated; what is stored next starts a new session."""
-        self.id = None
-        self.invalidated = True
-        self.data = {}
-        self.changed = set()
-        self.pushes = {}
-        self.snapshots = {}
-        self.created = utcnow()
-        self.expires = None
-
-    def changes(self) -> tuple[dict[str, Any], set[str]]:
-        """Return ``(changed, removed)``: the values to write and the keys to delete."""
-        changed = set(self.changed)
-        data = self.data
-        for key, snapshot in self.snapshots.items():
-            if key in changed or key not in data:
-                continue
-            try:
-                if encode_value(data[key]) != snapshot:
-                    changed.add(key)
-            except ENCODING_ERRORS as exc:
-                raise SessionValueError(
-                    'session key %r holds a value MongoDB cannot store: %s' % (key, exc)
-                ) from exc
-        return ({key: data[key] for key in changed if key in data},
-                {key for key in changed if key not in data})
 
 
 class SessionOptions(MutableMapping):
@@ -202,7 +62,7 @@ class SessionOptions(MutableMapping):
             state = self._state
             if state.found is None:
                 state.ensure_loaded()
-            return state.id if key == 'id' else state.timeout
+            return state.id if key == 'id' else state.own_timeout
         return self._state.flags[key]
 
     def __setitem__(self, key: str, value: Any) -> None:
@@ -210,12 +70,12 @@ class SessionOptions(MutableMapping):
             raise TypeError("options['id'] is read-only: set options['change_id'] "
                             "to give the session a new id")
         if key == 'timeout':
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or value <= 0):
-                raise ValueError("options['timeout'] is a positive number of seconds, or None "
-                                 "for the factory's timeout, not %r" % (value,))
-            self._state.timeout = value
-            self._state.timeout_set = True
+            if value is not None and not is_duration(value):
+                raise ValueError("options['timeout'] is a positive, finite number of seconds "
+                                 "up to %d (about a century), or None for the factory's "
+                                 "timeout, not %r" % (MAX_SECONDS, value))
+            self._state.own_timeout = value
+            self._state.own_timeout_set = True
             return
         if key not in self._state.flags:
             raise KeyError('unknown session option %r (known: %s)' % (key, ', '.join(OPTIONS)))
@@ -239,13 +99,6 @@ class SessionOptions(MutableMapping):
 
     def __repr__(self) -> str:
         return repr(dict(self))
-
-
-def _checked_key(key: Any) -> str:
-    if not isinstance(key, str):
-        raise SessionValueError(
-            'session keys must be strings (MongoDB field names), not %r' % (key,))
-    return key
 
 
 def _epoch(when: datetime.datetime) -> float:
@@ -311,7 +164,7 @@ class MongoSession:
         changes to them survive.
         """
         state = self._state
-        state.changed.update(key for key in state.snapshots if key in state.data)
+        state.dirty.update(key for key in state.snapshots if key in state.data)
 
     def change_id(self) -> None:
         """Store the session under a new id at the end of the request (after login).
@@ -364,7 +217,7 @@ class MongoSession:
         if allow_duplicate or msg not in messages:
             check_value(key, msg)
             messages.append(msg)
-            state.changed.add(key)
+            state.dirty.add(key)
 
     def pop_flash(self, queue: str = '') -> list[Any]:
         return self.pop(_FLASH_PREFIX + queue, [])
@@ -389,7 +242,7 @@ class MongoSession:
 
     def _expose(self, key: str, value: Any) -> Any:
         state = self._state
-        if (not isinstance(value, _IMMUTABLE) and key not in state.changed
+        if (not isinstance(value, _IMMUTABLE) and key not in state.dirty
                 and key not in state.snapshots):
             state.snapshots[key] = encode_value(value)
         return value
@@ -409,10 +262,12 @@ class MongoSession:
 
     def __setitem__(self, key: str, value: Any) -> None:
         """Set ``key``; a value no server can store raises :class:`SessionValueError` here."""
-        check_value(_checked_key(key), value)
+        check_value(check_key(key), value)
         state = self._state
+        if key == state.user_key and value is not None:
+            check_user_id(value, 'session key %r (the user id, user_key)' % key)
         state.data[key] = value
-        state.changed.add(key)
+        state.dirty.add(key)
         state.pushes.pop(key, None)
 
     def __delitem__(self, key: str) -> None:
@@ -423,7 +278,7 @@ class MongoSession:
             state.pushes.pop(key, None)
         else:
             del state.data[key]
-        state.changed.add(key)
+        state.dirty.add(key)
 
     def __contains__(self, key: object) -> bool:
         return key in self._loaded().data
@@ -458,7 +313,7 @@ class MongoSession:
     def pop(self, key: str, default: Any = _MISSING) -> Any:
         data = self._loaded().data
         if key in data:
-            self._state.changed.add(key)
+            self._state.dirty.add(key)
             return data.pop(key)
         if default is _MISSING:
             raise KeyError(key)
@@ -466,7 +321,7 @@ class MongoSession:
 
     def popitem(self) -> tuple[str, Any]:
         key, value = self._loaded().data.popitem()
-        self._state.changed.add(key)
+        self._state.dirty.add(key)
         return key, value
 
     def update(self, *args: Any, **kwargs: Any) -> None:
@@ -475,7 +330,7 @@ class MongoSession:
 
     def clear(self) -> None:
         data = self._loaded().data
-        self._state.changed.update(data)
+        self._state.dirty.update(data)
         data.clear()
 
     def __repr__(self) -> str:

@@ -6,12 +6,16 @@ not convert raises :class:`pyramid.exceptions.ConfigurationError` naming the
 key, when the application starts rather than on its first request.
 ``mongodb_session.client.<option>`` passes ``<option>`` to
 :class:`pymongo.MongoClient` (the Perl modules' "prefix it with mongodb_" rule).
+``mongodb_session.import.*`` configures the importer of the sessions of the
+library used before (:data:`IMPORT`, and a table per source).
 """
 from __future__ import annotations
 
+import datetime
 import difflib
+import re
 from typing import Any, Callable, Mapping, Optional
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import pymongo
 from pymongo.common import validate as validate_client_option
@@ -21,8 +25,11 @@ from pyramid.exceptions import ConfigurationError
 from pyramid.path import DottedNameResolver
 from pyramid.settings import aslist, falsey, truthy
 
+from .cookie import MAKE_SECRET
 from .factory import DEFAULTS, MongoSessionFactory
-from .store import ProcessLocalCollection
+from .connection import ProcessLocalCollection
+from .importers import (
+    BEAKER, COOKIE, REDIS, BeakerImporter, RedisImporter, SignedCookieImporter)
 
 _validate_uri: Optional[Callable[..., dict[str, Any]]]
 try:
@@ -154,6 +161,200 @@ FACTORY: dict[str, Converter] = {
 }
 REQUIRED = ('secret',)
 
+#: What each setting is, in a few words, for the suggestions of an unknown one.
+GLOSS = {
+    'url': 'the MongoDB connection string',
+    'db_name': 'the database',
+    'coll_name': 'the collection',
+    'username': 'with host and port',
+    'secret': 'signs the cookie',
+    'old_secrets': 'former secrets, still accepted',
+    'cookie_secure': 'send the cookie over HTTPS only',
+    'cookie_httponly': 'hide the cookie from JavaScript',
+    'cookie_samesite': 'the cookie\'s SameSite attribute',
+    'cookie_domain': 'the cookie\'s Domain',
+    'cookie_path': 'the cookie\'s Path',
+    'cookie_name': 'the cookie\'s name',
+    'cookie_max_age': 'the cookie\'s lifetime in seconds',
+    'timeout': 'idle seconds before a session expires',
+    'absolute_timeout': 'seconds from creation to the end of a session',
+    'operation_timeout': 'the longest one database call may take',
+    'encryption_keys': 'encrypt values at rest',
+    'user_key': 'the session key of the user id',
+}
+#: Words people try for a setting, and the settings they mean: an unknown
+#: setting is matched by meaning first, then by spelling.
+MEANINGS = {
+    'secure': ('cookie_secure',),
+    'httponly': ('cookie_httponly',), 'http_only': ('cookie_httponly',),
+    'samesite': ('cookie_samesite',), 'same_site': ('cookie_samesite',),
+    'domain': ('cookie_domain',), 'path': ('cookie_path',),
+    'name': ('cookie_name',), 'cookie': ('cookie_name',), 'key': ('cookie_name', 'secret'),
+    'max_age': ('cookie_max_age', 'timeout'), 'maxage': ('cookie_max_age', 'timeout'),
+    'expire': ('timeout', 'cookie_max_age'), 'expires': ('timeout', 'cookie_max_age'),
+    'expiry': ('timeout', 'cookie_max_age'), 'expiration': ('timeout', 'cookie_max_age'),
+    'ttl': ('timeout', 'cookie_max_age'), 'lifetime': ('timeout', 'cookie_max_age'),
+    'idle_timeout': ('timeout',), 'session_timeout': ('timeout',),
+    'max_lifetime': ('absolute_timeout',),
+    'collection': ('coll_name',), 'collection_name': ('coll_name',), 'coll': ('coll_name',),
+    'database': ('db_name',), 'db': ('db_name',), 'dbname': ('db_name',),
+    'database_name': ('db_name',),
+    'uri': ('url',), 'mongodb_url': ('url',), 'mongodb_uri': ('url',), 'mongo_url': ('url',),
+    'connection_string': ('url',), 'server': ('url',), 'hosts': ('url',),
+    'user': ('username',), 'login': ('username',),
+    'secret_key': ('secret',), 'signing_key': ('secret',), 'signing_secret': ('secret',),
+    'old_secret': ('old_secrets',), 'previous_secrets': ('old_secrets',),
+    'encryption_key': ('encryption_keys',), 'encrypt': ('encryption_keys',),
+    'userid_key': ('user_key',), 'user_id_key': ('user_key',),
+}
+#: What a value that does not convert should have been, by converter.
+EXPECTED: dict[Callable[..., Any], str] = {
+    _bool: 'true or false',
+    _int: 'an integer',
+    _int_or_none: 'an integer, or none',
+    _float: 'a number',
+    _float_or_none: 'a number, or none',
+    _dotted: 'the dotted name of a callable (package.module.function)',
+}
+#: Setting names that a message of the factory may hold besides its first
+#: word: those with ``_`` (the others, such as ``secret``, are words too).
+_NAMES_IN_MESSAGES = re.compile(r'(?<![\w.])(%s)(?!\w)' % '|'.join(sorted(
+    (name for name in list(CONNECTION) + list(FACTORY) if '_' in name), key=len,
+    reverse=True)))
+#: Where pymongo's messages send the reader ("Refer to docstring.").
+_PYMONGO_DOCS = 'the options of pymongo.MongoClient'
+
+
+def _until(value: Any) -> datetime.datetime:
+    """``2025-07-01`` (midnight UTC) or an ISO 8601 date and time (naive: UTC)."""
+    if isinstance(value, datetime.datetime):
+        moment = value
+    elif isinstance(value, datetime.date):
+        moment = datetime.datetime(value.year, value.month, value.day)
+    else:
+        text = _string(value)
+        if text.endswith(('Z', 'z')):
+            text = text[:-1] + '+00:00'
+        moment = datetime.datetime.fromisoformat(text)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    return moment
+
+
+def _object(value: Any) -> Any:
+    """A dotted name's object, a class instantiated (a serializer, say)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        resolved = DottedNameResolver().resolve(_string(value))
+    except ImportError as exc:
+        raise ValueError(str(exc)) from None
+    return resolved() if isinstance(resolved, type) else resolved
+
+
+#: ``mongodb_session.import.*`` settings of every importer: where the old
+#: sessions come from (``cookie``, ``pyramid_session_redis``,
+#: ``pyramid_beaker`` or the dotted name of an importer), and until when.
+IMPORT: dict[str, Converter] = {
+    'from': _string,
+    'until': _until,
+}
+#: The options of each source's importer, as ``mongodb_session.import.<option>``.
+IMPORT_OPTIONS: dict[str, dict[str, Converter]] = {
+    COOKIE: {
+        'secret': str,
+        'cookie_name': _string,
+        'cookie_path': _string,
+        'cookie_domain': _string_or_none,
+        'salt': str,
+        'hashalg': _string,
+        'timeout': _float_or_none,
+        'serializer': _object,
+    },
+    REDIS: {
+        'secret': str,
+        'url': _string,
+        'cookie_name': _string,
+        'cookie_path': _string,
+        'cookie_domain': _string_or_none,
+        'deserialize': _dotted,
+        'end_old': _bool,
+    },
+    # Beaker's own session options, which Beaker converts; without any, the
+    # application's session.* settings, as pyramid_beaker reads them.
+    BEAKER: {
+        **{name: _string for name in (
+            'type', 'url', 'key', 'data_dir', 'lock_dir', 'data_serializer', 'crypto_type',
+            'cookie_path', 'cookie_domain', 'table_name', 'schema_name', 'timeout',
+            'encrypt_nonce_bits')},
+        'secret': str,
+        'validate_key': str,
+        'encrypt_key': str,
+        'end_old': _bool,
+    },
+}
+#: The importer class of each source, and the importer options it gets under another name.
+IMPORTERS: dict[str, tuple[Callable[..., Any], dict[str, str]]] = {
+    COOKIE: (SignedCookieImporter, {}),
+    REDIS: (RedisImporter, {'url': 'redis_url'}),
+    BEAKER: (BeakerImporter, {}),
+}
+
+
+def _importer_options(found: dict[str, Any], settings: Mapping[str, Any],
+                      prefix: str) -> dict[str, Any]:
+    """The factory's ``importer`` and ``import_until`` from the ``import.*`` settings."""
+    def key(name: str) -> str:
+        return '%simport.%s' % (prefix, name)
+
+    def converted(table: Mapping[str, Converter], name: str, value: Any) -> Any:
+        if name not in table:
+            raise ConfigurationError('unknown setting %s (%s takes: %s)' % (
+                key(name), key('from') + ' = ' + str(source),
+                ', '.join(sorted(set(IMPORT) | set(table)))))
+        try:
+            return table[name](value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError('%s: bad value %r (%s)' % (key(name), value, exc)) from exc
+
+    source = found.pop('from', None)
+    if not source or not _string(source):
+        raise ConfigurationError('%s is required with the other %simport.* settings'
+                                 % (key('from'), prefix))
+    source = _string(source)
+    options: dict[str, Any] = {}
+    if 'until' in found:
+        options['import_until'] = converted(IMPORT, 'until', found.pop('until'))
+    if source in IMPORTERS:
+        factory, renamed = IMPORTERS[source]
+        table = IMPORT_OPTIONS[source]
+        arguments = {renamed.get(name, name): converted(table, name, value)
+                     for name, value in found.items()}
+        if source == BEAKER:
+            end_old = arguments.pop('end_old', True)
+            beaker = arguments or {name: value for name, value in settings.items()
+                                   if name.startswith(('session.', 'beaker.session.'))}
+            arguments = {'settings': beaker, 'end_old': end_old}
+        elif 'secret' not in arguments:
+            raise ConfigurationError('%s is required (the old session factory\'s secret)'
+                                     % key('secret'))
+    else:
+        try:
+            factory = _dotted(source)
+        except ValueError as exc:
+            raise ConfigurationError(
+                '%s: %r is neither %s nor the dotted name of an importer (%s)'
+                % (key('from'), source, ', '.join(IMPORTERS), exc)) from exc
+        arguments = dict(found)
+        if not arguments:
+            options['importer'] = factory
+            return options
+    try:
+        options['importer'] = factory(**arguments)
+    except (TypeError, ValueError, ImportError) as exc:
+        raise ConfigurationError('%s = %s: %s' % (key('from'), source, exc)) from exc
+    return options
+
 
 def parse_settings(
     settings: Mapping[str, Any], prefix: str = PREFIX,
@@ -162,35 +363,92 @@ def parse_settings(
     connection: dict[str, Any] = {}
     options: dict[str, Any] = {}
     client: dict[str, Any] = {}
+    imports: dict[str, Any] = {}
     for key, value in settings.items():
         if not key.startswith(prefix):
             continue
         name = key[len(prefix):]
+        if name.startswith('import.'):
+            imports[name[len('import.'):]] = value
+            continue
         if name.startswith('client.'):
             option = name[len('client.'):]
             try:
                 validate_client_option(option, value)
             except Exception as exc:
-                raise ConfigurationError('%s: %s' % (key, exc)) from exc
+                raise ConfigurationError('%s: %s (see %s)' % (
+                    key, str(exc).replace(' Refer to docstring.', '').strip(),
+                    _PYMONGO_DOCS)) from exc
             client[option] = value
             continue
         table = CONNECTION if name in CONNECTION else FACTORY if name in FACTORY else None
         if table is None:
             raise ConfigurationError('unknown setting %s%s' % (key, _suggestion(name, prefix)))
+        convert = table[name]
         try:
-            (connection if table is CONNECTION else options)[name] = table[name](value)
+            (connection if table is CONNECTION else options)[name] = convert(value)
         except (TypeError, ValueError) as exc:
-            raise ConfigurationError('%s: bad value %r (%s)' % (key, value, exc)) from exc
+            expected = EXPECTED.get(convert)
+            if expected is None:
+                message = '%s: bad value %r (%s)' % (key, value, exc)
+            elif convert is _dotted:
+                message = '%s: bad value %r: expected %s (%s)' % (key, value, expected, exc)
+            else:
+                message = '%s: bad value %r: expected %s' % (key, value, expected)
+            raise ConfigurationError(message) from exc
     for name in REQUIRED:
         if not options.get(name):
-            raise ConfigurationError('%s%s is required' % (prefix, name))
+            raise ConfigurationError('%s%s is required; make one with: %s'
+                                     % (prefix, name, MAKE_SECRET))
+    if imports:
+        options.update(_importer_options(imports, settings, prefix))
     return connection, options, client
 
 
 def _suggestion(name: str, prefix: str) -> str:
-    """"; did you mean <the closest setting>?", or nothing when none is close."""
-    close = difflib.get_close_matches(name, list(CONNECTION) + list(FACTORY), n=1)
-    return '; did you mean %s%s?' % (prefix, close[0]) if close else ''
+    """"; did you mean <the setting meant>?", by meaning (MEANINGS), else by spelling;
+    a hint at the reference when neither finds one."""
+    word = name.strip().lower().replace('-', '_')
+    meant = MEANINGS.get(word) or MEANINGS.get(word.replace('_', ''))
+    if meant is None:
+        close = difflib.get_close_matches(word, list(CONNECTION) + list(FACTORY), n=1)
+        if not close:
+            return ' (not a setting of pyramid_mongosession; the configuration reference ' \
+                   'lists them all)'
+        meant = (close[0],)
+    return '; did you mean %s?' % ' or '.join(
+        '%s%s%s' % (prefix, setting, ' (%s)' % GLOSS[setting] if setting in GLOSS else '')
+        for setting in meant)
+
+
+def _prefixed(message: str, prefix: str) -> str:
+    """A message of the factory's with every setting it names written out in full."""
+    text = _NAMES_IN_MESSAGES.sub(lambda match: prefix + match.group(1), message)
+    first = message.split(None, 1)[0].rstrip(':') if message.strip() else ''
+    if '_' not in first and (first in FACTORY or first in CONNECTION):
+        text = prefix + text    # secret, timeout...: a setting as the first word only
+    return text
+
+
+def _url_error(url: str, exc: Exception, prefix: str) -> str:
+    """pymongo's complaint about ``url``, naming the option at fault and the fix.
+
+    The url itself stays out of the message (it may hold a password), and so
+    do the options' values.
+    """
+    text = str(exc).replace(' Refer to docstring.', '').strip()
+    if 'Invalid URI scheme' in text:
+        return ('%surl: %s; or mongomock:// to keep sessions in this process\'s memory, '
+                'for development without a server' % (prefix, text.rstrip('.')))
+    query = urlsplit(url).query
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        try:
+            parse_uri('mongodb://localhost/?%s' % urlencode({name: value}),
+                      validate=True, warn=False)
+        except (PyMongoError, ValueError):
+            return '%surl: the url option %s: %s (see %s)' % (prefix, name, text,
+                                                              _PYMONGO_DOCS)
+    return '%surl: %s' % (prefix, text)
 
 
 def url_database(url: str, prefix: str = PREFIX) -> str | None:
@@ -216,7 +474,7 @@ def url_database(url: str, prefix: str = PREFIX) -> str | None:
             parsed = parse_uri(url, validate=True, warn=False)
     except (PyMongoError, ValueError) as exc:
         # pymongo's messages leave the url out, and with it any password.
-        raise ConfigurationError('%surl: %s' % (prefix, exc)) from exc
+        raise ConfigurationError(_url_error(url, exc, prefix)) from exc
     return parsed['database']
 
 
@@ -270,7 +528,9 @@ def session_factory_from_settings(settings: Mapping[str, Any],
         for name in ('host', 'port', 'username', 'password'):
             if name in connection:
                 raise ConfigurationError(
-                    '%s%s cannot be combined with %surl' % (prefix, name, prefix))
+                    '%s%s cannot be combined with %surl: put it in the url '
+                    '(mongodb://username:password@host:port/database), or drop the url'
+                    % (prefix, name, prefix))
         db_name = url_database(url, prefix)   # checks the url even when db_name is set
         if url.startswith(EMBEDDED_SCHEME):
             db_name = db_name or EMBEDDED_DB_NAME
@@ -289,9 +549,15 @@ def session_factory_from_settings(settings: Mapping[str, Any],
     try:
         return MongoSessionFactory(collection, secret, **options)
     except (TypeError, ValueError) as exc:
-        message = prefix + str(exc)
-        if 'reissue_time' in str(exc) and 'reissue_time' not in options:
-            # Only timeout was set: the other half of the clash is a default.
-            message += ' (%sreissue_time is %s seconds by default: set it too)' % (
-                prefix, DEFAULTS['reissue_time'])
+        message = _prefixed(str(exc), prefix)
+        if str(exc) == 'reissue_time must be shorter than timeout':
+            def given(name: str) -> str:
+                value = options.get(name, DEFAULTS[name])
+                return '%s second%s%s' % (value, '' if value == 1 else 's',
+                                          '' if name in options else ', the default')
+            timeout = options.get('timeout', DEFAULTS['timeout'])
+            message = ('%sreissue_time (%s) must be shorter than %stimeout (%s): set '
+                       '%sreissue_time below %s, or a longer %stimeout' % (
+                           prefix, given('reissue_time'), prefix, given('timeout'), prefix,
+                           timeout, prefix))
         raise ConfigurationError(message) from exc

@@ -37,6 +37,7 @@ LIVE = {'retired': {'$exists': False}}
 SERVER_FIXTURES = frozenset({
     'mongodb_url', 'mongo_java_server_url', 'atomic_server_url', 'ttl_server_url',
     'atomic_collection', 'own_server',
+    'redis_port',   # not MongoDB, but a server process all the same (tests/test_importers.py)
 })
 #: Each marker, and the fixtures that give it to every test using one of them,
 #: directly or through other fixtures. The fixtures parametrised over backends
@@ -47,6 +48,19 @@ FIXTURE_MARKERS = {
     'browser': frozenset({'playwright'}),   # tests/browser: Chromium through Playwright
     'docs': frozenset({'built'}),           # tests/test_docs.py: the Sphinx build
 }
+
+
+def pytest_configure(config):
+    # A server built or fetched on first use (minutes) says so while it runs,
+    # past the output capture: a silent first run looks hung.
+    capture = config.pluginmanager.getplugin('capturemanager')
+    if capture is None:
+        return
+
+    def say(message):
+        with capture.global_and_fixture_disabled():
+            servers._say(message)
+    servers.say = say
 
 
 @pytest.hookimpl(tryfirst=True)   # before -m selects by marker
@@ -343,6 +357,12 @@ class SessionApp(webtest.TestApp):
     @property
     def session_factory(self):
         return self.app.registry.queryUtility(ISessionFactory)
+
+
+def factory_for(collection, **options):
+    """A :class:`MongoSessionFactory` on ``collection``: its ``store``, ``maintenance``,
+    ``indexes`` and ``connection`` are what tests that work below the requests use."""
+    return MongoSessionFactory(collection, SECRET, **options)
 
 
 @pytest.fixture

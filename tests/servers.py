@@ -55,6 +55,25 @@ def _using(what):
         before_use(what)
 
 
+def _say(message):
+    print('tests/servers.py: ' + message, file=sys.stderr, flush=True)
+
+
+#: How a long step (a build, a download) is announced while it runs: a
+#: function of one line. On standard error by default; the test suite shows
+#: it past pytest's output capture (see ``tests/conftest.py``).
+say = _say
+
+
+@contextlib.contextmanager
+def _announced(what, done):
+    """Say what starts (it takes minutes), and when it is done."""
+    started = time.monotonic()
+    say(what)
+    yield
+    say('%s in %.0f s' % (done, time.monotonic() - started))
+
+
 def die_with_parent():
     """``preexec_fn`` for servers: on Linux they get SIGTERM if the test process dies."""
     if sys.platform.startswith('linux'):
@@ -111,6 +130,15 @@ def ferretdb_binary():
     # FerretDB's versions, and a plain build panics without the version file
     # that FerretDB's release process generates: so download the module by
     # exact version, write that file into a copy, and build the copy.
+    with _announced('building FerretDB %s once into %s (Go downloads its modules first; '
+                    'about a minute and a half, and about 1 GB of Go caches)'
+                    % (FERRETDB_VERSION, os.path.dirname(binary)),
+                    'built FerretDB %s' % FERRETDB_VERSION):
+        _build_ferretdb(go, binary)
+    return binary
+
+
+def _build_ferretdb(go, binary):
     download = subprocess.run(
         [go, 'mod', 'download', '-json', FERRETDB_MODULE + '@' + FERRETDB_VERSION],
         capture_output=True, text=True, check=False)
@@ -133,7 +161,6 @@ def ferretdb_binary():
         if build.returncode != 0:
             raise NoServer('could not build FerretDB: ' + build.stdout + build.stderr)
     os.replace(binary + '.tmp', binary)
-    return binary
 
 
 POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
@@ -193,12 +220,15 @@ def mongo_java_server_classpath():
             with open(os.path.join(work, 'pom.xml'), 'w') as out:
                 out.write(POM.format(version=MONGO_JAVA_SERVER_VERSION,
                                      plugin=MAVEN_DEPENDENCY_PLUGIN_VERSION))
-            _run([tools['mvn'], '-B', '-q', '--strict-checksums',
-                  '-f', os.path.join(work, 'pom.xml'),
-                  '-Dmaven.repo.local=' + os.path.join(CACHE_DIR, 'maven-repository'),
-                  'dependency:copy-dependencies', '-DincludeScope=runtime',
-                  '-DoutputDirectory=' + os.path.join(work, 'lib')],
-                 'fetching mongo-java-server with Maven', cwd=work)
+            with _announced('fetching mongo-java-server %s once with Maven into %s (about '
+                            '30 MB)' % (MONGO_JAVA_SERVER_VERSION, home),
+                            'fetched mongo-java-server %s' % MONGO_JAVA_SERVER_VERSION):
+                _run([tools['mvn'], '-B', '-q', '--strict-checksums',
+                      '-f', os.path.join(work, 'pom.xml'),
+                      '-Dmaven.repo.local=' + os.path.join(CACHE_DIR, 'maven-repository'),
+                      'dependency:copy-dependencies', '-DincludeScope=runtime',
+                      '-DoutputDirectory=' + os.path.join(work, 'lib')],
+                     'fetching mongo-java-server with Maven', cwd=work)
             _publish(os.path.join(work, 'lib'), lib)
     jars = os.path.join(lib, '*')
     # The launcher is compiled into a directory named after its source's
@@ -208,8 +238,10 @@ def mongo_java_server_classpath():
     classes = os.path.join(home, 'launcher-' + digest)
     if not os.path.isdir(classes):
         with tempfile.TemporaryDirectory(dir=home) as work:
-            _run([tools['javac'], '-d', os.path.join(work, 'classes'), '-cp', jars,
-                  LAUNCHER_SOURCE], 'compiling the mongo-java-server launcher')
+            with _announced('compiling the mongo-java-server launcher into %s' % classes,
+                            'compiled the launcher'):
+                _run([tools['javac'], '-d', os.path.join(work, 'classes'), '-cp', jars,
+                      LAUNCHER_SOURCE], 'compiling the mongo-java-server launcher')
             _publish(os.path.join(work, 'classes'), classes)
     return os.pathsep.join([classes, jars])
 
@@ -328,3 +360,70 @@ def mongodb_url():
         yield server.url
     finally:
         server.close()
+
+
+# -- redis-server: the store of pyramid_session_redis (the benchmark, the import tests) -------
+
+class NoRedis(Exception):
+    """redis-server is not installed and could not be installed."""
+
+
+def redis_server_binary():
+    """Path of ``redis-server``; installs Debian's package when running as root."""
+    binary = shutil.which('redis-server')
+    if binary:
+        return binary
+    if os.name != 'posix' or os.geteuid() != 0 or not shutil.which('apt-get'):
+        raise NoRedis('redis-server is not installed: install it first '
+                      '(Debian/Ubuntu: sudo apt-get install -y redis-server)')
+    print('redis-server is not installed: installing it with apt-get', flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND='noninteractive')
+    for argv in (['apt-get', 'update', '-qq'],
+                 ['apt-get', 'install', '-y', '-qq', 'redis-server']):
+        done = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True, check=False)
+        if done.returncode != 0:
+            raise NoRedis('%s failed: %s' % (' '.join(argv), done.stderr.strip()))
+    binary = shutil.which('redis-server') or '/usr/bin/redis-server'
+    if not os.path.exists(binary):
+        raise NoRedis('apt-get installed redis-server, but it is not on PATH')
+    return binary
+
+
+def _redis_ping(port):
+    with socket.create_connection(('127.0.0.1', port), timeout=1) as sock:
+        sock.sendall(b'PING\r\n')
+        return sock.recv(64).startswith(b'+PONG')
+
+
+@contextlib.contextmanager
+def redis_server(maxmemory=None, policy='allkeys-lru'):
+    """Start redis-server on a free loopback port, keeping nothing on disk; yield
+    its port; stop it, also on error. ``maxmemory`` (e.g. ``'2gb'``) makes it a
+    least-recently-used cache that evicts by ``policy``."""
+    _using('redis-server')
+    binary = redis_server_binary()
+    port = free_port()
+    work = tempfile.mkdtemp(prefix='test-redis-')
+    argv = [binary, '--bind', '127.0.0.1', '--port', str(port), '--protected-mode', 'yes',
+            '--save', '', '--appendonly', 'no', '--dir', work, '--daemonize', 'no',
+            '--logfile', os.path.join(work, 'redis.log')]
+    if maxmemory is not None:
+        argv += ['--maxmemory', maxmemory, '--maxmemory-policy', policy]
+    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                if _redis_ping(port):
+                    break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise NoRedis('redis-server did not start (exit status %s)' % process.poll())
+            time.sleep(0.05)
+        yield port
+    finally:
+        stop_process(process)
+        shutil.rmtree(work, ignore_errors=True)

@@ -3,19 +3,19 @@ listing, revoking, the cap and the events, against the real server."""
 import datetime
 import threading
 
-import bson
 import pytest
 import webtest
 from pyramid.config import Configurator
 from pyramid.response import Response
 
 from pyramid_mongosession import (
-    MongoSessionFactory, SessionCreated, SessionEnded, SessionExpired, SessionIdChanged,
-    get_session_factory)
+    MongoSessionFactory, NoSuchSession, SessionCreated, SessionEnded, SessionExpired,
+    SessionIdChanged, get_session_factory)
 from pyramid_mongosession.accounts import (
     CAP, EXPIRE, INVALIDATE, REVOKE, SessionRecord, client_address)
 from pyramid_mongosession.crypto import new_key
-from pyramid_mongosession.store import HANDLE_INDEX, USER_INDEX, document_id, session_handle
+from pyramid_mongosession.documents import document_id, session_handle
+from pyramid_mongosession.indexes import HANDLE_INDEX, USER_INDEX
 
 from .conftest import LIVE, SECRET
 
@@ -317,9 +317,9 @@ def test_listing_explain_uses_the_user_index_where_the_server_tells(
             for _ in range(3):
                 log_in(wsgi, 'alice')
             log_in(wsgi, 'bob')
-            store = wsgi.registry.queryUtility(
-                __import__('pyramid.interfaces').interfaces.ISessionFactory).store
-            query = {'user': store.user_filter('alice'),
+            codec = wsgi.registry.queryUtility(
+                __import__('pyramid.interfaces').interfaces.ISessionFactory).store.codec
+            query = {'user': codec.user_filter('alice'),
                      'expires': {'$not': {'$lte': datetime.datetime.utcnow()}}}
             try:
                 plan = client[name].command('explain', {'find': 'sessions', 'filter': query})
@@ -383,6 +383,23 @@ def test_revoke_user_keep_signs_out_everywhere_else(warm, collection, round_trip
     assert here.get('/do?read=1').json['user'] is None
 
 
+def test_revoke_user_refuses_a_keep_that_is_not_a_live_session(backend_collection):
+    """A typo in ``keep`` would end every session, the one meant to be kept too."""
+    wsgi = account_app(backend_collection)
+    alice, bob = log_in(wsgi, 'alice'), log_in(wsgi, 'bob')
+    factory = get_session_factory(_request(wsgi))
+    for keep in ('nosuchhandle', handle_of(bob)):
+        with pytest.raises(NoSuchSession) as info:
+            factory.revoke_user('alice', keep=keep)
+        assert str(info.value) == ("keep=%r is not the handle of a live session of user "
+                                   "'alice': nothing was revoked" % keep)
+        assert isinstance(info.value, ValueError)
+    assert alice.get('/do?read=1').json['user'] == 'alice'
+    assert bob.get('/do?read=1').json['user'] == 'bob'
+    assert factory.revoke_user('alice', keep=handle_of(alice)) == 0
+    assert alice.get('/do?read=1').json['user'] == 'alice'
+
+
 def test_a_request_in_flight_cannot_bring_a_revoked_session_back(collection):
     """A request that loaded the session before the revocation writes after it: dropped."""
     loaded, revoked = threading.Event(), threading.Event()
@@ -423,7 +440,7 @@ def test_the_cap_revokes_the_least_recently_seen(collection, round_trips):
     round_trips()
     third = log_in(wsgi, 'alice')
     # the first write, the move, then the cap: one listing and one delete
-    assert round_trips() == ['insert', 'findAndModify', 'insert', 'find', 'delete']
+    assert round_trips() == ['insert', 'find', 'insert', 'findAndModify', 'find', 'delete']
     assert second.get('/do?read=1').json['user'] is None
     assert first.get('/do?read=1').json['user'] == 'alice'
     assert third.get('/do?read=1').json['user'] == 'alice'
@@ -608,72 +625,11 @@ def test_with_a_new_key_first_sessions_are_found_and_rehashed_on_their_next_writ
     assert len(get_session_factory(_request(only_new)).user_sessions('alice')) == 1
 
 
-def test_values_sealed_by_an_earlier_version_still_load_and_are_sealed_again(collection):
-    """Format 1 bound values to the session id; they load, and are rewritten in format 2."""
-    from pyramid_mongosession.crypto import ValueCipher
-    from pyramid_mongosession.encoding import encode_value
-    import base64
-    import os
-
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-    key = new_key()
-    wsgi = account_app(collection, encryption_keys=[key])
-    client = browser(wsgi)
-    client.get('/do?set=cart:apple')
-    session_id = _session_id(client)
-    key_id = bytes(collection.find_one(LIVE)['data']['cart'])[1:5]
-    raw = base64.urlsafe_b64decode(key + '=' * (-len(key) % 4))
-    nonce = os.urandom(12)
-    format_1 = b'\x01' + key_id + nonce + AESGCM(raw).encrypt(
-        nonce, encode_value('pear'), session_id.encode('ascii') + b'\x00cart')
-    collection.update_one({}, {'$set': {'data.cart': bson.Binary(format_1)}})
-    client.get('/do?read=1&set=other:1')   # loaded: values in an old format are sealed again
-    assert bytes(collection.find_one(LIVE)['data']['cart'])[:1] == b'\x02'
-    assert ValueCipher([key]).decrypt(collection.find_one(LIVE)['_id'], 'cart',
-                                      collection.find_one(LIVE)['data']['cart']) == encode_value(
-                                          'pear')
-
-
 def _session_id(client):
     """The session id inside the signed cookie: base64url(HMAC-SHA512 signature + id)."""
     import base64
     value = client.cookies['session'].strip('"')
     return base64.urlsafe_b64decode(value + '=' * (-len(value) % 4))[64:].decode('ascii')
-
-
-# -- sessions stored before users were recorded ------------------------------------------
-
-def test_a_session_stored_without_account_fields_gets_them_on_its_next_write(
-        collection, round_trips):
-    old = account_app(collection, user_key=None)
-    client = log_in(old, 'alice')
-    collection.update_many({}, {'$unset': {'handle': '', 'last_seen': '', 'client': ''}})
-    wsgi = account_app(collection, reissue_time=0)
-    factory = get_session_factory(_request(wsgi))
-    assert factory.user_sessions('alice') == []
-    upgraded = browser(wsgi)
-    upgraded.set_cookie('session', client.cookies['session'])
-    derived = session_handle(collection.find_one(LIVE)['_id'])
-    assert handle_of(upgraded) == derived
-    document = collection.find_one(LIVE)
-    assert document['user'] == 'alice' and document['handle'] == derived
-    assert [r.handle for r in factory.user_sessions('alice')] == [derived]
-
-
-def test_a_legacy_session_given_a_user_blindly_gets_its_handle_when_listed(collection):
-    old = account_app(collection, user_key=None)
-    client = browser(old)
-    client.get('/do?set=visit:1')
-    collection.update_many({}, {'$unset': {'handle': '', 'last_seen': ''}})
-    wsgi = account_app(collection)
-    upgraded = browser(wsgi)
-    upgraded.set_cookie('session', client.cookies['session'])
-    upgraded.get('/do?login=alice')                  # blind: the handle is not known here
-    assert 'handle' not in collection.find_one(LIVE)
-    factory = get_session_factory(_request(wsgi))
-    [record] = factory.user_sessions('alice')
-    assert collection.find_one(LIVE)['handle'] == record.handle
-    assert factory.revoke_session(record.handle) is True
 
 
 # -- the embedded backend ----------------------------------------------------------------

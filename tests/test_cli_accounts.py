@@ -87,6 +87,21 @@ def test_revoke_user_keeps_one_and_says_how_many(run, ini, collection):
     assert collection.count_documents({'user': 'alice'}) == 0
 
 
+@pytest.mark.parametrize('dry_run', [(), ('--dry-run',)])
+def test_revoke_user_with_a_keep_that_is_not_a_live_session_revokes_nothing(
+        run, ini, collection, dry_run):
+    wsgi, clients = three_sessions(collection)
+    bob = log_in(wsgi, 'bob')
+    for keep in ('nosuchhandle', handle_of(bob)):
+        status, out, err = run('revoke', ini, '--user', 'alice', '--keep', keep, *dry_run)
+        assert (status, out) == (2, '')
+        assert err == ('pmongosession: error: --keep %s is not the handle of a live session '
+                       'of user "alice": nothing was revoked (see "pmongosession sessions '
+                       '%s "alice"")\n' % (keep, ini))
+    assert collection.count_documents({'user': 'alice'}) == 3
+    assert [c.get('/do?read=1').json['user'] for c in clients] == ['alice'] * 3
+
+
 @pytest.mark.parametrize('argv, message', [
     (('--keep', 'abc'), '--keep needs --user'),
     (('--user', 'alice', 'role=admin'), 'cannot be combined'),

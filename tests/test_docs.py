@@ -100,9 +100,9 @@ def test_connection_defaults_in_the_docs_are_the_codes(built):
     assert documented['coll_name'] == '``sessions``'
     factory = settings.session_factory_from_settings({
         'mongodb_session.url': 'mongomock://localhost/named_in_url',
-        'mongodb_session.secret': 'x',
+        'mongodb_session.secret': 'a secret for the docs test, 32 bytes or more',
     })
-    assert factory.store.collection().full_name == 'named_in_url.sessions'
+    assert factory.connection.namespace() == 'named_in_url.sessions'
 
 
 def test_api_reference_documents_every_public_name(built):

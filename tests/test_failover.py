@@ -312,10 +312,9 @@ def test_mockupdb_speaks_the_installed_pymongo(primary, client):
 ])
 def test_unauthorized_index_creation_checks_for_the_index(primary, client, caplog, indexes,
                                                            expected, logged):
-    from pyramid_mongosession.store import SessionStore
-    store = SessionStore(client.app.sessions, operation_timeout=5)
+    factory = MongoSessionFactory(client.app.sessions, SECRET, operation_timeout=5, user_key=None)
     with caplog.at_level('DEBUG', logger='pyramid_mongosession'):
-        call = Background(store.ensure_indexes)
+        call = Background(factory.indexes.ensure)
         primary.receives('createIndexes').command_err(
             code=13, errmsg='not authorized on app to execute command', codeName='Unauthorized')
         primary.receives('listIndexes').ok(cursor={'id': 0, 'ns': 'app.sessions',

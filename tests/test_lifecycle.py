@@ -231,8 +231,11 @@ def test_change_id_after_the_idle_expiry_does_not_revive_the_session(app, collec
         request.session.options['change_id'] = True
         return Response('ok')
     late = browser(collection, app.cookies['session'], login=login)
-    late.get('/login')
-    assert collection.count_documents(LIVE) == 0
+    response = late.get('/login')
+    # Nothing lives on: not under a new id, and the expired document is no tombstone.
+    assert 'Set-Cookie' not in response.headers
+    assert collection.count_documents({'expires': {'$gt': datetime.datetime(2001, 1, 1)}}) == 0
+    assert collection.count_documents({'retired': {'$exists': True}}) == 0
     assert late.get('/session').json['data'] == {}
 
 

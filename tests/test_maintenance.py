@@ -1,4 +1,4 @@
-"""SessionStore's maintenance methods (what ``pmongosession`` asks of the store),
+"""The operators' calls (what ``pmongosession`` runs): counts, sizes, indexes, purge,
 against the real server of the suite."""
 import datetime
 import os
@@ -8,18 +8,20 @@ import pytest
 from pymongo.errors import AutoReconnect, OperationFailure
 
 from pyramid_mongosession import SessionBackendError
-from pyramid_mongosession.store import SessionStore, document_id
+from pyramid_mongosession.documents import document_id
+
+from .conftest import factory_for
 
 
 def utcnow():
     return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
 
 
-def add_sessions(store, count, expired=False, payload=''):
+def add_sessions(factory, count, expired=False, payload=''):
     now = utcnow()
     expires = now + datetime.timedelta(minutes=-5 if expired else 60)
     for n in range(count):
-        store.insert('maintenance-%d-%s' % (n, os.urandom(6).hex()),
+        factory.store.insert('maintenance-%d-%s' % (n, os.urandom(6).hex()),
                      {'n': n, 'payload': payload * n}, now, expires)
 
 
@@ -45,36 +47,36 @@ class Failing:
 
 
 def test_namespace(collection):
-    assert SessionStore(collection).namespace() == collection.full_name
+    assert factory_for(collection).connection.namespace() == collection.full_name
 
 
 def test_session_counts(collection):
-    store = SessionStore(collection)
-    assert store.session_counts(utcnow()) == (0, 0)
-    add_sessions(store, 4)
-    add_sessions(store, 3, expired=True)
-    assert store.session_counts(utcnow()) == (7, 3)
+    factory = factory_for(collection)
+    assert factory.maintenance.session_counts(utcnow()) == (0, 0)
+    add_sessions(factory, 4)
+    add_sessions(factory, 3, expired=True)
+    assert factory.maintenance.session_counts(utcnow()) == (7, 3)
     # "expired" is relative to the time given
-    assert store.session_counts(utcnow() - datetime.timedelta(hours=1)) == (7, 0)
+    assert factory.maintenance.session_counts(utcnow() - datetime.timedelta(hours=1)) == (7, 0)
 
 
 def test_ttl_index_name(collection):
-    store = SessionStore(collection)
-    if store.ensure_indexes():     # MongoDB, FerretDB 2.x
-        assert store.ttl_index_name() == 'expires_ttl'
+    factory = factory_for(collection)
+    if factory.indexes.ensure():     # MongoDB, FerretDB 2.x
+        assert factory.indexes.ttl_index_name() == 'expires_ttl'
     else:                          # FerretDB 1.x refuses TTL indexes
-        assert store.ttl_index_name() is None
+        assert factory.indexes.ttl_index_name() is None
     collection.drop_indexes()
     collection.create_index('expires', name='plain')   # not a TTL index
-    assert store.ttl_index_name() is None
+    assert factory.indexes.ttl_index_name() is None
 
 
 @pytest.mark.parametrize('at_random', [False, True])
 def test_document_sizes(collection, at_random):
-    store = SessionStore(collection)
-    add_sessions(store, 10, payload='x' * 10)
+    factory = factory_for(collection)
+    add_sessions(factory, 10, payload='x' * 10)
     actual = stored_sizes(collection)
-    sizes, refusal = store.document_sizes(4 if at_random else 10, at_random=at_random)
+    sizes, refusal = factory.maintenance.document_sizes(4 if at_random else 10, at_random=at_random)
     # computed by the server (refusal None), or, where it cannot (FerretDB
     # 1.x), measured here from the first documents, with the server's reason
     assert refusal is None or (isinstance(refusal, str) and refusal)
@@ -87,19 +89,19 @@ def test_document_sizes(collection, at_random):
 def test_document_sizes_measured_here_when_the_server_cannot(collection):
     refusal = OperationFailure('no $bsonSize here', code=238,
                                details={'errmsg': 'no $bsonSize here', 'code': 238})
-    store = SessionStore(lambda: Failing(collection, refusal))
-    add_sessions(store, 6, payload='y')
-    sizes, reason = store.document_sizes(4, at_random=True)
+    factory = factory_for(lambda: Failing(collection, refusal))
+    add_sessions(factory, 6, payload='y')
+    sizes, reason = factory.maintenance.document_sizes(4, at_random=True)
     assert reason == 'no $bsonSize here'
     first = [len(bson.encode(doc)) for doc in collection.find().limit(4)]
     assert sizes == first
 
 
 def test_document_sizes_does_not_hide_an_outage(collection):
-    store = SessionStore(lambda: Failing(collection, AutoReconnect('connection reset')))
-    add_sessions(store, 2)
+    factory = factory_for(lambda: Failing(collection, AutoReconnect('connection reset')))
+    add_sessions(factory, 2)
     with pytest.raises(SessionBackendError, match='connection reset') as info:
-        store.document_sizes(10)
+        factory.maintenance.document_sizes(10)
     assert isinstance(info.value.__cause__, AutoReconnect)
 
 
@@ -122,9 +124,9 @@ def test_purge_removes_a_large_population_within_its_batch_budget(collection):
             for n in range(start, min(start + 10000, PURGE_POPULATION))], ordered=False)
     collection.insert_many([{'_id': document_id('live-%d' % n), 'data': {}, 'created': past,
                              'expires': future, 'v': 1} for n in range(100)])
-    store = SessionStore(collection)
+    factory = factory_for(collection)
     reports = []
-    removed = store.purge_expired(datetime.datetime(2026, 1, 1), batch_seconds=30,
+    removed = factory.maintenance.purge_expired(datetime.datetime(2026, 1, 1), batch_seconds=30,
                                   progress=lambda *report: reports.append(report))
     assert removed == PURGE_POPULATION
     assert collection.count_documents({}) == 100
@@ -140,8 +142,8 @@ def test_purge_narrows_its_ranges_when_a_delete_fails(monkeypatch):
     later = datetime.datetime(2100, 1, 1)
     collection.insert_many([{'_id': document_id('s%d' % n), 'expires': later}
                             for n in range(500)])
-    store = SessionStore(collection)
-    real = store._maintenance_call
+    factory = factory_for(collection)
+    real = factory.connection.call_long
     calls = []
 
     def flaky(what, seconds, operation, query):
@@ -149,7 +151,7 @@ def test_purge_narrows_its_ranges_when_a_delete_fails(monkeypatch):
         if len(calls) <= 2:
             raise SessionBackendError('could not purge expired sessions: timed out')
         return real(what, seconds, operation, query)
-    monkeypatch.setattr(store, '_maintenance_call', flaky)
-    assert store.purge_expired(datetime.datetime(2200, 1, 1)) == 500
+    monkeypatch.setattr(factory.connection, 'call_long', flaky)
+    assert factory.maintenance.purge_expired(datetime.datetime(2200, 1, 1)) == 500
     width = [int(ids['$lt'], 16) - int(ids['$gte'], 16) for ids in calls[:3]]
     assert width[1] == width[0] // 4 and width[2] == width[1] // 4

@@ -7,7 +7,7 @@ from pyramid.interfaces import ISessionFactory
 from pyramid.response import Response
 
 from pyramid_mongosession import MongoSessionFactory
-from pyramid_mongosession.store import document_id
+from pyramid_mongosession.documents import document_id
 
 from .conftest import LIVE, SECRET, make_config
 

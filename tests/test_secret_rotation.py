@@ -245,8 +245,9 @@ def test_unknown_signature_costs_one_hmac_per_secret(app_with, monkeypatch):
     assert hmacs.since_last_call() == 3
 
 
-@pytest.mark.parametrize('secret', [NEW, b'bytes secret', 'latin-1 s\xe9cret',
-                                    'utf-8 secret \u2713'])
+@pytest.mark.parametrize('secret', [NEW, b'bytes secret, 32 bytes or more: 0123456789',
+                                    'latin-1 s\xe9cret, 32 bytes or more: 0123456789',
+                                    'utf-8 secret \u2713, 32 bytes or more: 0123456789'])
 def test_signatures_are_webobs(secret):
     """A cookie WebOb signs verifies here, and the other way round."""
     jar = cookie_module.SessionCookie(secret, old_secrets=[UNKNOWN])
@@ -271,12 +272,14 @@ def test_tampered_cookies_fail_under_every_secret():
 # -- settings ----------------------------------------------------------------------
 
 BASE = {'mongodb_session.secret': NEW, 'mongodb_session.db_name': 'app'}
+#: Old secrets as an ini file lists them: separated by white space.
+ONE, TWO, THREE = ('former-secret-%s-0123456789abcdef0123' % n for n in ('one', 'two', 'three'))
 
 
 @pytest.mark.parametrize('text, parsed', [
-    ('one', ['one']),
-    ('one two', ['one', 'two']),
-    ('\n    one\n    two three\n', ['one', 'two', 'three']),
+    (ONE, [ONE]),
+    (ONE + ' ' + TWO, [ONE, TWO]),
+    ('\n    %s\n    %s %s\n' % (ONE, TWO, THREE), [ONE, TWO, THREE]),
     ('', None),
     ('none', None),
     ('  None ', None),
@@ -293,7 +296,7 @@ def test_old_secrets_from_ini(text, parsed):
 def test_list_settings_take_none_as_documented(name):
     # Not a list of one secret (or key) spelt "none".
     factory = session_factory_from_settings(dict(BASE, **{'mongodb_session.' + name: 'none'}))
-    assert len(factory.cookie._keys) == 1 and factory.store.cipher is None
+    assert len(factory.cookie._keys) == 1 and factory.store.codec.cipher is None
 
 
 def test_old_secrets_default_to_none():
@@ -303,19 +306,20 @@ def test_old_secrets_default_to_none():
 
 def test_the_current_secret_as_an_old_secret_fails_at_startup_naming_the_setting():
     session_factory_from_settings(dict(BASE, **{
-        'mongodb_session.secret': 'current', 'mongodb_session.old_secrets': 'older'}))
+        'mongodb_session.secret': TWO, 'mongodb_session.old_secrets': ONE}))
     with pytest.raises(ConfigurationError) as info:
         session_factory_from_settings(dict(BASE, **{
-            'mongodb_session.secret': 'current',
-            'mongodb_session.old_secrets': 'older current'}))
+            'mongodb_session.secret': TWO,
+            'mongodb_session.old_secrets': ONE + ' ' + TWO}))
     message = str(info.value)
     assert 'mongodb_session.old_secrets' in message and 'current secret' in message
-    assert 'older' not in message      # secrets stay out of error messages
+    assert 'former' not in message      # secrets stay out of error messages
 
 
 @pytest.mark.parametrize('old_secrets, error, words', [
-    ([''], ValueError, 'empty secret'),
-    (['fine', '   '], ValueError, 'empty secret'),
+    ([''], ValueError, 'secret 1 is 0 bytes long'),
+    ([OLD, '   '], ValueError, 'secret 2 is 3 bytes long'),
+    ([OLD, 'short'], ValueError, 'secret 2 is 5 bytes long'),
     ([NEW], ValueError, 'current secret'),
     ([NEW.encode('latin-1')], ValueError, 'current secret'),
     ('a string', TypeError, 'not a string'),

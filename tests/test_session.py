@@ -12,7 +12,7 @@ from pyramid.response import Response
 from zope.interface.verify import verifyObject
 
 from pyramid_mongosession import SessionValueError
-from pyramid_mongosession.store import document_id
+from pyramid_mongosession.documents import document_id
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pyramid_mongosession.settings import CONNECTION, FACTORY, REQUIRED, parse_s
 
 from .conftest import SECRET
 
-BASE = {'mongodb_session.secret': 'seekrit', 'mongodb_session.db_name': 'app'}
+BASE = {'mongodb_session.secret': SECRET, 'mongodb_session.db_name': 'app'}
 
 
 def settings(**extra):
@@ -25,9 +25,9 @@ def settings(**extra):
 def test_defaults():
     factory = session_factory_from_settings(BASE)
     assert (factory.cookie.name, factory.cookie.max_age) == ('session', None)
-    collection = factory.store._get_collection
+    collection = factory.connection.source
     assert (collection.db_name, collection.coll_name) == ('app', 'sessions')
-    assert collection._client_args == ('localhost', 27017)
+    assert collection.client_args == ('localhost', 27017)
 
 
 def test_ini_strings_are_converted():
@@ -46,20 +46,20 @@ def test_ini_strings_are_converted():
 
 def test_database_from_url():
     factory = session_factory_from_settings({
-        'mongodb_session.secret': 's',
+        'mongodb_session.secret': SECRET,
         'mongodb_session.url': 'mongodb://u:p@h1:1,h2:2/fromurl?replicaSet=rs',
         'mongodb_session.coll_name': 'web_sessions'})
-    collection = factory.store._get_collection
+    collection = factory.connection.source
     assert (collection.db_name, collection.coll_name) == ('fromurl', 'web_sessions')
 
 
 def test_host_port_credentials_go_to_the_client():
     factory = session_factory_from_settings(settings(
         host='db.example', port='27000', username='me', password='pw'))
-    collection = factory.store._get_collection
-    assert collection._client_args == ('db.example', 27000)
+    collection = factory.connection.source
+    assert collection.client_args == ('db.example', 27000)
     # The client bounds every call itself: timeoutMS comes from operation_timeout.
-    assert collection._client_kwargs == {'username': 'me', 'password': 'pw', 'timeoutMS': 5000.0}
+    assert collection.client_kwargs == {'username': 'me', 'password': 'pw', 'timeoutMS': 5000.0}
 
 
 @pytest.mark.parametrize('extra, expected', [
@@ -70,12 +70,12 @@ def test_host_port_credentials_go_to_the_client():
 ])
 def test_client_timeout_comes_from_operation_timeout(extra, expected):
     factory = session_factory_from_settings(settings(url='mongodb://db.example/app', **extra))
-    assert factory.store._get_collection._client_kwargs.get('timeoutMS') == expected
+    assert factory.connection.source.client_kwargs.get('timeoutMS') == expected
 
 
 def test_a_timeout_in_the_url_is_kept():
     factory = session_factory_from_settings(settings(url='mongodb://db.example/app?timeoutMS=900'))
-    assert 'timeoutMS' not in factory.store._get_collection._client_kwargs
+    assert 'timeoutMS' not in factory.connection.source.client_kwargs
 
 
 @pytest.mark.parametrize('bad, named', [
@@ -118,7 +118,7 @@ def test_bad_settings_fail_at_startup_naming_the_key(bad, named):
 def test_malformed_url_stops_startup(url, message):
     for extra in ({}, {'mongodb_session.db_name': 'app'}):   # checked even with db_name
         with pytest.raises(ConfigurationError) as info:
-            session_factory_from_settings(dict({'mongodb_session.secret': 's',
+            session_factory_from_settings(dict({'mongodb_session.secret': SECRET,
                                                 'mongodb_session.url': url}, **extra))
         assert str(info.value).startswith('mongodb_session.url: ')
         assert message in str(info.value)
@@ -127,12 +127,12 @@ def test_malformed_url_stops_startup(url, message):
 def test_malformed_url_stops_the_application_at_include(counter_app):
     with pytest.raises(ConfigurationError, match='mongodb_session.url: Invalid URI scheme'):
         counter_app({'mongodb_session.url': 'mongdb://localhost:27017/app',
-                     'mongodb_session.secret': 'seekrit'})
+                     'mongodb_session.secret': SECRET})
 
 
 def test_url_error_does_not_show_the_password():
     with pytest.raises(ConfigurationError) as info:
-        session_factory_from_settings({'mongodb_session.secret': 's',
+        session_factory_from_settings({'mongodb_session.secret': SECRET,
                                        'mongodb_session.url': 'mongodb://me:hunter2@h:0x/app'})
     assert 'mongodb_session.url' in str(info.value)
     assert 'hunter2' not in str(info.value)
@@ -142,9 +142,9 @@ def test_url_check_names_the_database_as_pymongo_does():
     for url, expected in [('mongodb://h/app', 'app'), ('mongodb://h/app.ignored', 'app'),
                           ('mongodb://u:p@h1:1,h2:2/my%2Dapp?replicaSet=rs', 'my-app'),
                           ('mongodb://%2Ftmp%2Fmongodb-27017.sock/app', 'app')]:
-        factory = session_factory_from_settings({'mongodb_session.secret': 's',
+        factory = session_factory_from_settings({'mongodb_session.secret': SECRET,
                                                  'mongodb_session.url': url})
-        assert factory.store._get_collection.db_name == expected, url
+        assert factory.connection.source.db_name == expected, url
 
 
 @pytest.fixture
@@ -161,11 +161,11 @@ def no_dns(monkeypatch):
 
 def test_srv_url_is_checked_without_dns(no_dns):
     factory = session_factory_from_settings({
-        'mongodb_session.secret': 's',
+        'mongodb_session.secret': SECRET,
         'mongodb_session.url': 'mongodb+srv://u:p@cluster0.example.invalid/app?w=majority'})
-    collection = factory.store._get_collection
+    collection = factory.connection.source
     assert collection.db_name == 'app'
-    assert collection._client is None
+    assert not collection.connected
 
 
 @pytest.mark.parametrize('url', [
@@ -174,7 +174,7 @@ def test_srv_url_is_checked_without_dns(no_dns):
     'mongodb+srv://cluster0.example.invalid/app?directConnection=true',
 ])
 def test_malformed_srv_url_stops_startup_without_dns(no_dns, url):
-    values = {'mongodb_session.secret': 's', 'mongodb_session.url': url}
+    values = {'mongodb_session.secret': SECRET, 'mongodb_session.url': url}
     if settings_module._validate_uri is None:
         # pymongo < 4.12 cannot check an SRV url without DNS: only its scheme is.
         session_factory_from_settings(values)
@@ -184,18 +184,21 @@ def test_malformed_srv_url_stops_startup_without_dns(no_dns, url):
 
 
 @pytest.mark.parametrize('name, suggested', [
-    ('cookie_maxage', 'cookie_max_age'),
-    ('dbname', 'db_name'),
-    ('cookie_same_site', 'cookie_samesite'),
-    ('encryption_key', 'encryption_keys'),
+    ('cookie_maxage', "cookie_max_age (the cookie's lifetime in seconds)"),
+    ('dbname', 'db_name (the database)'),
+    ('cookie_same_site', "cookie_samesite (the cookie's SameSite attribute)"),
+    ('encryption_key', 'encryption_keys (encrypt values at rest)'),
     ('colour', None),
 ])
 def test_unknown_setting_suggests_the_closest(name, suggested):
+    # More in test_messages.py: the suggestions by meaning.
     with pytest.raises(ConfigurationError) as info:
         session_factory_from_settings(dict(BASE, **{'mongodb_session.' + name: '1'}))
     message = str(info.value)
     if suggested is None:
-        assert message == 'unknown setting mongodb_session.%s' % name
+        assert message == ('unknown setting mongodb_session.%s (not a setting of '
+                           'pyramid_mongosession; the configuration reference lists them '
+                           'all)' % name)
     else:
         assert message == ('unknown setting mongodb_session.%s; did you mean '
                            'mongodb_session.%s?' % (name, suggested))
@@ -205,8 +208,9 @@ def test_short_timeout_needs_a_shorter_reissue_time():
     with pytest.raises(ConfigurationError) as info:
         session_factory_from_settings(settings(timeout='1'))
     assert str(info.value) == (
-        'mongodb_session.reissue_time must be shorter than timeout '
-        '(mongodb_session.reissue_time is 120 seconds by default: set it too)')
+        'mongodb_session.reissue_time (120 seconds, the default) must be shorter than '
+        'mongodb_session.timeout (1 second): set mongodb_session.reissue_time below 1, or a '
+        'longer mongodb_session.timeout')
     # when both are set, the message is about the two the user wrote
     with pytest.raises(ConfigurationError) as info:
         session_factory_from_settings(settings(timeout='60', reissue_time='90'))
@@ -244,9 +248,9 @@ def test_readme_defaults_are_the_codes():
         expected = 'required' if name in REQUIRED else render(DEFAULTS[name])
         assert rows[name] == expected, name
     # the connection: no url, so host and port (test_defaults checks the client)
-    collection = session_factory_from_settings(BASE).store._get_collection
+    collection = session_factory_from_settings(BASE).connection.source
     assert rows['url'] == 'none'
-    assert rows['host'] == rows['port'] == '``%s``, ``%s``' % collection._client_args
+    assert rows['host'] == rows['port'] == '``%s``, ``%s``' % collection.client_args
     assert rows['coll_name'] == '``%s``' % collection.coll_name
 
 
@@ -258,7 +262,7 @@ def test_other_settings_are_ignored():
 def test_factory_construction_does_no_io():
     factory = session_factory_from_settings(settings(
         url='mongodb://127.0.0.1:1/app', **{'client.serverSelectionTimeoutMS': '100'}))
-    assert factory.store._get_collection._client is None   # no client yet
+    assert not factory.connection.source.connected   # no client yet
 
 
 def test_python_api_rejects_unknown_options(embedded_collection):
@@ -307,13 +311,13 @@ def counter_app(build_app):
 
 def test_include_with_ini_strings_keeps_a_counter(backend_settings, counter_app):
     app = counter_app(dict(backend_settings, **{
-        'mongodb_session.secret': 'seekrit',
+        'mongodb_session.secret': SECRET,
         'mongodb_session.cookie_max_age': '3600',
         'mongodb_session.timeout': '1800',
         'mongodb_session.client.serverSelectionTimeoutMS': '3000',
     }))
     assert [app.get('/count').text for _ in range(3)] == ['1', '2', '3']
-    collection = app.session_factory.store.collection()
+    collection = app.session_factory.connection.collection()
     assert collection.full_name == backend_settings['mongodb_session.db_name'] + '.sessions'
     assert collection.count_documents({}) == 1
     assert 'Max-Age=3600' in app.get('/count').headers.get('Set-Cookie', 'Max-Age=3600')
@@ -321,33 +325,34 @@ def test_include_with_ini_strings_keeps_a_counter(backend_settings, counter_app)
 
 def test_embedded_backend_keeps_a_counter(counter_app):
     app = counter_app({'mongodb_session.url': 'mongomock:///demo',
-                       'mongodb_session.secret': 'seekrit'})
+                       'mongodb_session.secret': SECRET})
     assert [app.get('/count').text for _ in range(3)] == ['1', '2', '3']
 
 
 def test_embedded_backend_needs_no_database_name(counter_app):
     # The README's spelling: the url alone.
     app = counter_app({'mongodb_session.url': 'mongomock://',
-                       'mongodb_session.secret': 'seekrit'})
+                       'mongodb_session.secret': SECRET})
     assert [app.get('/count').text for _ in range(2)] == ['1', '2']
     factory = session_factory_from_settings({'mongodb_session.url': 'mongomock://',
-                                             'mongodb_session.secret': 's'})
-    assert factory.store.namespace() == 'pyramid_mongosession.sessions'
+                                             'mongodb_session.secret': SECRET})
+    assert factory.connection.namespace() == 'pyramid_mongosession.sessions'
     # a database named in the url or by db_name still wins
     for extra, expected in [({'mongodb_session.url': 'mongomock:///demo'}, 'demo'),
                             ({'mongodb_session.db_name': 'mine'}, 'mine')]:
         values = dict({'mongodb_session.url': 'mongomock://',
-                       'mongodb_session.secret': 's'}, **extra)
-        assert session_factory_from_settings(values).store.namespace() == expected + '.sessions'
+                       'mongodb_session.secret': SECRET}, **extra)
+        namespace = session_factory_from_settings(values).connection.namespace()
+        assert namespace == expected + '.sessions'
 
 
 def test_one_client_per_process(monkeypatch):
     factory = session_factory_from_settings(settings(url='mongomock:///x'))
-    store = factory.store
-    first = store.collection()
-    assert store.collection() is first
+    connection = factory.connection
+    first = connection.collection()
+    assert connection.collection() is first
     monkeypatch.setattr('os.getpid', lambda: -1)   # as seen from a forked child
-    assert store.collection() is not first
+    assert connection.collection() is not first
 
 
 def test_processes_share_sessions_through_one_collection(mongodb_url, database, counter_app):
@@ -355,7 +360,7 @@ def test_processes_share_sessions_through_one_collection(mongodb_url, database, 
     def app():
         return counter_app({'mongodb_session.url': mongodb_url,
                             'mongodb_session.db_name': database.name,
-                            'mongodb_session.secret': 'seekrit'})
+                            'mongodb_session.secret': SECRET})
     first, second = app(), app()
     assert first.get('/count').text == '1'
     second.set_cookie('session', first.cookies['session'])

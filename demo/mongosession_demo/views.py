@@ -43,6 +43,11 @@ def add_note(request):
 REMEMBER_ME = 30 * 24 * 3600   # seconds
 
 
+def cookie_sessions(request):
+    """Whether the demo runs as before its migration, on Pyramid's cookie sessions."""
+    return not hasattr(request.session, 'options')
+
+
 @view_config(route_name='login', renderer='login.jinja2')
 def login(request):
     error = None
@@ -50,13 +55,16 @@ def login(request):
         name = request.POST.get('username', '').strip()
         if name and request.POST.get('password') == DEMO_PASSWORD:
             request.session['user'] = name
-            # A new session id after login defeats session fixation: the
-            # data moves to the new id and the old id stops working.
-            request.session.options['change_id'] = True
-            if request.POST.get('remember'):
-                # This session's own idle timeout; its cookie becomes persistent.
-                request.session.options['timeout'] = REMEMBER_ME
-            request.session.flash('Welcome, %s. Your session now has a new id.' % name)
+            if not cookie_sessions(request):
+                # A new session id after login defeats session fixation: the
+                # data moves to the new id and the old id stops working.
+                request.session.options['change_id'] = True
+                if request.POST.get('remember'):
+                    # This session's own idle timeout; its cookie becomes persistent.
+                    request.session.options['timeout'] = REMEMBER_ME
+                request.session.flash('Welcome, %s. Your session now has a new id.' % name)
+            else:
+                request.session.flash('Welcome, %s.' % name)
             return HTTPSeeOther(request.route_url('home'))
         error = 'Wrong user name or password.'
     return {'error': error}
@@ -64,6 +72,9 @@ def login(request):
 
 @view_config(route_name='logout', request_method='POST', renderer='logged_out.jinja2')
 def logout(request):
+    if cookie_sessions(request):
+        request.session.invalidate()
+        return {'user': None}
     # Deletes the session's document and clears the cookie; this wins over
     # anything else the request does to the session.
     request.session.options['expire'] = True

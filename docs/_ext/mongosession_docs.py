@@ -93,9 +93,11 @@ SETTINGS = {
         Signs the session cookie (HMAC-SHA512 through WebOb's
         ``SignedCookieProfile``). Use a long random string, the same in every
         process and host of the application, and keep it out of version
-        control. Changing it makes every existing cookie invalid, unless the
-        former secret is kept in ``old_secrets`` for a while: see
-        :ref:`rotation`.'''),
+        control. At least 32 bytes (UTF-8), or the application does not
+        start; make one with ``python3 -c "import secrets;
+        print(secrets.token_urlsafe(48))"``. Changing it makes every existing
+        cookie invalid, unless the former secret is kept in ``old_secrets``
+        for a while: see :ref:`rotation`.'''),
     'old_secrets': ('cookie', 'old_secrets = %(SESSION_SECRET_OLD)s', '''
         Former values of ``secret``, still accepted when a cookie is verified,
         so that the secret can change without logging anybody out. The
@@ -103,8 +105,8 @@ SETTINGS = {
         each. A cookie that verifies only with one of them loads its session
         as usual, and the response sends it again, the same id signed with
         the current ``secret`` (no database write; not on a response that
-        ``is_cacheable``). An empty secret, or the current one, here stops
-        the application at start-up. In an ini file the list is separated by
+        ``is_cacheable``). A secret shorter than 32 bytes, or the current
+        one, here stops the application at start-up. In an ini file the list is separated by
         white space, so these secrets cannot contain any. Remove a secret
         once no live session can still be named by a cookie it signed: see
         :ref:`rotation`.'''),

@@ -208,6 +208,16 @@ def test_development_ini_serves_from_memory(make_server, new_context):
     expect(page.locator('#data tr', has_text='visits')).to_contain_text('2')
 
 
+def test_remember_me_checkbox_sits_beside_its_label(page):
+    page.goto('/login')
+    box = page.locator('input[name=remember]').bounding_box()
+    label = page.locator('label.inline').bounding_box()
+    # One line: the label is no taller than a line, and the box is within it, on its left.
+    assert label['height'] < 2 * box['height'] + 16
+    assert label['y'] <= box['y'] and box['y'] + box['height'] <= label['y'] + label['height']
+    assert box['x'] - label['x'] < 5
+
+
 def test_remember_me_makes_the_login_outlive_the_browser(context, page):
     log_in(page, 'carol')
     expect(page.locator('#user')).to_contain_text('carol')
@@ -283,3 +293,43 @@ def test_active_sessions_sign_out_all_others(new_context, demo_server):
 def test_sessions_page_needs_a_login(page):
     page.goto('/sessions')
     expect(page).to_have_url(re.compile(r'/login$'))
+
+
+def test_migrated_from_cookie_sessions_nobody_is_logged_out(make_server, new_context,
+                                                            demo_db_url, shoot):
+    """The demo on Pyramid's cookie sessions, then restarted on pyramid_mongosession
+    with the importer: the visitor keeps their login, notes and counter."""
+    before = make_server('cookie-sessions.ini')
+    context = new_context(before.url)
+    page = context.new_page()
+    page.goto('/')
+    page.goto('/')
+    page.fill('input[name=note]', 'Water the plants')
+    page.click('form.inline button')
+    log_in(page, 'olivia')
+    expect(page.locator('#user')).to_contain_text('olivia')
+    expect(page.locator('#visits')).to_have_text('4')
+    expect(page.locator('#mode')).to_contain_text('Before the migration')
+    old_cookie = session_cookie(context)
+    before.stop()
+
+    # The same browser (cookies are per host, not per port) on the migrated app.
+    after = make_server('migrated.ini', MONGODB_URL=demo_db_url)
+    page.goto(after.url + '/')
+    expect(page.locator('#user')).to_contain_text('olivia')
+    expect(page.locator('#visits')).to_have_text('5')
+    expect(page.locator('#notes li')).to_have_text(['Water the plants'])
+    expect(page.locator('#mode')).to_contain_text('Migrated from cookie sessions')
+    shoot(page, 'migrated')
+    assert session_cookie(context)['value'] != old_cookie['value']
+
+    page.goto(after.url + '/inspect')   # a MongoDB session now
+    expect(page.locator('#data tr', has_text='user')).to_contain_text('"olivia"')
+    page.goto(after.url + '/sessions')  # indexed under its user
+    expect(page.locator('#sessions tr.session.current')).to_have_count(1)
+
+    # The old cookie, replayed elsewhere, opens nothing.
+    thief = replay(new_context, after.url, old_cookie).new_page()
+    thief.goto(after.url + '/')
+    expect(thief.locator('.account')).to_contain_text('Log in')
+    expect(thief.locator('#visits')).to_have_text('1')

@@ -1,0 +1,250 @@
+"""This process's sessions collection, and every call to it: bounded, its errors mapped.
+
+The collection is made on first use in each process (a forked worker gets a
+client of its own), never at import or configuration time. Every call goes
+through :meth:`Connection.call`, which bounds it by ``operation_timeout``,
+turns pymongo's errors into this package's (an outage, a value the server
+refused, a document too large), and fails at once while the server is known
+to be unreachable (:mod:`pyramid_mongosession.outage`).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
+
+import bson
+import pymongo
+from bson.binary import UuidRepresentation
+from pymongo.errors import (
+    DocumentTooLarge, ExecutionTimeout, NetworkTimeout, OperationFailure, PyMongoError)
+
+from .encoding import CODEC_OPTIONS
+from .exceptions import SessionBackendError, SessionValueError
+from .outage import OutageBreaker, summary, unreachable, verdict
+
+log = logging.getLogger(__name__)
+
+#: A pymongo Collection, or the embedded backend's (mongomock): typed loosely.
+Collection = Any
+T = TypeVar('T')
+
+#: Server error codes meaning "the resulting document would be too large".
+_TOO_LARGE_CODES = frozenset((10334, 17419, 17420))
+#: BadValue, DollarPrefixedFieldName, EmptyFieldName, DottedFieldName: the
+#: server refused a value (a nested key it does not accept), not an outage.
+_REFUSED_VALUE_CODES = frozenset((2, 52, 56, 57))
+#: mongomock stores Python objects and refuses native UUIDs; it gets the
+#: decoded BSON of each document, with UUIDs as the BSON binaries they are.
+_EMBEDDED_CODEC_OPTIONS = CODEC_OPTIONS.with_options(
+    uuid_representation=UuidRepresentation.UNSPECIFIED)
+#: mongomock is not thread-safe (one thread's find iterates a dict that
+#: another's insert changes): every call to the embedded backend holds this
+#: lock, in every connection of the process, so a threaded WSGI server
+#: (waitress) is safe on ``mongomock://`` too.
+_EMBEDDED_LOCK = threading.RLock()
+
+
+class RefusedValue(SessionValueError):
+    """The server refused a value that other servers store (see :func:`naming_refused`)."""
+
+
+@contextlib.contextmanager
+def naming_refused(values: Mapping[str, Any]) -> Iterator[None]:
+    """Re-raise the server's refusal of a value naming the session key(s) it may be."""
+    try:
+        yield
+    except RefusedValue as exc:
+        keys = ', '.join(repr(key) for key in values)
+        raise SessionValueError('session key %s holds a value this server refuses: %s'
+                                % (keys, exc) if len(values) == 1 else
+                                'one of the session keys %s holds a value this server '
+                                'refuses: %s' % (keys, exc)) from exc.__cause__
+
+
+def mapped_error(what: str, exc: PyMongoError) -> Exception:
+    """This package's error for pymongo's ``exc``: an outage, or a value refused."""
+    if unreachable(exc) or isinstance(exc, (NetworkTimeout, ExecutionTimeout)):
+        # One line: the topology pymongo describes is logged at DEBUG (outage.py).
+        return SessionBackendError('%s: could not %s: %s' % (verdict(exc), what, summary(exc)))
+    code = exc.code if isinstance(exc, OperationFailure) else None
+    if isinstance(exc, DocumentTooLarge) or code in _TOO_LARGE_CODES:
+        return SessionValueError(
+            'the session is larger than MongoDB can store in one document: %s' % exc)
+    if code in _REFUSED_VALUE_CODES:
+        details = exc.details if isinstance(exc, OperationFailure) else None
+        return RefusedValue((details or {}).get('errmsg') or str(exc))
+    return SessionBackendError('could not %s: %s' % (what, exc))
+
+
+class ProcessLocalCollection:
+    """A callable that creates a MongoClient and returns the sessions collection.
+
+    :class:`Connection` calls it on first use in each process, never at
+    import or configuration time, and again in a forked child (``gunicorn
+    --preload``), which must not share its parent's sockets.
+    """
+
+    def __init__(self, db_name: str, coll_name: str, client_args: Iterable[Any] = (),
+                 client_kwargs: Mapping[str, Any] | None = None,
+                 client_class: Callable[..., Any] = pymongo.MongoClient) -> None:
+        self.client_class = client_class
+        self.db_name = db_name
+        self.coll_name = coll_name
+        #: The arguments the client is made with (host, port...).
+        self.client_args = tuple(client_args)
+        #: The keyword arguments the client is made with (credentials, timeoutMS...).
+        self.client_kwargs = dict(client_kwargs or {})
+        self._client: Any = None
+
+    @property
+    def connected(self) -> bool:
+        """Whether this process has made its client yet."""
+        return self._client is not None
+
+    def __call__(self) -> Collection:
+        self._client = self.client_class(*self.client_args, **self.client_kwargs)
+        return self._client[self.db_name][self.coll_name]
+
+    def close(self) -> None:
+        """Close the client this process created, if any."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+
+class Connection:
+    """The sessions collection of this process, and the calls made to it.
+
+    ``collection`` is a pymongo :class:`~pymongo.collection.Collection`, or a
+    callable returning one (see :class:`ProcessLocalCollection`).
+    ``operation_timeout`` bounds every call, in seconds (pymongo's
+    client-side operation timeout); None leaves the client's own limits.
+    ``outage_probe_interval`` is the outage breaker's (see
+    :mod:`pyramid_mongosession.outage`). ``first_use(collection)``
+    callbacks run once per process, before the collection is first used
+    (the indexes are created so).
+    """
+
+    def __init__(self, collection: Any, operation_timeout: float | None = 5.0,
+                 outage_probe_interval: float = 5.0) -> None:
+        if operation_timeout is not None and operation_timeout <= 0:
+            raise ValueError('operation_timeout must be a positive number of seconds or None')
+        #: The collection as given: a Collection, or the callable that makes one.
+        self.source = collection
+        if hasattr(collection, 'find_one'):  # a Collection (callable itself, but not a getter)
+            self._get_collection: Callable[[], Collection] = lambda: collection
+        else:
+            self._get_collection = collection
+        self.operation_timeout = operation_timeout
+        self.first_use: list[Callable[[Collection], object]] = []
+        self._lock = threading.Lock()
+        self._process: tuple[int, Collection] | None = None   # published in one assignment
+        self._ready = False
+        self._embedded = False
+        self._client_timeout = False   # whether the client bounds every call itself
+        self._breaker = OutageBreaker(outage_probe_interval)
+
+    @property
+    def embedded(self) -> bool:
+        """Whether the sessions are kept by the embedded backend (mongomock)."""
+        self.process_collection()
+        return self._embedded
+
+    def collection(self) -> Collection:
+        """This process's sessions collection, the ``first_use`` callbacks run."""
+        collection = self.process_collection()
+        if not self._ready:
+            for prepare in self.first_use:
+                prepare(collection)
+            self._ready = True
+        return collection
+
+    def process_collection(self) -> Collection:
+        """This process's sessions collection, as it is (nothing is created in it)."""
+        process = self._process
+        if process is None or process[0] != os.getpid():
+            with self._lock:
+                process = self._process
+                if process is None or process[0] != os.getpid():
+                    process = self._process = (os.getpid(), self._connect())
+                    self._ready = False
+        return process[1]
+
+    def _connect(self) -> Collection:
+        source = self.call('connect to MongoDB', self._get_collection)
+        client_options = getattr(getattr(source.database, 'client', None), 'options', None)
+        client_timeout = getattr(client_options, 'timeout', None)
+        self._client_timeout = (client_timeout is not None
+                                and client_timeout == self.operation_timeout)
+        try:
+            collection = source.with_options(codec_options=CODEC_OPTIONS)
+            self._embedded = False
+        except NotImplementedError:
+            # mongomock (the embedded backend) keeps Python objects:
+            # documents pass through BSON on their way (see sent).
+            collection = source
+            self._embedded = True
+        return collection
+
+    def call(self, what: str, operation: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run one database call, bounded by ``operation_timeout``; map its errors.
+
+        ``what`` says what the call does, for the error message ("store a
+        session"). While the server is known to be unreachable, fail at once.
+        """
+        probe = self._breaker.admit()
+        try:
+            if self._embedded:
+                with _EMBEDDED_LOCK:   # see _EMBEDDED_LOCK
+                    result = operation(*args, **kwargs)
+            elif self._client_timeout:
+                result = operation(*args, **kwargs)   # the client bounds every call itself
+            else:
+                with pymongo.timeout(self.operation_timeout):
+                    result = operation(*args, **kwargs)
+        except PyMongoError as exc:
+            self._breaker.record(probe, exc)
+            raise mapped_error(what, exc) from exc
+        except BaseException:
+            self._breaker.abandon(probe)
+            raise
+        self._breaker.record(probe)
+        return result
+
+    def call_long(self, what: str, seconds: float, operation: Callable[..., T],
+                  *args: Any, **kwargs: Any) -> T:
+        """A call that may take up to ``seconds``, outside the request path's outage handling."""
+        try:
+            with pymongo.timeout(seconds), (_EMBEDDED_LOCK if self._embedded
+                                            else contextlib.nullcontext()):
+                return operation(*args, **kwargs)
+        except PyMongoError as exc:
+            raise mapped_error(what, exc) from exc
+
+    def sent(self, document: dict[str, Any]) -> dict[str, Any]:
+        """``document`` as the server will get it (mongomock: through BSON, as a server would)."""
+        if not self._embedded:
+            return document
+        return bson.decode(bson.encode(document, codec_options=CODEC_OPTIONS),
+                           codec_options=_EMBEDDED_CODEC_OPTIONS)
+
+    def received(self, document: dict[str, Any]) -> dict[str, Any]:
+        """``document`` as a server would have sent it (mongomock: through BSON)."""
+        if not self._embedded:
+            return document
+        return bson.decode(bson.encode(document, codec_options=_EMBEDDED_CODEC_OPTIONS),
+                           codec_options=CODEC_OPTIONS)
+
+    def namespace(self) -> str:
+        """``database.collection``: where the sessions are kept."""
+        return str(self.process_collection().full_name)
+
+    def close(self) -> None:
+        """Close the MongoClient this connection created, if it created one."""
+        close = getattr(self._get_collection, 'close', None)
+        if close is not None:
+            close()
+        self._process = None
