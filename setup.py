@@ -27,13 +27,14 @@ tests_require = embedded_requires + encryption_requires + import_redis_requires 
     'pytest-timeout>=2',
     'pyramid_retry>=2',
     'mockupdb>=1.8',
+    'radon>=6',
 ]
 docs_require = ['Sphinx>=7']
 browser_requires = ['playwright>=1.40']
 # mypy needs the optional imports it checks (cryptography).
 lint_requires = encryption_requires + ['ruff>=0.4', 'mypy>=1.10']
 dev_requires = (tests_require + docs_require + browser_requires + lint_requires
-                + ['coverage>=7.2', 'pytest-cov>=4', 'radon', 'tox>=4'])
+                + ['coverage>=7.2', 'pytest-cov>=4', 'tox>=4'])
 demo_requires = embedded_requires + ['waitress', 'pyramid_jinja2>=2.10']
 
 setup(

@@ -197,7 +197,8 @@ class SessionCookie:
         no cookie.
         """
         try:
-            return request.cookies.get(self.name)
+            value: str | None = request.cookies.get(self.name)
+            return value
         except UnicodeDecodeError:
             log.info('ignored a Cookie header that is not UTF-8 (%s)', request.client_addr)
             return None

@@ -11,19 +11,20 @@ from pyramid.interfaces import ISessionFactory
 from zope.interface import implementer
 
 from .accounts import Accounts, SessionRecord
+from .connection import Connection
 from .cookie import SessionCookie
 from .crypto import ValueCipher
-from .encoding import MAX_SECONDS, is_duration, utcnow
+from .documents import DocumentCodec, RetiredSession, StoredSession
+from .encoding import utcnow
 from .exceptions import SessionBackendError
 from .expiry import Expiry
 from .importers import Takeover
-from .lifecycle import EndOfRequest, publicly_cacheable
+from .indexes import Indexes
+from .lifecycle import EndOfRequest
+from .maintenance import Maintenance
+from .options import checked, seconds
 from .session import MongoSession
 from .state import SessionState
-from .connection import Connection
-from .documents import DocumentCodec, RetiredSession, StoredSession
-from .indexes import Indexes
-from .maintenance import Maintenance
 from .store import SessionStore
 from .users import UserQueries
 
@@ -31,73 +32,6 @@ if TYPE_CHECKING:
     from pyramid.request import Request
 
 log = logging.getLogger(__name__)
-
-#: The factory's options and their defaults; the ini settings use the same names.
-DEFAULTS = {
-    'old_secrets': None,
-    'cookie_name': 'session',
-    'cookie_max_age': None,
-    'cookie_path': '/',
-    'cookie_domain': None,
-    'cookie_secure': False,
-    'cookie_httponly': True,
-    'cookie_samesite': 'Lax',
-    'timeout': 1200,
-    'reissue_time': 120,
-    'absolute_timeout': None,
-    'detect_conflicts': False,
-    'operation_timeout': 5.0,
-    'outage_probe_interval': 5.0,
-    'rotation_grace': 60,
-    'max_size': None,
-    'degrade_on_outage': False,
-    'is_cacheable': publicly_cacheable,
-    'encryption_keys': None,
-    'user_key': 'auth.userid',
-    'track_clients': True,
-    'max_sessions_per_user': None,
-    'importer': None,
-    'import_until': None,
-}
-
-
-def _seconds(name: str, value: Any, allow_zero: bool = False) -> datetime.timedelta | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError('%s must be a number of seconds or None, not %r' % (name, value))
-    if not is_duration(value, allow_zero):
-        raise ValueError('%s must be a positive, finite number of seconds up to %d '
-                         '(about a century), or None, not %r' % (name, MAX_SECONDS, value))
-    return datetime.timedelta(seconds=value)
-
-
-def _checked(options: Mapping[str, Any]) -> dict[str, Any]:
-    """The factory's options with their defaults, each checked (TypeError, ValueError)."""
-    unknown = set(options) - set(DEFAULTS)
-    if unknown:
-        raise TypeError('unknown option(s): %s' % ', '.join(sorted(unknown)))
-    settings = dict(DEFAULTS, **options)
-    if settings['reissue_time'] is None:
-        raise ValueError('reissue_time must be a number of seconds (0 refreshes every request)')
-    if settings['cookie_max_age'] is not None:
-        _seconds('cookie_max_age', settings['cookie_max_age'])
-    _seconds('outage_probe_interval', settings['outage_probe_interval'], allow_zero=True)
-    if settings['max_size'] is not None and settings['max_size'] <= 0:
-        raise ValueError('max_size must be a positive number of bytes or None')
-    cap = settings['max_sessions_per_user']
-    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
-        raise ValueError('max_sessions_per_user must be a positive integer or None')
-    user_key = settings['user_key']
-    if user_key is not None and not isinstance(user_key, str):
-        raise TypeError('user_key must be a session key (a string) or None')
-    if settings['importer'] is not None and not callable(settings['importer']):
-        raise TypeError('importer must be a callable taking the request, or None')
-    until = settings['import_until']
-    if until is not None and not isinstance(until, datetime.datetime):
-        raise TypeError('import_until must be a datetime or None')
-    return settings
-
 
 def _naive_utc(moment: datetime.datetime | None) -> datetime.datetime | None:
     if moment is None or moment.tzinfo is None:
@@ -179,12 +113,10 @@ class MongoSessionFactory:
     """
 
     def __init__(self, collection: Any, secret: str, **options: Any) -> None:
-        settings = _checked(options)
-        timeout = _seconds('timeout', settings['timeout'])
-        reissue_time = _seconds('reissue_time', settings['reissue_time'], allow_zero=True)
-        assert reissue_time is not None   # _checked refused None
-        if timeout is not None and reissue_time is not None and reissue_time >= timeout:
-            raise ValueError('reissue_time must be shorter than timeout')
+        settings = checked(options)
+        timeout = seconds(settings['timeout'])
+        reissue_time = seconds(settings['reissue_time'])
+        assert reissue_time is not None   # checked refused None
         max_age = settings['cookie_max_age']
         keys = settings['encryption_keys']
         cap = settings['max_sessions_per_user']
@@ -214,12 +146,11 @@ class MongoSessionFactory:
                                  track_clients=bool(settings['track_clients']),
                                  max_sessions_per_user=cap)
         self.degrade_on_outage = settings['degrade_on_outage']
-        expiry = Expiry(timeout, reissue_time,
-                        _seconds('absolute_timeout', settings['absolute_timeout']))
+        expiry = Expiry(timeout, reissue_time, seconds(settings['absolute_timeout']))
         self._end_of_request = EndOfRequest(
             self.store, self.cookie, expiry, self.accounts,
             is_cacheable=settings['is_cacheable'], degrade_on_outage=self.degrade_on_outage,
-            rotation_grace=_seconds('rotation_grace', settings['rotation_grace'], allow_zero=True))
+            rotation_grace=seconds(settings['rotation_grace']))
         #: Takes over the sessions of the library used before (``importer``), or None.
         self.takeover = None if settings['importer'] is None else Takeover(
             settings['importer'], self.store, self.cookie, self.accounts, expiry,

@@ -43,7 +43,7 @@ _FLASH_PREFIX = '_f_'
 _MISSING = object()
 
 
-class SessionOptions(MutableMapping):
+class SessionOptions(MutableMapping[str, Any]):
     """``request.session.options``: Plack's per-request controls, and the session's lifetime.
 
     ``change_id``, ``expire``, ``no_store`` and ``late_store`` are flags (see
@@ -220,10 +220,12 @@ class MongoSession:
             state.dirty.add(key)
 
     def pop_flash(self, queue: str = '') -> list[Any]:
-        return self.pop(_FLASH_PREFIX + queue, [])
+        messages: list[Any] = self.pop(_FLASH_PREFIX + queue, [])
+        return messages
 
     def peek_flash(self, queue: str = '') -> list[Any]:
-        return self.get(_FLASH_PREFIX + queue, [])
+        messages: list[Any] = self.get(_FLASH_PREFIX + queue, [])
+        return messages
 
     # CSRF (what Pyramid's LegacySessionCSRFStoragePolicy calls) -------------
 

@@ -23,13 +23,14 @@ from pymongo.errors import PyMongoError
 from pymongo.uri_parser import parse_uri
 from pyramid.exceptions import ConfigurationError
 from pyramid.path import DottedNameResolver
-from pyramid.settings import aslist, falsey, truthy
 
 from .cookie import MAKE_SECRET
-from .factory import DEFAULTS, MongoSessionFactory
+from .factory import MongoSessionFactory
 from .connection import ProcessLocalCollection
 from .importers import (
     BEAKER, COOKIE, REDIS, BeakerImporter, RedisImporter, SignedCookieImporter)
+from .options import (
+    BOOL, CONNECTION, DOTTED, FACTORY, FLOAT_OR_NONE, STRING_OR_NONE, TEXT, Option, OptionError)
 
 _validate_uri: Optional[Callable[..., dict[str, Any]]]
 try:
@@ -56,132 +57,12 @@ def _string(value: Any) -> str:
     return str(value).strip()
 
 
-def _string_or_none(value: Any) -> str | None:
-    text = _string(value)
-    return None if text.lower() in ('', 'none') else text
-
-
-def _samesite(value: Any) -> str | None:
-    # 'None' is a SameSite value here, not "no attribute": an empty value omits it.
-    text = _string(value)
-    return text.capitalize() if text else None
-
-
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in truthy:
-        return True
-    if text in falsey:
-        return False
-    raise ValueError('expected true or false')
-
-
-def _int(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError('expected an integer')
-    return int(value)
-
-
-def _int_or_none(value: Any) -> int | None:
-    if value is None or str(value).strip().lower() in ('', 'none'):
-        return None
-    return _int(value)
-
-
-def _float(value: Any) -> float:
-    return float(value)
-
-
-def _float_or_none(value: Any) -> float | None:
-    if value is None or str(value).strip().lower() in ('', 'none'):
-        return None
-    return float(value)
-
-
-def _dotted(value: Any) -> Callable[..., Any]:
-    if callable(value):
-        return value
-    try:
-        resolved = DottedNameResolver().resolve(_string(value))
-    except ImportError as exc:
-        raise ValueError(str(exc)) from None
-    if not callable(resolved):
-        raise ValueError('%r is not callable' % value)
-    return resolved
-
-
-def _list_or_none(value: Any) -> list[str] | None:
-    if isinstance(value, str):
-        return None if value.strip().lower() == 'none' else aslist(value) or None
-    return list(value or ()) or None
-
-
-#: A setting's converter: its value as read (an ini string, or any value from
-#: code) in, the option's value out; :exc:`ValueError` or :exc:`TypeError`
-#: when it does not convert.
+#: A setting's converter (see :class:`~pyramid_mongosession.options.Converter`).
 Converter = Callable[[Any], Any]
-
-#: Where the sessions live. ``url`` and ``host``/``port`` are alternatives.
-CONNECTION: dict[str, Converter] = {
-    'url': _string,
-    'host': _string,
-    'port': _int,
-    'username': _string,
-    'password': str,
-    'db_name': _string,
-    'coll_name': _string,
-}
-#: Options of :class:`MongoSessionFactory`, by converter.
-FACTORY: dict[str, Converter] = {
-    'secret': str,
-    'old_secrets': _list_or_none,
-    'cookie_name': _string,
-    'cookie_max_age': _int_or_none,
-    'cookie_path': _string,
-    'cookie_domain': _string_or_none,
-    'cookie_secure': _bool,
-    'cookie_httponly': _bool,
-    'cookie_samesite': _samesite,
-    'timeout': _int_or_none,
-    'reissue_time': _int,
-    'absolute_timeout': _int_or_none,
-    'detect_conflicts': _bool,
-    'operation_timeout': _float_or_none,
-    'outage_probe_interval': _float,
-    'rotation_grace': _int,
-    'max_size': _int_or_none,
-    'degrade_on_outage': _bool,
-    'is_cacheable': _dotted,
-    'encryption_keys': _list_or_none,
-    'user_key': _string_or_none,
-    'track_clients': _bool,
-    'max_sessions_per_user': _int_or_none,
-}
+#: The settings of the factory's options and of where the sessions live, by name.
+SETTINGS: dict[str, Option] = dict(CONNECTION, **FACTORY)
 REQUIRED = ('secret',)
 
-#: What each setting is, in a few words, for the suggestions of an unknown one.
-GLOSS = {
-    'url': 'the MongoDB connection string',
-    'db_name': 'the database',
-    'coll_name': 'the collection',
-    'username': 'with host and port',
-    'secret': 'signs the cookie',
-    'old_secrets': 'former secrets, still accepted',
-    'cookie_secure': 'send the cookie over HTTPS only',
-    'cookie_httponly': 'hide the cookie from JavaScript',
-    'cookie_samesite': 'the cookie\'s SameSite attribute',
-    'cookie_domain': 'the cookie\'s Domain',
-    'cookie_path': 'the cookie\'s Path',
-    'cookie_name': 'the cookie\'s name',
-    'cookie_max_age': 'the cookie\'s lifetime in seconds',
-    'timeout': 'idle seconds before a session expires',
-    'absolute_timeout': 'seconds from creation to the end of a session',
-    'operation_timeout': 'the longest one database call may take',
-    'encryption_keys': 'encrypt values at rest',
-    'user_key': 'the session key of the user id',
-}
 #: Words people try for a setting, and the settings they mean: an unknown
 #: setting is matched by meaning first, then by spelling.
 MEANINGS = {
@@ -207,19 +88,10 @@ MEANINGS = {
     'encryption_key': ('encryption_keys',), 'encrypt': ('encryption_keys',),
     'userid_key': ('user_key',), 'user_id_key': ('user_key',),
 }
-#: What a value that does not convert should have been, by converter.
-EXPECTED: dict[Callable[..., Any], str] = {
-    _bool: 'true or false',
-    _int: 'an integer',
-    _int_or_none: 'an integer, or none',
-    _float: 'a number',
-    _float_or_none: 'a number, or none',
-    _dotted: 'the dotted name of a callable (package.module.function)',
-}
 #: Setting names that a message of the factory may hold besides its first
 #: word: those with ``_`` (the others, such as ``secret``, are words too).
 _NAMES_IN_MESSAGES = re.compile(r'(?<![\w.])(%s)(?!\w)' % '|'.join(sorted(
-    (name for name in list(CONNECTION) + list(FACTORY) if '_' in name), key=len,
+    (name for name in SETTINGS if '_' in name), key=len,
     reverse=True)))
 #: Where pymongo's messages send the reader ("Refer to docstring.").
 _PYMONGO_DOCS = 'the options of pymongo.MongoClient'
@@ -262,23 +134,23 @@ IMPORT: dict[str, Converter] = {
 #: The options of each source's importer, as ``mongodb_session.import.<option>``.
 IMPORT_OPTIONS: dict[str, dict[str, Converter]] = {
     COOKIE: {
-        'secret': str,
+        'secret': TEXT,
         'cookie_name': _string,
         'cookie_path': _string,
-        'cookie_domain': _string_or_none,
-        'salt': str,
+        'cookie_domain': STRING_OR_NONE,
+        'salt': TEXT,
         'hashalg': _string,
-        'timeout': _float_or_none,
+        'timeout': FLOAT_OR_NONE,
         'serializer': _object,
     },
     REDIS: {
-        'secret': str,
+        'secret': TEXT,
         'url': _string,
         'cookie_name': _string,
         'cookie_path': _string,
-        'cookie_domain': _string_or_none,
-        'deserialize': _dotted,
-        'end_old': _bool,
+        'cookie_domain': STRING_OR_NONE,
+        'deserialize': DOTTED,
+        'end_old': BOOL,
     },
     # Beaker's own session options, which Beaker converts; without any, the
     # application's session.* settings, as pyramid_beaker reads them.
@@ -287,10 +159,10 @@ IMPORT_OPTIONS: dict[str, dict[str, Converter]] = {
             'type', 'url', 'key', 'data_dir', 'lock_dir', 'data_serializer', 'crypto_type',
             'cookie_path', 'cookie_domain', 'table_name', 'schema_name', 'timeout',
             'encrypt_nonce_bits')},
-        'secret': str,
-        'validate_key': str,
-        'encrypt_key': str,
-        'end_old': _bool,
+        'secret': TEXT,
+        'validate_key': TEXT,
+        'encrypt_key': TEXT,
+        'end_old': BOOL,
     },
 }
 #: The importer class of each source, and the importer options it gets under another name.
@@ -301,50 +173,57 @@ IMPORTERS: dict[str, tuple[Callable[..., Any], dict[str, str]]] = {
 }
 
 
+def _import_value(prefix: str, source: str, table: Mapping[str, Converter], name: str,
+                  value: Any) -> Any:
+    """``mongodb_session.import.<name>``'s value, converted by ``source``'s ``table``."""
+    key = '%simport.%s' % (prefix, name)
+    if name not in table:
+        raise ConfigurationError('unknown setting %s (%simport.from = %s takes: %s)' % (
+            key, prefix, source, ', '.join(sorted(set(IMPORT) | set(table)))))
+    try:
+        return table[name](value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError('%s: bad value %r (%s)' % (key, value, exc)) from exc
+
+
+def _known_importer(source: str, found: dict[str, Any], settings: Mapping[str, Any],
+                    prefix: str) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """The importer class of ``source`` (one of :data:`IMPORTERS`), and its arguments."""
+    factory, renamed = IMPORTERS[source]
+    table = IMPORT_OPTIONS[source]
+    arguments = {renamed.get(name, name): _import_value(prefix, source, table, name, value)
+                 for name, value in found.items()}
+    if source == BEAKER:
+        end_old = arguments.pop('end_old', True)
+        beaker = arguments or {name: value for name, value in settings.items()
+                               if name.startswith(('session.', 'beaker.session.'))}
+        return factory, {'settings': beaker, 'end_old': end_old}
+    if 'secret' not in arguments:
+        raise ConfigurationError('%simport.secret is required (the old session factory\'s '
+                                 'secret)' % prefix)
+    return factory, arguments
+
+
 def _importer_options(found: dict[str, Any], settings: Mapping[str, Any],
                       prefix: str) -> dict[str, Any]:
     """The factory's ``importer`` and ``import_until`` from the ``import.*`` settings."""
-    def key(name: str) -> str:
-        return '%simport.%s' % (prefix, name)
-
-    def converted(table: Mapping[str, Converter], name: str, value: Any) -> Any:
-        if name not in table:
-            raise ConfigurationError('unknown setting %s (%s takes: %s)' % (
-                key(name), key('from') + ' = ' + str(source),
-                ', '.join(sorted(set(IMPORT) | set(table)))))
-        try:
-            return table[name](value)
-        except (TypeError, ValueError) as exc:
-            raise ConfigurationError('%s: bad value %r (%s)' % (key(name), value, exc)) from exc
-
-    source = found.pop('from', None)
-    if not source or not _string(source):
-        raise ConfigurationError('%s is required with the other %simport.* settings'
-                                 % (key('from'), prefix))
-    source = _string(source)
+    source = _string(found.pop('from', None) or '')
+    if not source:
+        raise ConfigurationError('%simport.from is required with the other %simport.* '
+                                 'settings' % (prefix, prefix))
     options: dict[str, Any] = {}
     if 'until' in found:
-        options['import_until'] = converted(IMPORT, 'until', found.pop('until'))
+        options['import_until'] = _import_value(prefix, source, IMPORT, 'until',
+                                                found.pop('until'))
     if source in IMPORTERS:
-        factory, renamed = IMPORTERS[source]
-        table = IMPORT_OPTIONS[source]
-        arguments = {renamed.get(name, name): converted(table, name, value)
-                     for name, value in found.items()}
-        if source == BEAKER:
-            end_old = arguments.pop('end_old', True)
-            beaker = arguments or {name: value for name, value in settings.items()
-                                   if name.startswith(('session.', 'beaker.session.'))}
-            arguments = {'settings': beaker, 'end_old': end_old}
-        elif 'secret' not in arguments:
-            raise ConfigurationError('%s is required (the old session factory\'s secret)'
-                                     % key('secret'))
+        factory, arguments = _known_importer(source, found, settings, prefix)
     else:
         try:
-            factory = _dotted(source)
+            factory = DOTTED(source)
         except ValueError as exc:
             raise ConfigurationError(
-                '%s: %r is neither %s nor the dotted name of an importer (%s)'
-                % (key('from'), source, ', '.join(IMPORTERS), exc)) from exc
+                '%simport.from: %r is neither %s nor the dotted name of an importer (%s)'
+                % (prefix, source, ', '.join(IMPORTERS), exc)) from exc
         arguments = dict(found)
         if not arguments:
             options['importer'] = factory
@@ -352,7 +231,7 @@ def _importer_options(found: dict[str, Any], settings: Mapping[str, Any],
     try:
         options['importer'] = factory(**arguments)
     except (TypeError, ValueError, ImportError) as exc:
-        raise ConfigurationError('%s = %s: %s' % (key('from'), source, exc)) from exc
+        raise ConfigurationError('%simport.from = %s: %s' % (prefix, source, exc)) from exc
     return options
 
 
@@ -370,32 +249,11 @@ def parse_settings(
         name = key[len(prefix):]
         if name.startswith('import.'):
             imports[name[len('import.'):]] = value
-            continue
-        if name.startswith('client.'):
-            option = name[len('client.'):]
-            try:
-                validate_client_option(option, value)
-            except Exception as exc:
-                raise ConfigurationError('%s: %s (see %s)' % (
-                    key, str(exc).replace(' Refer to docstring.', '').strip(),
-                    _PYMONGO_DOCS)) from exc
-            client[option] = value
-            continue
-        table = CONNECTION if name in CONNECTION else FACTORY if name in FACTORY else None
-        if table is None:
-            raise ConfigurationError('unknown setting %s%s' % (key, _suggestion(name, prefix)))
-        convert = table[name]
-        try:
-            (connection if table is CONNECTION else options)[name] = convert(value)
-        except (TypeError, ValueError) as exc:
-            expected = EXPECTED.get(convert)
-            if expected is None:
-                message = '%s: bad value %r (%s)' % (key, value, exc)
-            elif convert is _dotted:
-                message = '%s: bad value %r: expected %s (%s)' % (key, value, expected, exc)
-            else:
-                message = '%s: bad value %r: expected %s' % (key, value, expected)
-            raise ConfigurationError(message) from exc
+        elif name.startswith('client.'):
+            client[name[len('client.'):]] = _client_option(key, name[len('client.'):], value)
+        else:
+            (connection if name in CONNECTION else options)[name] = _converted(
+                key, name, value, prefix)
     for name in REQUIRED:
         if not options.get(name):
             raise ConfigurationError('%s%s is required; make one with: %s'
@@ -405,19 +263,49 @@ def parse_settings(
     return connection, options, client
 
 
+def _client_option(key: str, option: str, value: Any) -> Any:
+    """``client.<option>``'s value, as pymongo checks it."""
+    try:
+        validate_client_option(option, value)
+    except Exception as exc:
+        raise ConfigurationError('%s: %s (see %s)' % (
+            key, str(exc).replace(' Refer to docstring.', '').strip(),
+            _PYMONGO_DOCS)) from exc
+    return value
+
+
+def _converted(key: str, name: str, value: Any, prefix: str) -> Any:
+    """The value of the setting ``key`` (the option ``name``), converted by its row."""
+    option = SETTINGS.get(name)
+    if option is None:
+        raise ConfigurationError('unknown setting %s%s' % (key, _suggestion(name, prefix)))
+    try:
+        return option.convert(value)
+    except (TypeError, ValueError) as exc:
+        expected = option.convert.expected
+        if expected is None:
+            message = '%s: bad value %r (%s)' % (key, value, exc)
+        elif option.convert is DOTTED:
+            message = '%s: bad value %r: expected %s (%s)' % (key, value, expected, exc)
+        else:
+            message = '%s: bad value %r: expected %s' % (key, value, expected)
+        raise ConfigurationError(message) from exc
+
+
 def _suggestion(name: str, prefix: str) -> str:
     """"; did you mean <the setting meant>?", by meaning (MEANINGS), else by spelling;
     a hint at the reference when neither finds one."""
     word = name.strip().lower().replace('-', '_')
     meant = MEANINGS.get(word) or MEANINGS.get(word.replace('_', ''))
     if meant is None:
-        close = difflib.get_close_matches(word, list(CONNECTION) + list(FACTORY), n=1)
+        close = difflib.get_close_matches(word, list(SETTINGS), n=1)
         if not close:
             return ' (not a setting of pyramid_mongosession; the configuration reference ' \
                    'lists them all)'
         meant = (close[0],)
+    glosses = {setting: SETTINGS[setting].gloss for setting in meant}
     return '; did you mean %s?' % ' or '.join(
-        '%s%s%s' % (prefix, setting, ' (%s)' % GLOSS[setting] if setting in GLOSS else '')
+        '%s%s%s' % (prefix, setting, ' (%s)' % glosses[setting] if glosses[setting] else '')
         for setting in meant)
 
 
@@ -425,7 +313,7 @@ def _prefixed(message: str, prefix: str) -> str:
     """A message of the factory's with every setting it names written out in full."""
     text = _NAMES_IN_MESSAGES.sub(lambda match: prefix + match.group(1), message)
     first = message.split(None, 1)[0].rstrip(':') if message.strip() else ''
-    if '_' not in first and (first in FACTORY or first in CONNECTION):
+    if '_' not in first and first in SETTINGS:
         text = prefix + text    # secret, timeout...: a setting as the first word only
     return text
 
@@ -475,7 +363,8 @@ def url_database(url: str, prefix: str = PREFIX) -> str | None:
     except (PyMongoError, ValueError) as exc:
         # pymongo's messages leave the url out, and with it any password.
         raise ConfigurationError(_url_error(url, exc, prefix)) from exc
-    return parsed['database']
+    database: str | None = parsed['database']
+    return database
 
 
 def _embedded_client_class() -> Callable[..., Any]:
@@ -505,7 +394,8 @@ def _client(connection: dict[str, Any], client: dict[str, Any],
         args = (url,)
         named_in_url = 'timeoutms=' in url.lower()
     else:
-        args = (connection.get('host', 'localhost'), connection.get('port', 27017))
+        args = (connection.get('host', CONNECTION['host'].default),
+                connection.get('port', CONNECTION['port'].default))
         named_in_url = False
         for name in ('username', 'password'):
             if name in connection:
@@ -542,22 +432,13 @@ def session_factory_from_settings(settings: Mapping[str, Any],
                                  % (prefix, prefix))
 
     collection = ProcessLocalCollection(
-        db_name, connection.get('coll_name', 'sessions'),
+        db_name, connection.get('coll_name', CONNECTION['coll_name'].default),
         *_client(connection, client,
-                 options.get('operation_timeout', DEFAULTS['operation_timeout'])))
+                 options.get('operation_timeout', FACTORY['operation_timeout'].default)))
     secret = options.pop('secret')
     try:
         return MongoSessionFactory(collection, secret, **options)
+    except OptionError as exc:
+        raise ConfigurationError(exc.spelled(prefix)) from exc
     except (TypeError, ValueError) as exc:
-        message = _prefixed(str(exc), prefix)
-        if str(exc) == 'reissue_time must be shorter than timeout':
-            def given(name: str) -> str:
-                value = options.get(name, DEFAULTS[name])
-                return '%s second%s%s' % (value, '' if value == 1 else 's',
-                                          '' if name in options else ', the default')
-            timeout = options.get('timeout', DEFAULTS['timeout'])
-            message = ('%sreissue_time (%s) must be shorter than %stimeout (%s): set '
-                       '%sreissue_time below %s, or a longer %stimeout' % (
-                           prefix, given('reissue_time'), prefix, given('timeout'), prefix,
-                           timeout, prefix))
-        raise ConfigurationError(message) from exc
+        raise ConfigurationError(_prefixed(str(exc), prefix)) from exc

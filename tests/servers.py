@@ -285,8 +285,20 @@ class ServerProcess:
         self.process.wait()
 
     def pause(self):
-        """Make the server hang: connections stay open, nothing answers (SIGSTOP)."""
+        """Make the server hang: connections stay open, nothing answers (SIGSTOP).
+
+        Returns once the process is stopped: a signal is delivered
+        asynchronously, and a request sent at once could still be answered.
+        """
         self.process.send_signal(signal.SIGSTOP)
+        stat = '/proc/%d/stat' % self.process.pid
+        deadline = time.monotonic() + 5
+        while os.path.exists(stat) and time.monotonic() < deadline:
+            with open(stat) as f:
+                # The state follows the command name, which is in parentheses.
+                if f.read().rpartition(')')[2].split()[0] in ('T', 't'):
+                    return
+            time.sleep(0.005)
 
     def resume(self):
         self.process.send_signal(signal.SIGCONT)

@@ -10,8 +10,8 @@ from pyramid.response import Response
 from pyramid_mongosession import (
     MongoSessionFactory, SessionBackendError, session_factory_from_settings)
 from pyramid_mongosession import settings as settings_module
-from pyramid_mongosession.factory import DEFAULTS
-from pyramid_mongosession.settings import CONNECTION, FACTORY, REQUIRED, parse_settings
+from pyramid_mongosession.options import CONNECTION, FACTORY, defaults
+from pyramid_mongosession.settings import REQUIRED, parse_settings
 
 from .conftest import SECRET
 
@@ -245,7 +245,7 @@ def test_readme_defaults_are_the_codes():
     rows = readme_defaults()
     assert set(CONNECTION) | set(FACTORY) <= set(rows)
     for name in FACTORY:
-        expected = 'required' if name in REQUIRED else render(DEFAULTS[name])
+        expected = 'required' if name in REQUIRED else render(defaults()[name])
         assert rows[name] == expected, name
     # the connection: no url, so host and port (test_defaults checks the client)
     collection = session_factory_from_settings(BASE).connection.source

@@ -1,13 +1,11 @@
 """Sphinx directives that generate reference material from the code.
 
 ``.. mongosession-settings::``
-    The configuration reference: one entry per setting in
-    ``pyramid_mongosession.settings.CONNECTION`` and ``FACTORY``, with its type
-    (from the setting's converter), its default (from
-    ``pyramid_mongosession.factory.DEFAULTS``, ``REQUIRED`` and, for the
-    connection settings, the table below), an example and its meaning. The
-    build fails when a setting has no description here, or a description has
-    no setting, so the reference cannot drift from the code.
+    The configuration reference: one entry per row of the option tables
+    (``pyramid_mongosession.options.CONNECTION`` and ``FACTORY``), with its
+    type and its default from the row, an example and its meaning from here.
+    The build fails when a setting has no description here, or a description
+    has no setting, so the reference cannot drift from the code.
 
 ``.. pmongosession-help::``
     The ``--help`` output of the ``pmongosession`` command and each of its
@@ -26,33 +24,11 @@ from sphinx.errors import ExtensionError
 from sphinx.util.docutils import SphinxDirective
 from sphinx.util.nodes import nested_parse_with_titles
 
-# What each converter of pyramid_mongosession.settings accepts, by name.
-TYPES = {
-    'str': 'string, used exactly as written',
-    '_string': 'string',
-    '_string_or_none': 'string, or ``none``',
-    '_int': 'integer',
-    '_int_or_none': 'integer, or ``none``',
-    '_float': 'number',
-    '_float_or_none': 'number, or ``none``',
-    '_bool': 'boolean: ``true`` or ``false`` (also ``yes``/``no``, ``on``/``off``, ``1``/``0``)',
-    '_samesite': '``Strict``, ``Lax`` or ``None`` (any case); empty for no attribute',
-    '_dotted': 'dotted name of a Python callable (``package.module.function`` '
-               'or ``package.module:function``)',
-    '_list_or_none': 'white-space separated list, or ``none``',
-}
-
-# The connection settings have no defaults table in the code: their defaults
-# are what ``session_factory_from_settings`` does without them.
-CONNECTION_DEFAULTS = {
+# Defaults that are a behaviour rather than a value (the rest are the table's).
+DEFAULT_NOTES = {
     'url': 'none: ``host`` and ``port`` are used',
-    'host': '``localhost``',
-    'port': '``27017``',
-    'username': 'none',
-    'password': 'none',
     'db_name': 'the database the ``url`` names; ``pyramid_mongosession`` with '
                '``url = mongomock://``; required otherwise',
-    'coll_name': '``sessions``',
 }
 
 # group, example (ini lines without the prefix), meaning.
@@ -255,38 +231,28 @@ def render_default(value):
 
 def setting_rows():
     """``(name, group, type, default, example, meaning)`` for every setting, checked."""
-    from pyramid_mongosession import factory, settings
+    from pyramid_mongosession import options, settings
 
-    converters = dict(settings.CONNECTION, **settings.FACTORY)
-    missing = sorted(set(converters) - set(SETTINGS))
-    unknown = sorted(set(SETTINGS) - set(converters))
+    table = dict(options.CONNECTION, **options.FACTORY)
+    missing = sorted(set(table) - set(SETTINGS))
+    unknown = sorted(set(SETTINGS) - set(table))
     if missing or unknown:
         raise ExtensionError(
             'the settings reference is out of date: %s%s (edit docs/_ext/mongosession_docs.py)'
             % ('undocumented settings: %s. ' % ', '.join(missing) if missing else '',
                'documented settings that do not exist: %s.' % ', '.join(unknown)
                if unknown else ''))
-    undefaulted = sorted(set(settings.FACTORY) - set(factory.DEFAULTS) - set(settings.REQUIRED))
-    if undefaulted:
-        raise ExtensionError('settings with no default and not required: %s'
-                             % ', '.join(undefaulted))
-    if set(CONNECTION_DEFAULTS) != set(settings.CONNECTION):
-        raise ExtensionError('CONNECTION_DEFAULTS does not match settings.CONNECTION')
-
     rows = []
-    for name, converter in converters.items():
+    for name, option in table.items():
         group, example, meaning = SETTINGS[name]
-        kind = TYPES.get(converter.__name__)
-        if kind is None:
-            raise ExtensionError('setting %s uses the converter %s, which the settings '
-                                 'reference does not describe' % (name, converter.__name__))
         if name in settings.REQUIRED:
             default = 'required'
-        elif name in settings.CONNECTION:
-            default = CONNECTION_DEFAULTS[name]
+        elif name in DEFAULT_NOTES:
+            default = DEFAULT_NOTES[name]
         else:
-            default = render_default(factory.DEFAULTS[name])
-        rows.append((name, group, kind, default, example, ' '.join(meaning.split())))
+            default = render_default(option.default)
+        rows.append((name, group, option.convert.reference, default, example,
+                     ' '.join(meaning.split())))
     return rows
 
 

@@ -18,13 +18,17 @@ Errors are printed as one line on standard error. A reader that stops early
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
-from typing import Sequence, TextIO
+from typing import TYPE_CHECKING, Sequence, TextIO
 
 from ..exceptions import SessionStoreError
 from ..settings import PREFIX
+
+if TYPE_CHECKING:
+    from ..factory import MongoSessionFactory
 from .base import (
     FAILED, OK, PROG, USAGE, Out, UsageError, build_parser, parse_args, parse_value)
 from .commands import COMMANDS, NEED_KEYS, one_line, percentile, stats
@@ -68,6 +72,27 @@ def _discard(stream: TextIO) -> None:
         os.close(devnull)
 
 
+def _factory(args: argparse.Namespace) -> MongoSessionFactory:
+    """The session factory of the application the command's ini file names."""
+    needs: tuple[str, ...] = ()
+    if args.command in NEED_KEYS or getattr(args, 'user', None) is not None:
+        needs = (PREFIX + 'encryption_keys',)
+    settings = load_settings(args.config_uri, args.app_name, args.var, needs)
+    if not any(key.startswith(PREFIX) for key in settings):
+        section = args.app_name or args.config_uri.partition('#')[2] or 'main'
+        raise UsageError(
+            'the application section %r of %s has no %s* settings (for a pipeline '
+            'or composite, name the application: %s#myapp)'
+            % (section, args.config_uri.partition('#')[0], PREFIX,
+               args.config_uri.partition('#')[0]))
+    factory = factory_from_settings(settings, args.operation_timeout)
+    if args.command != 'ensure-indexes':
+        # Only ensure-indexes creates indexes: the others may run under a
+        # role without createIndex (stats under a read-only one).
+        factory.connection.first_use.clear()
+    return factory
+
+
 def _run(argv: Sequence[str] | None) -> int:
     def out(line: str) -> None:
         print(line, file=sys.stdout)
@@ -94,22 +119,7 @@ def _run(argv: Sequence[str] | None) -> int:
     store_log.setLevel(logging.ERROR)
     factory = None
     try:
-        needs: tuple[str, ...] = ()
-        if args.command in NEED_KEYS or getattr(args, 'user', None) is not None:
-            needs = (PREFIX + 'encryption_keys',)
-        settings = load_settings(args.config_uri, args.app_name, args.var, needs)
-        if not any(key.startswith(PREFIX) for key in settings):
-            section = args.app_name or args.config_uri.partition('#')[2] or 'main'
-            raise UsageError(
-                'the application section %r of %s has no %s* settings (for a pipeline '
-                'or composite, name the application: %s#myapp)'
-                % (section, args.config_uri.partition('#')[0], PREFIX,
-                   args.config_uri.partition('#')[0]))
-        factory = factory_from_settings(settings, args.operation_timeout)
-        if args.command != 'ensure-indexes':
-            # Only ensure-indexes creates indexes: the others may run under a
-            # role without createIndex (stats under a read-only one).
-            factory.connection.first_use.clear()
+        factory = _factory(args)
         return COMMANDS[args.command](factory, args, out)
     except UsageError as exc:
         return fail(USAGE, exc, exc.prog)

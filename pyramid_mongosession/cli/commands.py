@@ -167,25 +167,28 @@ def revoke_user(factory: MongoSessionFactory, args: argparse.Namespace, out: Out
         raise UsageError('--keep needs --user')
     if args.query or args.json_query is not None:
         raise UsageError('--user cannot be combined with KEY=VALUE or --json')
-    accounts = factory.accounts
     _user_store(factory)
-    shown = _show(args.user)
     kept = '' if args.keep is None else ' but %s' % args.keep
     if args.dry_run:
-        records = accounts.user_sessions(args.user)
-        if args.keep is not None and args.keep not in [record.handle for record in records]:
-            raise _not_kept(args)
-        count = sum(1 for record in records if record.handle != args.keep)
+        count = _would_revoke(factory, args)
         out('%d live session%s of user %s%s; nothing deleted (--dry-run)'
-            % (count, '' if count == 1 else 's', shown, kept))
-    else:
-        try:
-            count = accounts.revoke_user(args.user, keep=args.keep)
-        except NoSuchSession:
-            raise _not_kept(args) from None
-        out('revoked %d session%s of user %s%s' % (count, '' if count == 1 else 's', shown,
-                                                  kept))
+            % (count, '' if count == 1 else 's', _show(args.user), kept))
+        return OK
+    try:
+        count = factory.accounts.revoke_user(args.user, keep=args.keep)
+    except NoSuchSession:
+        raise _not_kept(args) from None
+    out('revoked %d session%s of user %s%s' % (count, '' if count == 1 else 's',
+                                              _show(args.user), kept))
     return OK
+
+
+def _would_revoke(factory: MongoSessionFactory, args: argparse.Namespace) -> int:
+    """How many sessions ``revoke --user`` would end (``--dry-run``)."""
+    records = factory.accounts.user_sessions(args.user)
+    if args.keep is not None and args.keep not in [record.handle for record in records]:
+        raise _not_kept(args)
+    return sum(1 for record in records if record.handle != args.keep)
 
 
 def _not_kept(args: argparse.Namespace) -> UsageError:

@@ -72,6 +72,18 @@ def _read_with_placeholders(config_uri: str, app_name: str | None,
             placeholders[name] = '<no value for %s: %s>' % (name, secrets.token_hex(8))
 
 
+def _without_placeholders(settings: dict[str, Any], key: str, missing: list[str],
+                          needs: Iterable[str], needed: dict[str, list[str]]) -> None:
+    """A setting that holds a placeholder: a stand-in, dropped, or noted as ``needed``."""
+    if key in STAND_INS and key not in needs:
+        settings[key] = STAND_INS[key]()
+    elif key.startswith(PREFIX):
+        for name in missing:
+            needed.setdefault(name, []).append(key)
+    else:
+        del settings[key]
+
+
 def load_settings(config_uri: str, app_name: str | None = None,
                   variables: Iterable[tuple[str, str]] | None = None,
                   needs: Iterable[str] = ()) -> dict[str, Any]:
@@ -88,20 +100,12 @@ def load_settings(config_uri: str, app_name: str | None = None,
     settings, placeholders = _read_with_placeholders(config_uri, app_name, dict(variables or ()))
     needed: dict[str, list[str]] = {}   # variable -> the settings that use it
     for key, value in list(settings.items()):
-        if key in placeholders:       # the placeholder itself, as a global setting
-            del settings[key]
-            continue
         missing = [name for name, placeholder in placeholders.items()
                    if isinstance(value, str) and placeholder in value]
-        if not missing:
-            continue
-        if key in STAND_INS and key not in needs:
-            settings[key] = STAND_INS[key]()
-        elif key.startswith(PREFIX):
-            for name in missing:
-                needed.setdefault(name, []).append(key)
-        else:
+        if key in placeholders:       # the placeholder itself, as a global setting
             del settings[key]
+        elif missing:
+            _without_placeholders(settings, key, missing, needs, needed)
     if needed:
         raise UsageError('cannot load %s: no value for %s: give %s' % (
             config_uri,

@@ -52,15 +52,12 @@ class BeakerImporter(CookieImporter):
 
     def __init__(self, settings: Mapping[str, Any], end_old: bool = True) -> None:
         try:
-            from beaker.cache import clsmap
-            from beaker.crypto import get_crypto_module, get_nonce_size
             from beaker.util import coerce_session_params
         except ImportError:
             raise ImportError('BeakerImporter needs Beaker: pip install '
                               '"pyramid_mongosession[import-beaker]"') from None
-        options = self._options(settings)
         try:
-            options = coerce_session_params(options)
+            options = coerce_session_params(self._options(settings))
         except Exception as exc:   # Beaker raises bare Exceptions
             raise ValueError('Beaker session settings: %s' % exc) from None
         kind = options.get('type') or ('file' if options.get('data_dir') else 'memory')
@@ -75,31 +72,43 @@ class BeakerImporter(CookieImporter):
         self._secret = secret.encode('utf-8')
         self.timeout = options.get('timeout')
         self.end_old = end_old
-        serializer = options.get('data_serializer', 'pickle')
+        self._loads = self._deserializer(options.get('data_serializer', 'pickle'))
+        self._encryption(options)
+        if not self.cookie_session:
+            self._store(options, kind)
+
+    @staticmethod
+    def _deserializer(serializer: str) -> Callable[[bytes], Any]:
         if serializer == 'pickle':
-            self._loads: Callable[[bytes], Any] = safe_unpickle
-        elif serializer == 'json':
-            self._loads = lambda data: json.loads(zlib.decompress(data).decode('utf-8'))
-        else:
-            raise ValueError('Beaker data_serializer must be pickle or json, not %r'
-                             % (serializer,))
+            return safe_unpickle
+        if serializer == 'json':
+            return lambda data: json.loads(zlib.decompress(data).decode('utf-8'))
+        raise ValueError('Beaker data_serializer must be pickle or json, not %r' % (serializer,))
+
+    def _encryption(self, options: Mapping[str, Any]) -> None:
+        """How Beaker encrypted the sessions, if it did (``encrypt_key``)."""
+        from beaker.crypto import get_crypto_module, get_nonce_size
         self._encrypt_key = options.get('encrypt_key')
         self._validate_key = options.get('validate_key') or ''
-        if self._encrypt_key:
-            self._crypto = get_crypto_module(options.get('crypto_type') or 'default')
-            if not self._crypto.has_aes:
-                raise ValueError('the Beaker sessions are encrypted, and no AES library '
-                                 'is installed (pip install cryptography)')
-            bits = options.get('encrypt_nonce_bits')
-            self._nonce_b64 = get_nonce_size(128 if bits is None else bits)[1]
-        if not self.cookie_session:
-            self._namespace_class = options.get('namespace_class') or clsmap[kind]
-            self._data_dir = options.get('data_dir')
-            args = {name: value for name, value in options.items()
-                    if name not in self.SESSION_PARAMETERS}
-            if self.timeout is not None:
-                args['timeout'] = self.timeout + BEAKER_BACKEND_MARGIN
-            self._namespace_args = args
+        if not self._encrypt_key:
+            return
+        self._crypto = get_crypto_module(options.get('crypto_type') or 'default')
+        if not self._crypto.has_aes:
+            raise ValueError('the Beaker sessions are encrypted, and no AES library '
+                             'is installed (pip install cryptography)')
+        bits = options.get('encrypt_nonce_bits')
+        self._nonce_b64 = get_nonce_size(128 if bits is None else bits)[1]
+
+    def _store(self, options: Mapping[str, Any], kind: str) -> None:
+        """Where Beaker kept the sessions: its namespace class and arguments."""
+        from beaker.cache import clsmap
+        self._namespace_class = options.get('namespace_class') or clsmap[kind]
+        self._data_dir = options.get('data_dir')
+        args = {name: value for name, value in options.items()
+                if name not in self.SESSION_PARAMETERS}
+        if self.timeout is not None:
+            args['timeout'] = self.timeout + BEAKER_BACKEND_MARGIN
+        self._namespace_args = args
 
     @staticmethod
     def _options(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -128,38 +137,45 @@ class BeakerImporter(CookieImporter):
         if self.cookie_session:
             data = self._decode(payload.encode('utf-8'))
         else:
-            namespace = self.namespace(payload)
-            namespace.acquire_read_lock()
-            try:
-                stored = namespace['session']
-            except (KeyError, TypeError):
-                stored = None
-            finally:
-                namespace.release_read_lock()
-            if stored is None:
-                raise ValueError('no such session in the Beaker store (ended, or expired)')
-            data = self._decode(stored)
-            if self.end_old:
-                end = functools.partial(self._remove, namespace)
+            data, end = self._stored(payload)
         if not isinstance(data, dict):
             raise ValueError('not a Beaker session')
         accessed = data.get('_accessed_time')
         if self.timeout is not None and accessed is not None and \
                 time.time() - accessed > self.timeout:
             raise ValueError('the session had expired')
-        created = utc_from(data.get('_creation_time'))
         values = {key: value for key, value in data.items() if key not in BEAKER_KEYS}
         if not values:
             return None
-        replay = None
-        if self.cookie_session:
-            replay = hmac.new(self._secret, b'replay:' + str(data.get('_id') or payload).encode(
-                'utf-8'), 'sha256').hexdigest()
-        return OldSession(values, self.source, created=created, end=end, cookie=self.cookie,
-                          replay_key=replay,
-                          replay_until=utc_from(accessed + self.timeout)
-                          if replay and accessed is not None and self.timeout is not None
-                          else None)
+        replay, until = self._replay(data, payload, accessed)
+        return OldSession(values, self.source, created=utc_from(data.get('_creation_time')),
+                          end=end, cookie=self.cookie, replay_key=replay, replay_until=until)
+
+    def _stored(self, session_id: str) -> tuple[Any, Callable[[], Any] | None]:
+        """The session Beaker's store holds under ``session_id``, and how to end it."""
+        namespace = self.namespace(session_id)
+        namespace.acquire_read_lock()
+        try:
+            stored = namespace['session']
+        except (KeyError, TypeError):
+            stored = None
+        finally:
+            namespace.release_read_lock()
+        if stored is None:
+            raise ValueError('no such session in the Beaker store (ended, or expired)')
+        return self._decode(stored), (functools.partial(self._remove, namespace)
+                                      if self.end_old else None)
+
+    def _replay(self, data: dict[str, Any], payload: str,
+                accessed: float | None) -> tuple[str | None, Any]:
+        """A cookie session's replay key, and until when it is refused (else None, None)."""
+        if not self.cookie_session:
+            return None, None
+        replay = hmac.new(self._secret, b'replay:' + str(data.get('_id') or payload).encode(
+            'utf-8'), 'sha256').hexdigest()
+        until = (utc_from(accessed + self.timeout)
+                 if accessed is not None and self.timeout is not None else None)
+        return replay, until
 
     def _decode(self, stored: Any) -> Any:
         """The session dict from what Beaker stored: base64 (a str), maybe AES, then the

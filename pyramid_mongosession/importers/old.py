@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import logging
 import math
-from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, NamedTuple
 
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ class OldCookie(NamedTuple):
     domain: str | None = None
 
 
-class OldSession(dict):
+class OldSession(Dict[str, Any]):
     """A visitor's old session, as an importer returns it: its data, and what else is known.
 
     ``source`` names the library; ``created`` is when the old session began
