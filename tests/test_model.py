@@ -260,6 +260,10 @@ class Model:
         """
         status = self.status(session_id, now)
         session = self.docs[session_id] if status == 'live' else None
+        # Whether the request looked at the session (a request that did not,
+        # and wrote nothing, is as one that never touched it: no refresh).
+        looked = late is not None or any(
+            op[0] in ('read', 'peek', 'pop', 'invalidate') for op in ops)
         data = copy.deepcopy(session.data) if session else {}
         expected = Expected()
         wrote = invalidated = timeout_set = False
@@ -351,7 +355,7 @@ class Model:
                     # refresh would (reissue_time) may leave the cookie as it
                     # is; so may a write after the headers went (late_store).
                     expected.cookie = 'keep|same'
-            elif stored_at_end:
+            elif stored_at_end and looked:
                 self.refresh(session, now, expected)
             elif own is not None:
                 expected.cookie, expected.max_age = 'keep|same', (own,)   # decided before
@@ -372,8 +376,6 @@ class Model:
                 # "a cookie that names nothing and gets nothing new is cleared".
                 # Assumed: a request that neither read the session nor stored
                 # anything need not find out that its cookie names nothing.
-                looked = timeout_set or late is not None or any(
-                    op[0] in ('read', 'peek', 'pop', 'invalidate') for op in ops)
                 expected.cookie = 'clear' if looked else 'clear|keep'
 
 
