@@ -1053,7 +1053,7 @@ def model_settings(server):
     """CI: a fixed number of examples from a fixed seed; MODEL_EXAMPLES: more, at random."""
     more = os.environ.get('MODEL_EXAMPLES')
     return settings(
-        max_examples=int(more) if more else (40 if server else 100),
+        max_examples=int(more) if more else (150 if server else 300),
         stateful_step_count=int(os.environ.get('MODEL_STEPS', 30)),
         derandomize=not more, deadline=None, database=None,
         # Without the explain phase: it traces every line, and shrinking takes minutes.
