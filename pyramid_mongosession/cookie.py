@@ -149,6 +149,11 @@ class SessionCookie:
         # The current secret's key first: a cookie it signed costs one HMAC.
         self._keys = (signing_key(secret),) + _old_signing_keys(secret, old_secrets)
 
+    @property
+    def secrets_accepted(self) -> int:
+        """How many secrets a cookie is verified with: ``secret`` and ``old_secrets``."""
+        return len(self._keys)
+
     def verify(self, value: str) -> tuple[str, int]:
         """Return ``(session_id, index)`` for a cookie value, or raise :exc:`ValueError`.
 

@@ -7,6 +7,7 @@ backend, mongomock, or by no database at all) and run in seconds::
 
     python3 -m pytest -m "not server and not browser and not docs"
 """
+import datetime
 import json
 import os
 import threading
@@ -363,6 +364,20 @@ def factory_for(collection, **options):
     """A :class:`MongoSessionFactory` on ``collection``: its ``store``, ``maintenance``,
     ``indexes`` and ``connection`` are what tests that work below the requests use."""
     return MongoSessionFactory(collection, SECRET, **options)
+
+
+def add_sessions(store, count, expired=False, **data):
+    """Store ``count`` sessions holding ``data``; return their ids."""
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    created = now - datetime.timedelta(hours=2)
+    expires = now - datetime.timedelta(minutes=5) if expired else now + datetime.timedelta(hours=1)
+    ids = []
+    for n in range(count):
+        session_id = 'session-%s-%d-%s' % ('expired' if expired else 'live', n,
+                                          os.urandom(6).hex())
+        store.insert(session_id, dict(data, n=n), created, expires)
+        ids.append(session_id)
+    return ids
 
 
 @pytest.fixture

@@ -15,10 +15,9 @@ import pytest
 from pyramid.config import Configurator
 
 from pyramid_mongosession.cli import main, parse_value, percentile
-from pyramid_mongosession.encoding import utcnow
 from pyramid_mongosession.documents import document_id
 
-from .conftest import SECRET, factory_for
+from .conftest import SECRET, add_sessions, factory_for
 from .servers import free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,20 +61,6 @@ def one_error_line(err):
     assert 'Traceback' not in err
     assert lines[0].startswith('pmongosession')
     return lines[0]
-
-
-def add_sessions(store, count, expired=False, **data):
-    """Store ``count`` sessions holding ``data``; return their ids."""
-    now = utcnow()
-    created = now - datetime.timedelta(hours=2)
-    expires = now - datetime.timedelta(minutes=5) if expired else now + datetime.timedelta(hours=1)
-    ids = []
-    for n in range(count):
-        session_id = 'session-%s-%d-%s' % ('expired' if expired else 'live', n,
-                                          os.urandom(6).hex())
-        store.insert(session_id, dict(data, n=n), created, expires)
-        ids.append(session_id)
-    return ids
 
 
 def stored_ids(collection):

@@ -10,19 +10,11 @@ from pymongo.errors import AutoReconnect, OperationFailure
 from pyramid_mongosession import SessionBackendError
 from pyramid_mongosession.documents import document_id
 
-from .conftest import factory_for
+from .conftest import add_sessions, factory_for
 
 
 def utcnow():
     return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
-
-
-def add_sessions(factory, count, expired=False, payload=''):
-    now = utcnow()
-    expires = now + datetime.timedelta(minutes=-5 if expired else 60)
-    for n in range(count):
-        factory.store.insert('maintenance-%d-%s' % (n, os.urandom(6).hex()),
-                     {'n': n, 'payload': payload * n}, now, expires)
 
 
 def stored_sizes(collection):
@@ -53,8 +45,8 @@ def test_namespace(collection):
 def test_session_counts(collection):
     factory = factory_for(collection)
     assert factory.maintenance.session_counts(utcnow()) == (0, 0)
-    add_sessions(factory, 4)
-    add_sessions(factory, 3, expired=True)
+    add_sessions(factory.store, 4)
+    add_sessions(factory.store, 3, expired=True)
     assert factory.maintenance.session_counts(utcnow()) == (7, 3)
     # "expired" is relative to the time given
     assert factory.maintenance.session_counts(utcnow() - datetime.timedelta(hours=1)) == (7, 0)
@@ -74,7 +66,7 @@ def test_ttl_index_name(collection):
 @pytest.mark.parametrize('at_random', [False, True])
 def test_document_sizes(collection, at_random):
     factory = factory_for(collection)
-    add_sessions(factory, 10, payload='x' * 10)
+    add_sessions(factory.store, 10, payload='x' * 10)
     actual = stored_sizes(collection)
     sizes, refusal = factory.maintenance.document_sizes(4 if at_random else 10, at_random=at_random)
     # computed by the server (refusal None), or, where it cannot (FerretDB
@@ -90,7 +82,7 @@ def test_document_sizes_measured_here_when_the_server_cannot(collection):
     refusal = OperationFailure('no $bsonSize here', code=238,
                                details={'errmsg': 'no $bsonSize here', 'code': 238})
     factory = factory_for(lambda: Failing(collection, refusal))
-    add_sessions(factory, 6, payload='y')
+    add_sessions(factory.store, 6, payload='y')
     sizes, reason = factory.maintenance.document_sizes(4, at_random=True)
     assert reason == 'no $bsonSize here'
     first = [len(bson.encode(doc)) for doc in collection.find().limit(4)]
@@ -99,7 +91,7 @@ def test_document_sizes_measured_here_when_the_server_cannot(collection):
 
 def test_document_sizes_does_not_hide_an_outage(collection):
     factory = factory_for(lambda: Failing(collection, AutoReconnect('connection reset')))
-    add_sessions(factory, 2)
+    add_sessions(factory.store, 2)
     with pytest.raises(SessionBackendError, match='connection reset') as info:
         factory.maintenance.document_sizes(10)
     assert isinstance(info.value.__cause__, AutoReconnect)

@@ -289,19 +289,19 @@ def test_old_secrets_from_ini(text, parsed):
         dict(BASE, **{'mongodb_session.old_secrets': text}))
     assert options['old_secrets'] == parsed
     factory = session_factory_from_settings(dict(BASE, **{'mongodb_session.old_secrets': text}))
-    assert len(factory.cookie._keys) == 1 + len(parsed or ())
+    assert factory.cookie.secrets_accepted == 1 + len(parsed or ())
 
 
 @pytest.mark.parametrize('name', ['old_secrets', 'encryption_keys'])
 def test_list_settings_take_none_as_documented(name):
     # Not a list of one secret (or key) spelt "none".
     factory = session_factory_from_settings(dict(BASE, **{'mongodb_session.' + name: 'none'}))
-    assert len(factory.cookie._keys) == 1 and factory.store.codec.cipher is None
+    assert factory.cookie.secrets_accepted == 1 and factory.store.codec.cipher is None
 
 
 def test_old_secrets_default_to_none():
     assert parse_settings(BASE)[1].get('old_secrets') is None
-    assert len(session_factory_from_settings(BASE).cookie._keys) == 1
+    assert session_factory_from_settings(BASE).cookie.secrets_accepted == 1
 
 
 def test_the_current_secret_as_an_old_secret_fails_at_startup_naming_the_setting():
