@@ -47,9 +47,9 @@ __all__ = [
 def includeme(config: Configurator) -> None:
     """Install the session factory described by the ``mongodb_session.*`` settings.
 
-    Also installs :func:`~pyramid_mongosession.lifecycle.session_tween_factory`,
+    Also installs :func:`~pyramid_mongosession.tween.session_tween_factory`,
     so that a session that cannot be stored renders the application's
     exception view for the error.
     """
     config.set_session_factory(session_factory_from_settings(config.get_settings()))
-    config.add_tween('pyramid_mongosession.lifecycle.session_tween_factory', over=EXCVIEW)
+    config.add_tween('pyramid_mongosession.tween.session_tween_factory', over=EXCVIEW)

@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional, Tuple
 
 from .cookie import new_session_id
 from .encoding import utcnow
-from .exceptions import SessionBackendError, SessionConflict, SessionStoreError
+from .exceptions import SessionBackendError, SessionConflict
 from .store import UNCHANGED
 from .streaming import BodyThenFinish, keeping_request
+from .tween import FINISH
 
 if TYPE_CHECKING:
     import datetime
 
-    from pyramid.registry import Registry
     from pyramid.request import Request
     from pyramid.response import Response
 
@@ -111,8 +111,6 @@ def publicly_cacheable(request: Request, response: Response) -> bool:
     return 'Cache-Control' in response.headers and bool(response.cache_control.public)
 
 
-#: Where a request keeps the end of its session until the tween or the response callback runs it.
-_FINISH = 'pyramid_mongosession.finish'
 
 
 class EndOfRequest:
@@ -138,7 +136,8 @@ class EndOfRequest:
     def register(self, request: Request, state: SessionState) -> None:
         """Have the end of ``request`` run once for this session.
 
-        As a response callback; or earlier, by :func:`session_tween_factory`
+        As a response callback; or earlier, by
+        :func:`~pyramid_mongosession.tween.session_tween_factory`
         where it is installed, so that a failure to store renders the
         application's exception view.
         """
@@ -151,7 +150,7 @@ class EndOfRequest:
             if not done:
                 done.append(True)
                 self(state, request, response)
-        request.__dict__[_FINISH] = finish
+        request.__dict__[FINISH] = finish
         request.add_response_callback(finish)
 
     def __call__(self, state: SessionState, request: Request, response: Response) -> None:
@@ -443,30 +442,3 @@ class EndOfRequest:
         if theirs or dropped:
             self.store.update(state.id, now, theirs, dropped, self._expires(state, now),
                               data=dict(state.data, **theirs), stored_size=None)
-
-
-def session_tween_factory(handler: Callable[[Request], Response],
-                          registry: Registry) -> Callable[[Request], Response]:
-    """A tween that ends the session where a failure can still become an error page.
-
-    Pyramid runs response callbacks after the exception views, so a session
-    that fails to store there gives the WSGI server's bare 500. Installed
-    over ``EXCVIEW`` (``config.include('pyramid_mongosession')`` does it),
-    this tween ends the session first; a
-    :class:`~pyramid_mongosession.SessionStoreError` then renders the
-    application's exception view for it (a 503 page, say). Under
-    ``pyramid_retry``, a retryable error rendered that way still retries
-    the request. Without an exception view for the error, it propagates as
-    before.
-    """
-    def session_tween(request: Request) -> Response:
-        response = handler(request)
-        finish = request.__dict__.get(_FINISH)
-        if finish is None:
-            return response
-        try:
-            finish(request, response)
-        except SessionStoreError:
-            return request.invoke_exception_view(reraise=True)
-        return response
-    return session_tween

@@ -297,7 +297,7 @@ def conflicting_app(collection, retry):
     if retry:
         config.include('pyramid_retry')
     config.set_session_factory(MongoSessionFactory(collection, SECRET, detect_conflicts=True))
-    config.add_tween('pyramid_mongosession.lifecycle.session_tween_factory',
+    config.add_tween('pyramid_mongosession.tween.session_tween_factory',
                      over='pyramid.tweens.excview_tween_factory')
     attempts = []
 
