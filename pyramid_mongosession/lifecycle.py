@@ -207,17 +207,12 @@ class EndOfRequest:
     def _must_load(self, state: SessionState) -> bool:
         """Whether the end of the request must load a session that the view never read.
 
-        A write may go without a read (one round trip instead of two) unless
-        the response streams under late_store (the cookie is decided before
-        the body writes), or the write is one the store takes only with the
-        session in hand (see :meth:`SessionStore.can_write_blind`), or an
-        ``absolute_timeout`` caps the expiry (the write needs the creation time).
-        ``change_id`` always loads: the new document is written before the
-        old one goes, so a session is under one id or the other at every
-        moment (for ``revoke_user`` too), and never in neither. A cookie
-        signed with an old secret is signed anew only for a session found live.
-        ``expire`` does not: a logout is one delete, and only a delete that
-        finds nothing asks whether the id was retired.
+        A write may go without a read unless the body streams (late_store: the
+        cookie is decided first), the store takes it only with the session in
+        hand (:meth:`SessionStore.can_write_blind`), or ``absolute_timeout``
+        caps the expiry. ``change_id`` always loads (the new document is
+        written before the old one goes), and so does a cookie signed with an
+        old secret (signed anew only for a live session); a logout does not.
         """
         flags = state.flags
         if flags['late_store'] or flags['change_id'] or state.resign:
@@ -264,19 +259,28 @@ class EndOfRequest:
 
     def _set_cookie(self, plan: Plan, state: SessionState, response: Response,
                     refresh: datetime.datetime | None) -> None:
-        # A session with a timeout of its own ("remember me") has a persistent
-        # cookie that lives as long; any other, the factory's cookie_max_age.
-        max_age = state.own_timeout if state.own_timeout is not None else self.cookie.max_age
+        stores = plan.store != NOTHING
+        max_age = self._max_age(state, stores)
         if plan.cookie == CLEAR:
             self.cookie.clear(response)
         elif state.id is None:
             return
         elif plan.cookie == NEW_ID:
             self.cookie.set(response, state.id, max_age)
-        elif state.own_timeout_set or state.resign or (refresh is not None and max_age is not None):
+        elif state.resign or (stores and (state.own_timeout_set
+                                          or (refresh is not None and max_age is not None))):
             # The browser's copy slides too; or it was signed with an old secret,
             # and the session it names is live: the same id, signed anew.
             self.cookie.set(response, state.id, max_age)
+
+    def _max_age(self, state: SessionState, stores: bool) -> float | None:
+        """The cookie's Max-Age: a session with a timeout of its own ("remember me")
+        has a persistent cookie that lives as long; any other, the factory's
+        ``cookie_max_age``. A timeout this request set counts only if it is stored."""
+        own = state.own_timeout
+        if state.own_timeout_set and not stores:
+            own = state.stored.timeout if state.stored is not None else None
+        return own if own is not None else self.cookie.max_age
 
     def _finish_late(self, plan: Plan, state: SessionState, planned_id: str | None,
                      refresh: datetime.datetime | None, body_sent: bool = True) -> None:

@@ -455,3 +455,17 @@ def test_stats_count_sessions_not_the_tombstones_of_retired_ids(collection, buil
     assert collection.count_documents({}) == 2                 # the session and a tombstone
     assert app.session_factory.maintenance.session_counts(clock.now) == (1, 0)
 
+
+
+def test_a_timeout_of_its_own_under_no_store_changes_neither_the_store_nor_the_cookie(
+        backend_collection, build_app):
+    def remember_but_store_nothing(request):
+        request.session.get('a')
+        request.session.options['timeout'] = MONTH
+        request.session.options['no_store'] = True
+        return Response('ok')
+    app = build_app(backend_collection, views={'remember': remember_but_store_nothing})
+    app.get('/session?set=a:1')
+    assert session_cookie(app.get('/remember')) is None
+    [document] = backend_collection.find(LIVE)
+    assert 'timeout' not in document
