@@ -464,8 +464,13 @@ def test_a_timeout_of_its_own_under_no_store_changes_neither_the_store_nor_the_c
         request.session.options['timeout'] = MONTH
         request.session.options['no_store'] = True
         return Response('ok')
-    app = build_app(backend_collection, views={'remember': remember_but_store_nothing})
-    app.get('/session?set=a:1')
-    assert session_cookie(app.get('/remember')) is None
+    before = build_app(backend_collection, secret=OLD_SECRET)
+    before.get('/session?set=a:1')
+    app = build_app(backend_collection, old_secrets=[OLD_SECRET],
+                    views={'remember': remember_but_store_nothing})
+    app.set_cookie('session', before.cookies['session'])
+    # Signed anew (an old secret signed it), as the browser-session cookie it is.
+    cookie = session_cookie(app.get('/remember'))
+    assert cookie is not None and 'Max-Age' not in cookie
     [document] = backend_collection.find(LIVE)
     assert 'timeout' not in document
