@@ -15,7 +15,7 @@ REDIS = 'pyramid_session_redis'
 #: Round trips per request that pyramid_mongosession should make at most.
 ROUND_TRIP_TARGETS = [
     ('untouched', 0), ('new-empty', 0), ('new-write', 1), ('read-only', 1),
-    ('write-one-key', 1), ('read-then-write', 2), ('login', 2), ('logout', 2),
+    ('write-one-key', 1), ('read-then-write', 2), ('login', 3), ('logout', 1),
 ]
 #: How pyramid_mongosession does what a scenario's name says, where it has a choice.
 HOW = {'login': "options['change_id']", 'logout': "options['expire']"}
