@@ -348,6 +348,12 @@ class SessionApp(webtest.TestApp):
         response = self.get('/call', extra_environ=extra_environ, **kwargs)
         return outcome['result'], response
 
+    def warmed(self):
+        """This browser after its store's one-time index creation, with an empty cookie jar."""
+        self.get('/session?set=warm:1')
+        self.reset()
+        return self
+
     def visitor(self, cookie=None, name='session'):
         """Another browser of the same application, holding session cookie ``cookie``."""
         other = type(self)(self.app)

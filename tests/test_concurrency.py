@@ -219,13 +219,13 @@ def race(build_app, collection, action, **options):
     return slow, outcome
 
 
-def login(session):
+def sign_in(session):
     session['user'] = 'alice'
     session.options['change_id'] = True
 
 
 def test_change_id_keeps_a_concurrent_write_to_another_key(atomic_collection, build_app):
-    slow, outcome = race(build_app, atomic_collection, login)
+    slow, outcome = race(build_app, atomic_collection, sign_in)
     assert 'error' not in outcome
     assert slow.get('/session').json['data'] == {'x': 1, 'user': 'alice', 'cart': ['apple']}
     assert atomic_collection.count_documents(LIVE) == 1
@@ -233,7 +233,7 @@ def test_change_id_keeps_a_concurrent_write_to_another_key(atomic_collection, bu
 
 def test_change_id_with_detect_conflicts_raises_and_keeps_the_old_session(atomic_collection,
                                                                          build_app):
-    slow, outcome = race(build_app, atomic_collection, login, detect_conflicts=True)
+    slow, outcome = race(build_app, atomic_collection, sign_in, detect_conflicts=True)
     assert isinstance(outcome.get('error'), SessionConflict)
     docs = list(atomic_collection.find())
     assert [d['data'] for d in docs] == [{'x': 1, 'cart': ['apple']}]

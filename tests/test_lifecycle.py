@@ -139,8 +139,8 @@ def test_change_id_with_no_store_stores_a_new_session(app, collection, query):
 # -- late_store on responses whose body is never sent, or only in part ------------------
 
 @pytest.fixture
-def browser(build_app):
-    """``browser(collection, cookie=None, **views)``: an application with these views,
+def make_browser(build_app):
+    """``make_browser(collection, cookie=None, **views)``: an application with these views,
     holding ``cookie`` (see build_app)."""
     def make(collection, cookie=None, **views):
         app = build_app(collection, views=views)
@@ -163,8 +163,8 @@ def late_view(request):
 
 
 @pytest.mark.parametrize('request_kind', ['GET', 'HEAD', 'If-None-Match', 'Range'])
-def test_late_store_stores_whatever_happens_to_the_body(collection, request_kind, browser):
-    app = browser(collection, late=late_view)
+def test_late_store_stores_whatever_happens_to_the_body(collection, request_kind, make_browser):
+    app = make_browser(collection, late=late_view)
     if request_kind == 'HEAD':
         response = app.head('/late')
     elif request_kind == 'If-None-Match':
@@ -199,28 +199,28 @@ def broken_stream(ending):
     return view
 
 
-def test_late_store_stores_nothing_when_the_body_raises(app, collection, browser):
+def test_late_store_stores_nothing_when_the_body_raises(app, collection, make_browser):
     app.get('/session?set=a:1')
-    broken = browser(collection, app.cookies['session'], broken=broken_stream(None))
+    broken = make_browser(collection, app.cookies['session'], broken=broken_stream(None))
     with pytest.raises(RuntimeError):
         broken.get('/broken')
     assert app.get('/session').json['data'] == {'a': 1}
 
 
 @pytest.mark.parametrize('ending', ['invalidate', 'expire'])
-def test_an_ended_session_is_gone_even_when_the_body_raises(app, collection, ending, browser):
+def test_an_ended_session_is_gone_even_when_the_body_raises(app, collection, ending, make_browser):
     app.get('/session?set=user:"alice"')
     old_cookie = app.cookies['session']
-    broken = browser(collection, old_cookie, broken=broken_stream(ending))
+    broken = make_browser(collection, old_cookie, broken=broken_stream(ending))
     with pytest.raises(RuntimeError):
         broken.get('/broken')
     assert collection.count_documents({}) == 0
-    assert browser(collection, old_cookie).get('/session').json['data'] == {}
+    assert make_browser(collection, old_cookie).get('/session').json['data'] == {}
 
 
 # -- a session that expires while a request is in flight ---------------------------------
 
-def test_change_id_after_the_idle_expiry_does_not_revive_the_session(app, collection, browser):
+def test_change_id_after_the_idle_expiry_does_not_revive_the_session(app, collection, make_browser):
     app.get('/session?set=user:"alice"')
 
     def login(request):
@@ -230,7 +230,7 @@ def test_change_id_after_the_idle_expiry_does_not_revive_the_session(app, collec
         request.session['role'] = 'admin'
         request.session.options['change_id'] = True
         return Response('ok')
-    late = browser(collection, app.cookies['session'], login=login)
+    late = make_browser(collection, app.cookies['session'], login=login)
     response = late.get('/login')
     # Nothing lives on: not under a new id, and the expired document is no tombstone.
     assert 'Set-Cookie' not in response.headers
@@ -241,11 +241,11 @@ def test_change_id_after_the_idle_expiry_does_not_revive_the_session(app, collec
 
 # -- created -------------------------------------------------------------------------
 
-def test_created_is_the_same_on_every_request(collection, browser):
+def test_created_is_the_same_on_every_request(collection, make_browser):
     def create(request):
         request.session['a'] = 1
         return Response(json=request.session.created)
-    app = browser(collection, create=create,
+    app = make_browser(collection, create=create,
                   created=lambda request: Response(json=request.session.created))
     created = app.get('/create').json
     assert app.get('/created').json == created

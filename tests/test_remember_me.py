@@ -26,8 +26,8 @@ def forget_me(request):
 
 
 @pytest.fixture
-def browser(build_app):
-    """``browser(collection, **options)``: the login application (see build_app)."""
+def make_browser(build_app):
+    """``make_browser(collection, **options)``: the login application (see build_app)."""
     return lambda collection, **options: build_app(
         collection, views={'login': login, 'forget': forget_me}, **options)
 
@@ -38,8 +38,8 @@ def expiry_in_seconds(collection):
     return (document['expires'] - now).total_seconds()
 
 
-def test_remember_me_makes_the_session_and_its_cookie_last(collection, browser):
-    app = browser(collection)
+def test_remember_me_makes_the_session_and_its_cookie_last(collection, make_browser):
+    app = make_browser(collection)
     app.get('/session?set=visits:1')
     response = app.get('/login?remember=1')
     cookie = response.headers['Set-Cookie']
@@ -51,16 +51,17 @@ def test_remember_me_makes_the_session_and_its_cookie_last(collection, browser):
     assert app.get('/session').json['data'] == {'visits': 2, 'user': 'alice'}
 
 
-def test_other_sessions_keep_browser_session_cookies(collection, browser):
-    app = browser(collection)
+def test_other_sessions_keep_browser_session_cookies(collection, make_browser):
+    app = make_browser(collection)
     app.get('/session?set=visits:1')
     response = app.get('/login')
     assert 'Max-Age' not in response.headers['Set-Cookie']
     assert expiry_in_seconds(collection) <= 1200
 
 
-def test_a_write_that_did_not_read_keeps_the_sessions_own_timeout(collection, round_trips, browser):
-    app = browser(collection)
+def test_a_write_that_did_not_read_keeps_the_sessions_own_timeout(collection, round_trips,
+                                                                   make_browser):
+    app = make_browser(collection)
     app.get('/session?set=visits:1')
     app.get('/login?remember=1')
     round_trips()
@@ -71,8 +72,8 @@ def test_a_write_that_did_not_read_keeps_the_sessions_own_timeout(collection, ro
     assert app.get('/session').json['data'] == {'visits': 3, 'user': 'alice'}
 
 
-def test_the_persistent_cookie_slides_with_the_expiry(collection, browser):
-    app = browser(collection, reissue_time=60)
+def test_the_persistent_cookie_slides_with_the_expiry(collection, make_browser):
+    app = make_browser(collection, reissue_time=60)
     app.get('/login?remember=1')
     # Time passes: the stored expiry is now two minutes short of a month away.
     collection.update_many(LIVE, {'$inc': {}, '$set': {'expires': datetime.datetime.now(
@@ -81,14 +82,14 @@ def test_the_persistent_cookie_slides_with_the_expiry(collection, browser):
     assert 'Max-Age=%d' % MONTH in response.headers['Set-Cookie']
 
 
-def test_absolute_timeout_still_caps_it(collection, browser):
-    app = browser(collection, absolute_timeout=3600)
+def test_absolute_timeout_still_caps_it(collection, make_browser):
+    app = make_browser(collection, absolute_timeout=3600)
     app.get('/login?remember=1')
     assert expiry_in_seconds(collection) <= 3600
 
 
-def test_back_to_the_default(collection, browser):
-    app = browser(collection)
+def test_back_to_the_default(collection, make_browser):
+    app = make_browser(collection)
     app.get('/login?remember=1')
     response = app.get('/forget')
     assert 'Max-Age' not in response.headers['Set-Cookie']     # a browser-session cookie again

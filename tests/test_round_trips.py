@@ -14,8 +14,7 @@ from .conftest import make_config
 @pytest.fixture
 def warm_app(app, round_trips):
     """The app after its one-time index creation, with the command log reset."""
-    app.get('/session?set=warm:1')
-    app.reset()
+    app.warmed()
     assert 'createIndexes' in round_trips()
     return app
 

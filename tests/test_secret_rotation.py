@@ -45,7 +45,7 @@ def session_cookies(response, name='session'):
     return found
 
 
-def public_view(request):
+def cacheable_read_view(request):
     request.session.get('user')
     response = Response('cacheable')
     response.cache_control.public = True
@@ -58,14 +58,7 @@ def app_with(collection, build_app):
     """``app_with(secret, **options)``: an application on this test's collection,
     signing with ``secret``."""
     return lambda secret, **options: build_app(collection, secret=secret,
-                                               views={'public': public_view}, **options)
-
-
-def warm(app):
-    """``app`` after its store's one-time index creation, with an empty cookie jar."""
-    app.get('/session?set=warm:1')
-    app.reset()
-    return app
+                                               views={'public': cacheable_read_view}, **options)
 
 
 @pytest.fixture
@@ -82,7 +75,7 @@ def old_cookie(app_with):
 def test_old_cookie_loads_its_session_and_is_reissued_without_a_write(
         app_with, old_cookie, round_trips, collection):
     value, session_id = old_cookie
-    app = warm(app_with(NEW, old_secrets=[OLD]))
+    app = app_with(NEW, old_secrets=[OLD]).warmed()
     stored = collection.find_one({'data.user': 'alice'})
     app.set_cookie('session', value)
     round_trips()
@@ -177,7 +170,7 @@ def test_one_set_cookie_when_a_persistent_cookie_slides(app_with, collection):
 
 
 def test_no_reissue_on_a_publicly_cacheable_response(app_with, old_cookie, round_trips):
-    app = warm(app_with(NEW, old_secrets=[OLD]))
+    app = app_with(NEW, old_secrets=[OLD]).warmed()
     app.set_cookie('session', old_cookie[0])
     round_trips()
     response = app.get('/public')

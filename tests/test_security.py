@@ -152,7 +152,7 @@ def test_secure_strict_cookie(make_app):
     assert 'Domain=example.com' in cookie and 'Path=/app' in cookie
 
 
-def public_view(request):
+def cacheable_write_view(request):
     request.session['visited'] = True
     response = Response('cache me')
     response.cache_control.public = True
@@ -161,14 +161,14 @@ def public_view(request):
 
 
 def test_publicly_cacheable_response_gets_no_cookie_and_no_write(collection, build_app):
-    app = build_app(collection, views={'public': public_view})
+    app = build_app(collection, views={'public': cacheable_write_view})
     response = app.get('/public')
     assert 'Set-Cookie' not in response.headers
     assert collection.count_documents({}) == 0
 
 
 def test_cacheable_decision_can_be_overridden(collection, build_app):
-    app = build_app(collection, views={'public': public_view},
+    app = build_app(collection, views={'public': cacheable_write_view},
                     is_cacheable=lambda request, response: False)
     assert 'Set-Cookie' in app.get('/public').headers
     assert collection.count_documents({}) == 1

@@ -41,15 +41,16 @@ REFUSED_EVERYWHERE = {
 
 
 @pytest.fixture
-def browser(build_app):
-    """``browser(collection, **views)``: an application with these views (see build_app)."""
+def make_browser(build_app):
+    """``make_browser(collection, **views)``: an application with these views (see build_app)."""
     return lambda collection, **views: build_app(collection, views=views)
 
 
 # -- refused at assignment, naming the key, at the view's line ----------------------
 
 @pytest.mark.parametrize('value', REFUSED_EVERYWHERE.values(), ids=REFUSED_EVERYWHERE.keys())
-def test_unstorable_value_is_refused_where_the_view_stores_it(backend_collection, value, browser):
+def test_unstorable_value_is_refused_where_the_view_stores_it(backend_collection, value,
+                                                               make_browser):
     caught = {}
 
     def view(request):
@@ -59,7 +60,7 @@ def test_unstorable_value_is_refused_where_the_view_stores_it(backend_collection
         except SessionValueError as exc:
             caught['error'] = exc
         return Response('ok')
-    app = browser(backend_collection, store=view)
+    app = make_browser(backend_collection, store=view)
     app.get('/store')
     error = caught['error']
     assert "'bad'" in str(error)
@@ -71,10 +72,10 @@ def test_unstorable_value_is_refused_where_the_view_stores_it(backend_collection
     assert app.get('/session').json['data'] == {'fine': 1}
 
 
-def test_deepest_storable_value_round_trips(backend_collection, browser):
-    app = browser(backend_collection)
+def test_deepest_storable_value_round_trips(backend_collection, make_browser):
+    app = make_browser(backend_collection)
     deep = nested(MAX_VALUE_DEPTH)
-    config_view = browser(backend_collection, deep=lambda request: (
+    config_view = make_browser(backend_collection, deep=lambda request: (
         request.session.__setitem__('deep', deep), Response('ok'))[1])
     config_view.get('/deep')
     app.set_cookie('session', config_view.cookies['session'])
@@ -111,7 +112,7 @@ AWKWARD_KEY = st.one_of(
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(key=AWKWARD_KEY)
-def test_every_string_key_can_be_set_changed_and_deleted(collection, key, browser):
+def test_every_string_key_can_be_set_changed_and_deleted(collection, key, make_browser):
     collection.delete_many({})
 
     def request(**ops):
@@ -126,7 +127,7 @@ def test_every_string_key_can_be_set_changed_and_deleted(collection, key, browse
                     session.clear()
             return Response(json=sorted(session.items()))
         return view
-    app = browser(collection, first=request(set={key: 1, 'other': 1}),
+    app = make_browser(collection, first=request(set={key: 1, 'other': 1}),
                   second=request(set={key: 2, 'other': 2}),
                   third=request(delete=key), fourth=request(clear=True))
     app.get('/first')
@@ -145,8 +146,8 @@ NINE_MB = 'x' * (9 * 1024 * 1024)
 
 
 def test_two_large_keys_in_separate_requests_are_refused_before_sending(backend_collection,
-                                                                        browser):
-    app = browser(backend_collection, big=lambda request: (
+                                                                        make_browser):
+    app = make_browser(backend_collection, big=lambda request: (
         request.session.__setitem__(request.params['key'], NINE_MB), Response('ok'))[1])
     app.get('/big?key=first')
     with pytest.raises(SessionValueError, match='larger than MongoDB'):
@@ -155,35 +156,35 @@ def test_two_large_keys_in_separate_requests_are_refused_before_sending(backend_
     assert backend_collection.count_documents({}) == 1
 
 
-def test_two_large_keys_in_one_request_are_refused(backend_collection, browser):
+def test_two_large_keys_in_one_request_are_refused(backend_collection, make_browser):
     def view(request):
         request.session['first'] = NINE_MB
         request.session['second'] = NINE_MB
         return Response('ok')
     with pytest.raises(SessionValueError, match='larger than MongoDB'):
-        browser(backend_collection, big=view).get('/big')
+        make_browser(backend_collection, big=view).get('/big')
     assert backend_collection.count_documents({}) == 0
 
 
-def test_change_id_of_an_oversized_session_is_refused(backend_collection, browser):
+def test_change_id_of_an_oversized_session_is_refused(backend_collection, make_browser):
     def view(request):
         request.session[request.params['key']] = NINE_MB
         if 'rotate' in request.params:
             request.session.change_id()
         return Response('ok')
-    app = browser(backend_collection, big=view)
+    app = make_browser(backend_collection, big=view)
     app.get('/big?key=first')
     with pytest.raises(SessionValueError, match='larger than MongoDB'):
         app.get('/big?key=second&rotate=1')
     assert backend_collection.count_documents({}) == 1   # the old session, as it was
 
 
-def test_value_over_the_limit_is_refused_at_assignment(backend_collection, browser):
+def test_value_over_the_limit_is_refused_at_assignment(backend_collection, make_browser):
     def view(request):
         with pytest.raises(SessionValueError, match="'huge'.*larger than MongoDB"):
             request.session['huge'] = b'x' * (MAX_DOCUMENT_SIZE + 1)
         return Response('ok')
-    browser(backend_collection, big=view).get('/big')
+    make_browser(backend_collection, big=view).get('/big')
 
 
 # -- values only some servers refuse ----------------------------------------------------
@@ -219,7 +220,7 @@ def test_server_dependent_values_are_stored_or_refused_as_values(collection, val
         assert stored == (list(map(list, value)) if isinstance(value, list) else value)
 
 
-def test_embedded_backend_stores_uuids_as_a_server_does(backend_collection, browser):
+def test_embedded_backend_stores_uuids_as_a_server_does(backend_collection, make_browser):
     token = uuid.uuid4()
     seen = {}
 
@@ -229,7 +230,7 @@ def test_embedded_backend_stores_uuids_as_a_server_does(backend_collection, brow
         else:
             seen['token'] = request.session['token']
         return Response('ok')
-    app = browser(backend_collection, uuid=view)
+    app = make_browser(backend_collection, uuid=view)
     app.get('/uuid?set=1')
     app.get('/uuid')
     assert seen['token'] == token
