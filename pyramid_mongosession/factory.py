@@ -167,13 +167,14 @@ class MongoSessionFactory:
                 self._end_of_request.register(request, taken[0])
                 takeover.register(request, *taken)   # after the end of the request
                 return MongoSession(taken[0])
-            state = SessionState(had_cookie=self.cookie.sent(request) is not None)
+            state = SessionState(had_cookie=self.cookie.sent(request) is not None,
+                                 user_key=self.store.user_key)
         else:
             # Loaded on the first read (see MongoSession), and not before.
             state = SessionState(session_id, True,
-                                 functools.partial(self._load, session_id, weakref.ref(request)))
+                                 functools.partial(self._load, session_id, weakref.ref(request)),
+                                 user_key=self.store.user_key)
             state.resign = resign
-        state.user_key = self.store.user_key
         self._end_of_request.register(request, state)
         return MongoSession(state)
 

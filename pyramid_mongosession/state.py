@@ -66,7 +66,8 @@ class SessionState:
     resign: bool
 
     def __init__(self, cookie_id: str | None = None, had_cookie: bool = False,
-                 load: Callable[[], tuple[Any, bool, bool]] | None = None) -> None:
+                 load: Callable[[], tuple[Any, bool, bool]] | None = None,
+                 user_key: str | None = None) -> None:
         self.cookie_id = cookie_id
         self.had_cookie = had_cookie
         self.load = load
@@ -87,7 +88,7 @@ class SessionState:
         self.snapshots = {}
         self.request = None
         self.accounts = None
-        self.user_key = None       # the session key of the user id, whose values are checked
+        self.user_key = user_key   # the session key of the user id, whose values are checked
         self.resign = False        # the cookie verified only with one of old_secrets
 
     @property

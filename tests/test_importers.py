@@ -25,7 +25,7 @@ from pyramid.response import Response
 from pyramid.security import forget, remember
 from pyramid.session import SignedCookieSessionFactory
 
-from pyramid_mongosession import SessionImported
+from pyramid_mongosession import SessionImported, SessionValueError
 from pyramid_mongosession.cli import stats
 from pyramid_mongosession.importers import (
     COUNTER_ID, BeakerImporter, RedisImporter, SignedCookieImporter, imported_count)
@@ -690,3 +690,25 @@ def test_stats_with_the_import_settings_of_an_ini_file(run, tmp_path, mongodb_ur
     status, out, err = run('stats', path)
     assert (status, err) == (0, '')
     assert 'imported from the previous session library: 0\n' in out
+
+
+def test_an_imported_session_refuses_a_user_id_that_is_not_one_where_it_is_assigned(
+        peer, new_app, collection):
+    """The import meets the user-id rule: the request that imported the session
+    checks its own assignments as any request does."""
+    before = peer.old_app()
+    before.get('/login?user=mallory')
+    refused = []
+
+    def assign_a_list(request):
+        try:
+            request.session['auth.userid'] = ['mallory', 'alice']
+        except SessionValueError as exc:
+            refused.append(str(exc))
+        return Response('ok')
+    browser = move_browser(before, new_app(
+        peer.importer(), configure=lambda config: (configure(config), config.add_route(
+            'assign', '/assign'), config.add_view(assign_a_list, route_name='assign'))))
+    browser.get('/assign')
+    assert refused and "'auth.userid'" in refused[0]
+    assert [doc['user'] for doc in sessions(collection)] == ['mallory']

@@ -130,7 +130,7 @@ class Takeover:
             log.info('imported nothing: an old %s session cookie taken over already was '
                      'presented again (%s)', old.source, request.client_addr)
             return None
-        state = SessionState(new_session_id(), True)
+        state = SessionState(new_session_id(), True, user_key=self.store.user_key)
         state.request = weakref.ref(request)
         state.accounts = self.accounts
         state.id = state.cookie_id
