@@ -172,17 +172,8 @@ class EndOfRequest:
 
     def _carry_out(self, plan: Plan, state: SessionState, response: Response) -> None:
         refresh = self._refresh(plan, state)
-        # An ended session goes now, whatever happens to the body.
-        if plan.remove_loaded and self.accounts.remove_ended(state) is False:
-            if state.found:
-                self._gone(state)   # it was live when loaded: ended or retired since
-                return
-            if state.found is None:
-                # A logout that did not read: nothing was deleted. A retired id's
-                # logout must not clear the new login's cookie (one more query).
-                state.reload()
-                if state.retired:
-                    return self._retired(state)
+        if not self._still_this_requests(plan, state):
+            return
         if plan.cookie != KEEP:
             state.id = new_session_id() if plan.cookie == NEW_ID else None
         if state.flags['late_store']:
@@ -197,6 +188,26 @@ class EndOfRequest:
             # not read it first still gets the cookie it needs.
             plan, refresh = self._guarded(self._store, plan, state, refresh) or (plan, refresh)
             self._set_cookie(plan, state, response, refresh)
+
+    def _still_this_requests(self, plan: Plan, state: SessionState) -> bool:
+        """Delete an ended session, then tell whether the request may go on: False
+        when its id ended or was retired while it ran (then nothing more is done)."""
+        # An ended session goes now, whatever happens to the body.
+        if plan.remove_loaded and self.accounts.remove_ended(state) is False:
+            if state.found:
+                self._gone(state)   # it was live when loaded: ended or retired since
+                return False
+            if state.found is None:
+                # A logout that did not read: nothing was deleted. A retired id's
+                # logout must not clear the new login's cookie (one more query).
+                state.reload()
+                if state.retired:
+                    self._retired(state)
+                    return False
+        if state.resign and plan.cookie == KEEP and state.found and not self._confirm(state):
+            self._gone(state)   # retired by a parallel login since it was loaded
+            return False
+        return True
 
     def _refresh(self, plan: Plan, state: SessionState) -> datetime.datetime | None:
         """The expiry a request that changes nothing moves a stored session to, if one is due."""
@@ -308,12 +319,7 @@ class EndOfRequest:
                refresh: datetime.datetime | None) -> Outcome:
         """Carry out ``plan``'s store action; return the plan and refresh for the cookie."""
         now = utcnow()
-        if plan == LEAVE_ALONE and state.resign and state.found:
-            # Nothing is written, and the cookie is to be signed anew: only if
-            # the session is still live (a parallel login may have retired it).
-            if not self._confirm(state, now):
-                return self._gone(state)
-        elif plan.store == INSERT:
+        if plan.store == INSERT:
             self.accounts.created(state, self._insert(state, now))
         elif plan.store == MOVE:
             if not self._move(state, now):
@@ -356,15 +362,13 @@ class EndOfRequest:
         elif refresh is not None:
             return self.store.touch(state.id, now, refresh,
                                     account=self.accounts.update_fields(state, now))
-        elif state.resign:
-            return self._confirm(state, now)
         return True
 
-    def _confirm(self, state: SessionState, now: datetime.datetime) -> bool:
-        """Whether the session a request loaded is still live when its cookie is signed
-        anew (one query by ``_id``; nothing is written)."""
+    def _confirm(self, state: SessionState) -> bool:
+        """Whether the session a request loaded is still live now that its cookie is to be
+        signed anew: a parallel login may have retired it (one query by ``_id``)."""
         assert state.id is not None
-        return self.store.is_live(state.id, now)
+        return self.store.is_live(state.id, utcnow())
 
     def _update_unread(self, state: SessionState, now: datetime.datetime) -> bool:
         """A write-only request: its changes in one update, without a find.
@@ -415,12 +419,10 @@ class EndOfRequest:
         """change_id: the session as this request leaves it, under a new id; the old one goes.
 
         The new document is written before the old one is deleted, so a failure
-        in between loses nothing. Deleting returns the old document as it was at
-        that moment: if another request wrote it since this one loaded it, its
-        changes to keys this request did not change are carried over too. If the
-        old document was already gone (logged out, expired, moved or revoked),
-        the new one is deleted and False returned: a stale request cannot bring
-        a session back.
+        in between loses nothing; the delete returns the old document as it is
+        then, and another request's changes since the load are carried over. If
+        it had gone (logged out, expired, moved, revoked), the new one is
+        deleted and False returned: a stale request cannot bring it back.
         """
         store, old_id, stored = self.store, state.cookie_id, state.stored
         assert old_id is not None and stored is not None and state.id is not None

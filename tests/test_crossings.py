@@ -165,6 +165,8 @@ def test_an_old_secret_cookie_of_a_retired_id_is_not_signed_again(backend_collec
     pytest.param(lambda request: None, id='read only'),
     pytest.param(lambda request: request.session.options.__setitem__('no_store', True),
                  id='no_store'),
+    pytest.param(lambda request: request.session.options.__setitem__('late_store', True),
+                 id='late_store'),
 ])
 def test_an_old_secret_cookie_is_not_signed_again_once_a_parallel_login_retired_it(
         backend_collection, build_app, after):
