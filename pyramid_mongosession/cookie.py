@@ -56,14 +56,20 @@ def new_session_id() -> str:
     return secrets.token_urlsafe(ID_BYTES)
 
 
-def signing_key(secret: Secret) -> bytes:
-    """The HMAC key WebOb's :class:`~webob.cookies.SignedSerializer` derives from ``secret``."""
+def salted_key(salt: str, secret: Secret) -> bytes:
+    """The HMAC key WebOb's :class:`~webob.cookies.SignedSerializer` derives from ``salt``
+    and ``secret``: both latin-1 (else UTF-8)."""
     if isinstance(secret, bytes):
-        return _SALT.encode('latin-1') + secret
+        return salt.encode('latin-1') + secret
     try:
-        return _SALT.encode('latin-1') + secret.encode('latin-1')
+        return salt.encode('latin-1') + secret.encode('latin-1')
     except UnicodeEncodeError:
-        return _SALT.encode('utf-8') + secret.encode('utf-8')
+        return salt.encode('utf-8') + secret.encode('utf-8')
+
+
+def signing_key(secret: Secret) -> bytes:
+    """The HMAC key of this package's cookie for ``secret``."""
+    return salted_key(_SALT, secret)
 
 
 def check_secret(secret: Secret, name: str = 'secret') -> None:

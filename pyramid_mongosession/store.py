@@ -31,7 +31,7 @@ from pymongo.errors import DuplicateKeyError
 from .documents import (
     MAX_DATA_SIZE, DocumentCodec, ExpiredHook, RetiredSession, StoredSession, document_id, live,
     not_retired)
-from .encoding import ENCODING_ERRORS, check_value, unstorable
+from .encoding import ENCODING_ERRORS, check_value, field_name, unstorable
 from .connection import naming_refused
 from .exceptions import SessionBackendError, SessionConflict
 
@@ -213,7 +213,7 @@ class SessionStore:
         """The update operators of :meth:`update`, and a bound of the bytes they write."""
         sets, size = self.codec.fields(session_id, changed, 'data.')
         sets['expires'] = expires
-        unsets = {'data.' + name: '' for name in map(_field_name, removed)}
+        unsets = {'data.' + name: '' for name in map(field_name, removed)}
         if timeout is None:
             unsets['timeout'] = ''
         elif timeout is not UNCHANGED:
@@ -227,7 +227,7 @@ class SessionStore:
             for key, values in pushes.items():
                 for value in values:
                     size += check_value(key, value)
-            update['$push'] = {'data.' + _field_name(key): {'$each': values}
+            update['$push'] = {'data.' + field_name(key): {'$each': values}
                                for key, values in pushes.items()}
         return update, size
 
@@ -303,7 +303,3 @@ class SessionStore:
         gone = connection.received(gone)
         return gone.get('handle'), self.codec.user_of(gone)
 
-
-def _field_name(key: str) -> str:
-    from .encoding import field_name
-    return field_name(key)

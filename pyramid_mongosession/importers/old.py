@@ -77,16 +77,6 @@ def utc_from(seconds: Any) -> datetime.datetime | None:
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
-def salted_secret(salt: str, secret: str | bytes) -> bytes:
-    """The HMAC key of WebOb's SignedSerializer: salt and secret, latin-1 (else UTF-8)."""
-    if isinstance(secret, bytes):
-        return salt.encode('latin-1') + secret
-    try:
-        return salt.encode('latin-1') + secret.encode('latin-1')
-    except UnicodeEncodeError:
-        return salt.encode('utf-8') + secret.encode('utf-8')
-
-
 def unsigned(value: bytes, key: bytes, hashalg: str) -> bytes:
     """The payload of a value signed by WebOb's SignedSerializer; ValueError unless the
     signature (the HMAC of the payload, ahead of it, all unpadded base64url) verifies."""

@@ -7,8 +7,9 @@ import time
 from typing import Any, Callable
 
 
+from ..cookie import salted_key
 from .old import (
-    REDIS, CookieImporter, OldSession, salted_secret, unsigned,
+    REDIS, CookieImporter, OldSession, unsigned,
     utc_from)
 from .pickles import safe_unpickle
 
@@ -53,7 +54,7 @@ class RedisImporter(CookieImporter):
         self.client = client
         self.deserialize = deserialize or safe_unpickle
         self.end_old = end_old
-        self._key = salted_secret(self.salt, secret)
+        self._key = salted_key(self.salt, secret)
 
     def read(self, raw: str) -> OldSession | None:
         session_id = unsigned(raw.encode('utf-8'), self._key, 'sha512').decode('utf-8')

@@ -10,8 +10,9 @@ import time
 from typing import Any
 
 
+from ..cookie import salted_key
 from .old import (
-    COOKIE, CookieImporter, OldSession, salted_secret, unsigned,
+    COOKIE, CookieImporter, OldSession, unsigned,
     utc_from)
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class SignedCookieImporter(CookieImporter):
         self.timeout = None if timeout is None else float(timeout)
         self.hashalg = hashalg
         self.serializer = serializer
-        self._key = salted_secret(salt or '', secret)
+        self._key = salted_key(salt or '', secret)
 
     def read(self, raw: str) -> OldSession | None:
         payload = unsigned(raw.encode('latin-1'), self._key, self.hashalg)
