@@ -4,26 +4,27 @@ The factory registers :class:`EndOfRequest` as a response callback, so
 responses made by exception views follow the same rules. It works in two
 steps:
 
-1. :func:`decide` turns the session's options and state into a
-   :class:`Plan`, when the response's headers are still open: a cookie action
-   and a store action. Its cases are the precedence rules of
-   ``docs/options.rst``, in the same order.
+1. :func:`~pyramid_mongosession.plan.decide` turns the session's options and
+   state into a :class:`~pyramid_mongosession.plan.Plan` (a cookie action and
+   a store action) while the headers are still open; its cases are the
+   precedence rules of ``docs/options.rst``, in order.
 2. The plan is carried out at once, or, under ``late_store``, when the WSGI
-   server closes the response body. Deleting the document of a session that
-   ended (``expire``, ``invalidate()``) is never postponed: it happens with
-   the headers, and again at the end if the session ended while the body
-   streamed, whether or not the body was sent.
+   server closes the body. An ended session (``expire``, ``invalidate()``)
+   is deleted with the headers, and again at the end if it ended while the
+   body streamed.
 """
 from __future__ import annotations
 
 import functools
 import logging
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable
 
 from .cookie import new_session_id
 from .encoding import utcnow
 from .exceptions import SessionBackendError, SessionConflict
+from .plan import (
+    CLEAR, INSERT, KEEP, LEAVE_ALONE, MOVE, NEW_ID, NOTHING, UPDATE, Outcome, Plan, decide)
 from .store import UNCHANGED
 from .streaming import BodyThenFinish, keeping_request
 from .tween import FINISH
@@ -41,65 +42,6 @@ if TYPE_CHECKING:
     from .store import SessionStore
 
 log = logging.getLogger(__name__)
-
-# What happens to the cookie.
-KEEP = 'keep'          # no Set-Cookie (but see Expiry: a persistent cookie slides)
-NEW_ID = 'new id'      # set a cookie naming a fresh id
-CLEAR = 'clear'        # clear the cookie
-# What happens in the store.
-NOTHING = 'nothing'
-INSERT = 'insert'      # a new document under the new id
-UPDATE = 'update'      # the changed keys, or else an expiry refresh when one is due
-MOVE = 'move'          # change_id: the data under the new id, the old document deleted
-
-
-class Plan(NamedTuple):
-    """A cookie action, a store action, and whether the loaded document is deleted."""
-
-    cookie: str
-    store: str
-    remove_loaded: bool
-
-
-#: A plan for the cookie, and the expiry refresh that slides a persistent cookie (or None).
-Outcome = Tuple[Plan, Optional['datetime.datetime']]
-#: Nothing happens: no Set-Cookie, nothing stored.
-LEAVE_ALONE = Plan(KEEP, NOTHING, False)
-
-
-def decide(flags: dict[str, bool], loaded: bool, invalidated: bool, has_data: bool,
-           had_cookie: bool) -> Plan:
-    """The plan for a session at the end of a request.
-
-    ``flags`` are the session's options; ``loaded`` says whether the request
-    loaded a stored session, ``invalidated`` whether it called
-    ``invalidate()``, ``has_data`` whether the session holds any key now, and
-    ``had_cookie`` whether the request sent a session cookie at all. The
-    numbered cases are the rows of the precedence table in ``docs/options.rst``;
-    the first that applies wins.
-    """
-    ended = CLEAR if loaded or had_cookie else KEEP
-    # change_id beats no_store, as both must update the store.
-    stores = flags['change_id'] or not flags['no_store']
-    # 1. expire beats everything: the document goes, nothing is stored.
-    if flags['expire']:
-        return Plan(ended, NOTHING, loaded)
-    if loaded and not invalidated:
-        # 2. A stored session moves under a new id.
-        if flags['change_id']:
-            return Plan(NEW_ID, MOVE, False)
-        # 3. no_store: nothing is written.
-        if not stores:
-            return Plan(KEEP, NOTHING, False)
-        # 4. Otherwise its changes are written, or its expiry refreshed.
-        return Plan(KEEP, UPDATE, False)
-    # 5. A new or invalidated session gets an id once it has something to
-    #    store; under late_store the body may still store something, so it gets one now.
-    if stores and (has_data or flags['late_store']):
-        return Plan(NEW_ID, INSERT, loaded)
-    # 6. Nothing to store: a cookie that named a session is cleared.
-    return Plan(ended, NOTHING, loaded)
-
 
 def publicly_cacheable(request: Request, response: Response) -> bool:
     """The default ``is_cacheable`` check: ``Cache-Control: public`` responses.
@@ -172,7 +114,7 @@ class EndOfRequest:
 
     def _carry_out(self, plan: Plan, state: SessionState, response: Response) -> None:
         refresh = self._refresh(plan, state)
-        if not self._still_this_requests(plan, state):
+        if not self._still_this_requests(plan, state, refresh):
             return
         if plan.cookie != KEEP:
             state.id = new_session_id() if plan.cookie == NEW_ID else None
@@ -189,9 +131,11 @@ class EndOfRequest:
             plan, refresh = self._guarded(self._store, plan, state, refresh) or (plan, refresh)
             self._set_cookie(plan, state, response, refresh)
 
-    def _still_this_requests(self, plan: Plan, state: SessionState) -> bool:
-        """Delete an ended session, then tell whether the request may go on: False
-        when its id ended or was retired while it ran (then nothing more is done)."""
+    def _still_this_requests(self, plan: Plan, state: SessionState,
+                             refresh: datetime.datetime | None) -> bool:
+        """Delete an ended session; False if the id ended or was retired while the request
+        ran. A cookie sent again before a write can tell (an old secret's, or under
+        late_store) goes only for a session found still live (one query)."""
         # An ended session goes now, whatever happens to the body.
         if plan.remove_loaded and self.accounts.remove_ended(state) is False:
             if state.found:
@@ -204,8 +148,10 @@ class EndOfRequest:
                 if state.retired:
                     self._retired(state)
                     return False
-        if state.resign and plan.cookie == KEEP and state.found and not self._confirm(state):
-            self._gone(state)   # retired by a parallel login since it was loaded
+        unconfirmed = state.resign or state.flags['late_store']
+        if (unconfirmed and plan.cookie == KEEP and state.found
+                and self._resends(plan, state, refresh) and not self._confirm(state)):
+            self._gone(state)
             return False
         return True
 
@@ -278,11 +224,17 @@ class EndOfRequest:
             return
         elif plan.cookie == NEW_ID:
             self.cookie.set(response, state.id, max_age)
-        elif state.resign or (stores and (state.own_timeout_set
-                                          or (refresh is not None and max_age is not None))):
-            # The browser's copy slides too; or it was signed with an old secret,
-            # and the session it names is live: the same id, signed anew.
+        elif self._resends(plan, state, refresh):
             self.cookie.set(response, state.id, max_age)
+
+    def _resends(self, plan: Plan, state: SessionState,
+                 refresh: datetime.datetime | None) -> bool:
+        """Whether a kept cookie is sent again: it slides (its own timeout set, or a
+        persistent cookie refreshed), or an old secret signed it."""
+        stores = plan.store != NOTHING
+        return state.resign or (stores and (
+            state.own_timeout_set
+            or (refresh is not None and self._max_age(state, stores) is not None)))
 
     def _max_age(self, state: SessionState, stores: bool) -> float | None:
         """The cookie's Max-Age: a session with a timeout of its own ("remember me")

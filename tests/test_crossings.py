@@ -476,3 +476,23 @@ def test_a_timeout_of_its_own_under_no_store_changes_neither_the_store_nor_the_c
     assert cookie is not None and 'Max-Age' not in cookie
     [document] = backend_collection.find(LIVE)
     assert 'timeout' not in document
+
+
+def test_a_late_store_response_does_not_slide_a_cookie_that_a_parallel_login_retired(
+        backend_collection, build_app, clock):
+    """Under late_store the cookie goes before the write that would find the id retired."""
+    def remember(request):
+        request.session['visits'] = 1
+        request.session.options['timeout'] = MONTH
+        return Response('ok')
+
+    def stream(request):
+        request.session.options['late_store'] = True
+    app = build_app(backend_collection, views={
+        'remember': remember, 'slow': login_during(read, stream)})
+    app.get('/remember')
+    clock.advance(3600)                        # a refresh of the expiry is due
+    outcome = {}
+    response = app.get('/slow', extra_environ={'tests.app': app.app, 'tests.outcome': outcome})
+    assert session_cookie(outcome['login']) is not None
+    assert session_cookie(response) is None

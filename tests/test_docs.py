@@ -17,7 +17,7 @@ import sys
 import pytest
 
 import pyramid_mongosession
-from pyramid_mongosession import lifecycle, settings
+from pyramid_mongosession import plan, settings
 from pyramid_mongosession import options
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -113,7 +113,7 @@ def test_api_reference_documents_every_public_name(built):
         assert 'id="pyramid_mongosession.%s"' % name in page, \
             'docs/api.rst does not document pyramid_mongosession.%s' % name
     for name in ('pyramid_mongosession.session.SessionOptions',
-                 'pyramid_mongosession.lifecycle.decide',
+                 'pyramid_mongosession.plan.decide',
                  'pyramid_mongosession.store.SessionStore',
                  'pyramid_mongosession.session.MongoSession',
                  'pyramid_mongosession.cli.main'):
@@ -146,7 +146,7 @@ def test_precedence_table_and_decide_have_the_same_cases():
         text = page.read()
     table = text[text.index('Precedence\n'):text.index('No resurrection')]
     rows = re.findall(r'^   \* - (\d+)$', table, re.M)
-    code = inspect.getsource(lifecycle.decide)
+    code = inspect.getsource(plan.decide)
     cases = re.findall(r'^\s+# (\d+)\. ', code, re.M)
     returns = code.count('return Plan(')
     assert rows == cases == [str(n) for n in range(1, returns + 1)]

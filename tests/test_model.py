@@ -264,7 +264,9 @@ class Model:
         session = self.docs[session_id] if status == 'live' else None
         # Whether the request looked at the session (a request that did not,
         # and wrote nothing, is as one that never touched it: no refresh).
-        looked = late is not None or any(
+        # A cookie signed with an old secret has its session loaded at the end
+        # (it is signed anew only for a live one: docs/options.rst), as a read.
+        looked = late is not None or old_secret or any(
             op[0] in ('read', 'peek', 'pop', 'invalidate') for op in ops)
         data = copy.deepcopy(session.data) if session else {}
         expected = Expected()
@@ -790,7 +792,8 @@ class SessionLife(RuleBasedStateMachine):
     @rule(b=browsers, user=users, read_first=st.booleans(),
           after=st.sampled_from([[], [('set', 'a', 1)], [('flash', 'm1')],
                                  [('user', 'bob'), ('change_id',)],
-                                 [('invalidate',), ('set', 'b', 1)]]))
+                                 [('invalidate',), ('set', 'b', 1)], [('late_store',)],
+                                 [('no_store',)], [('timeout', REMEMBER)]]))
     def parallel_login(self, b, user, read_first, after):
         """A request reads the session; while it runs, the same browser logs in;
         then it ends (a double-submitted login, an XHR).
