@@ -49,8 +49,10 @@ def publicly_cacheable(request: Request, response: Response) -> bool:
     A shared cache would hand such a response, session cookie included, to
     other users; so it gets no session cookie, and nothing is written.
     """
-    # Most responses have no Cache-Control: skip parsing one then.
-    return 'Cache-Control' in response.headers and bool(response.cache_control.public)
+    # Most responses have no Cache-Control: skip parsing one then (and skip
+    # building the headers' view, which costs more than this loop).
+    return (any(name.lower() == 'cache-control' for name, _ in response.headerlist)
+            and bool(response.cache_control.public))
 
 
 
@@ -102,6 +104,8 @@ class EndOfRequest:
             return self._degraded(state, response)
         if state.retired:
             return self._retired(state)
+        if self._read_only(state):
+            return   # the most common request of all: see _read_only
         plan = decide(state.flags, state.may_exist, state.invalidated,
                       bool(state.data or state.pushes), state.had_cookie)
         if plan == LEAVE_ALONE and not (state.flags['late_store'] or state.resign):
@@ -112,8 +116,23 @@ class EndOfRequest:
             return
         self._carry_out(plan, state, response)
 
+    def _read_only(self, state: SessionState) -> bool:
+        """Whether the request only read a stored session, and its expiry needs no refresh.
+
+        Then nothing is written and no cookie is sent: the plan would be to
+        update nothing and keep the cookie. Spelled out here so that the
+        most common request skips the plan's machinery.
+        """
+        if not state.found or (state.dirty or state.pushes or state.snapshots
+                               or state.invalidated or state.own_timeout_set or state.resign
+                               or True in state.flags.values()):
+            return False
+        return self.expiry.refreshed(state.created, state.expires, utcnow(),
+                                     state.own_timeout) is None
+
     def _carry_out(self, plan: Plan, state: SessionState, response: Response) -> None:
-        refresh = self._refresh(plan, state)
+        now = utcnow()   # one clock reading for the expiry and the write
+        refresh = self._refresh(plan, state, now)
         if not self._still_this_requests(plan, state, refresh):
             return
         if plan.cookie != KEEP:
@@ -128,7 +147,8 @@ class EndOfRequest:
         else:
             # The write goes first: a session found gone by a write that did
             # not read it first still gets the cookie it needs.
-            plan, refresh = self._guarded(self._store, plan, state, refresh) or (plan, refresh)
+            plan, refresh = (self._guarded(self._store, plan, state, refresh, now)
+                             or (plan, refresh))
             self._set_cookie(plan, state, response, refresh)
 
     def _still_this_requests(self, plan: Plan, state: SessionState,
@@ -155,11 +175,12 @@ class EndOfRequest:
             return False
         return True
 
-    def _refresh(self, plan: Plan, state: SessionState) -> datetime.datetime | None:
+    def _refresh(self, plan: Plan, state: SessionState,
+                 now: datetime.datetime) -> datetime.datetime | None:
         """The expiry a request that changes nothing moves a stored session to, if one is due."""
         if plan.store != UPDATE or not state.found:
             return None
-        return self.expiry.refreshed(state.created, state.expires, utcnow(), state.own_timeout)
+        return self.expiry.refreshed(state.created, state.expires, now, state.own_timeout)
 
     def _must_load(self, state: SessionState) -> bool:
         """Whether the end of the request must load a session that the view never read.
@@ -267,10 +288,10 @@ class EndOfRequest:
             log.warning('session not saved (degrade_on_outage): %s', exc)
             return None
 
-    def _store(self, plan: Plan, state: SessionState,
-               refresh: datetime.datetime | None) -> Outcome:
+    def _store(self, plan: Plan, state: SessionState, refresh: datetime.datetime | None,
+               now: datetime.datetime | None = None) -> Outcome:
         """Carry out ``plan``'s store action; return the plan and refresh for the cookie."""
-        now = utcnow()
+        now = now or utcnow()   # late_store: the body has streamed since the plan
         if plan.store == INSERT:
             self.accounts.created(state, self._insert(state, now))
         elif plan.store == MOVE:

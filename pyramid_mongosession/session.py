@@ -125,7 +125,11 @@ class MongoSession:
 
     def __init__(self, state: SessionState) -> None:
         self._state = state
-        self.options = SessionOptions(state)
+
+    @property
+    def options(self) -> SessionOptions:
+        """Plack's per-request controls (see :class:`SessionOptions`): a mapping."""
+        return SessionOptions(self._state)
 
     def _loaded(self) -> SessionState:
         state = self._state

@@ -38,7 +38,7 @@ class SessionState:
     """
 
     __slots__ = ('cookie_id', 'had_cookie', 'load', 'found', 'stored', 'retired', 'degraded',
-                 'id', 'data', 'created', 'expires', 'own_timeout', 'own_timeout_set',
+                 'id', 'data', '_created', 'expires', 'own_timeout', 'own_timeout_set',
                  'invalidated', 'flags', 'dirty', 'pushes', 'snapshots', 'request', 'accounts',
                  'user_key', 'resign')
 
@@ -51,7 +51,7 @@ class SessionState:
     degraded: bool
     id: str | None
     data: dict[str, Any]
-    created: datetime.datetime
+    _created: datetime.datetime | None
     expires: datetime.datetime | None
     own_timeout: float | None
     own_timeout_set: bool
@@ -77,7 +77,7 @@ class SessionState:
         self.degraded = False
         self.id = None
         self.data = {}
-        self.created = utcnow()
+        self._created = None   # see created
         self.expires = None
         self.own_timeout = None        # this session's own idle timeout (seconds), if any
         self.own_timeout_set = False   # whether this request set it
@@ -90,6 +90,18 @@ class SessionState:
         self.accounts = None
         self.user_key = user_key   # the session key of the user id, whose values are checked
         self.resign = False        # the cookie verified only with one of old_secrets
+
+    @property
+    def created(self) -> datetime.datetime:
+        """When the session was created: stored, or for a new one the first time it is asked
+        (most requests load a stored session and never need the clock for this)."""
+        if self._created is None:
+            self._created = utcnow()
+        return self._created
+
+    @created.setter
+    def created(self, value: datetime.datetime) -> None:
+        self._created = value
 
     @property
     def may_exist(self) -> bool:
@@ -119,7 +131,8 @@ class SessionState:
         self.dirty.update(stored.stale_keys)   # values sealed with a retired key
         self.stored = stored
         self.id = self.cookie_id
-        self.created = stored.created or self.created
+        if stored.created is not None:
+            self._created = stored.created
         self.expires = stored.expires
         if not self.own_timeout_set:
             self.own_timeout = stored.timeout
@@ -163,7 +176,7 @@ class SessionState:
         self.dirty = set()
         self.pushes = {}
         self.snapshots = {}
-        self.created = utcnow()
+        self._created = None   # a new session's: see created
         self.expires = None
 
     def delta(self) -> tuple[dict[str, Any], set[str]]:

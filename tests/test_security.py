@@ -172,3 +172,33 @@ def test_cacheable_decision_can_be_overridden(collection, build_app):
                     is_cacheable=lambda request, response: False)
     assert 'Set-Cookie' in app.get('/public').headers
     assert collection.count_documents({}) == 1
+
+
+# -- our cookie, found without parsing the others ---------------------------------
+
+_COOKIE_NAMES = st.sampled_from(['session', 'sessionx', 'my_session', 'csrf', 'a', 'SESSION'])
+_COOKIE_VALUES = st.one_of(
+    st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7e), max_size=30),
+    st.from_regex(r'[A-Za-z0-9_-]{0,60}', fullmatch=True),
+    st.just('"quoted; session=evil"'))
+_SEPARATORS = st.sampled_from(['; ', ';', ' ; ', ', ', ' '])
+
+
+@settings(max_examples=1000, deadline=None)
+@given(pairs=st.lists(st.tuples(_COOKIE_NAMES, _COOKIE_VALUES), max_size=5),
+       separators=st.lists(_SEPARATORS, min_size=5, max_size=5),
+       spaces=st.sampled_from(['=', ' = ', '= ']))
+def test_the_session_cookie_is_read_as_webob_reads_it(pairs, separators, spaces):
+    # The factory reads its own cookie without parsing the site's others when
+    # it can; whatever the header, it must find what WebOb's parser finds.
+    from pyramid.request import Request
+    from pyramid_mongosession.cookie import SessionCookie
+    header = ''.join('%s%s%s%s' % (name, spaces, value, separators[i] if i < len(pairs) - 1
+                                   else '') for i, (name, value) in enumerate(pairs))
+    request = Request.blank('/', headers={'Cookie': header} if header else {})
+    try:
+        expected = request.cookies.get('session')
+    except UnicodeDecodeError:
+        expected = None
+    assert SessionCookie(SECRET).sent(Request.blank(
+        '/', headers={'Cookie': header} if header else {})) == expected

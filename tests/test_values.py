@@ -348,3 +348,33 @@ def test_session_backend_error_is_not_retryable():
     from pyramid_retry import IRetryableError
     assert IRetryableError.implementedBy(SessionConflict)
     assert not IRetryableError.implementedBy(SessionBackendError)
+
+
+# -- the size of a value, worked out without encoding it ------------------------------
+
+_SCALARS = st.one_of(
+    st.text(), st.sampled_from(['lone \ud800 surrogate', 'nul \x00 inside']),
+    st.binary(), st.sampled_from([n - 13 + extra for n in [MAX_DOCUMENT_SIZE] for extra in (0, 1)]
+                                 ).flatmap(lambda n: st.sampled_from([b'x' * n, 'x' * n])),
+    st.booleans(), st.none(), st.floats(),
+    st.integers(min_value=-2 ** 64, max_value=2 ** 64),
+    st.datetimes().map(lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000)))
+
+
+@settings(max_examples=500)
+@given(value=_SCALARS)
+def test_the_size_of_a_plain_value_is_its_bson_size_and_its_refusal_the_same(value):
+    # check_value works out the size of strings, numbers, bytes... without
+    # encoding them; it must agree with BSON byte for byte, and refuse
+    # exactly what it refused when it encoded every value.
+    from pyramid_mongosession.encoding import check_value, encode_value
+    try:
+        size = len(encode_value(value))
+    except (OverflowError, ValueError, TypeError):
+        size = None
+    if (size is None or size > MAX_DOCUMENT_SIZE
+            or (isinstance(value, float) and not math.isfinite(value))):
+        with pytest.raises(SessionValueError, match="'k'"):
+            check_value('k', value)
+    else:
+        assert check_value('k', value) == size
