@@ -79,6 +79,44 @@ def mapped_error(what: str, exc: PyMongoError) -> Exception:
     return SessionBackendError('could not %s: %s' % (what, exc))
 
 
+def bounds_every_call(client_options: Any, operation_timeout: float | None) -> bool:
+    """Whether a client with these options bounds every call by ``operation_timeout`` itself.
+
+    It does with a client-side operation timeout (``timeoutMS``) equal to
+    it, or with each of its waits bounded by at most that long: for an
+    answer (``socketTimeoutMS``), a connection (``connectTimeoutMS``) and a
+    server (``serverSelectionTimeoutMS``), as :func:`client_limits` sets
+    them. A call then costs no timeout of its own (``pymongo.timeout()``
+    costs about 10 µs of CPU a call); otherwise :meth:`Connection.call`
+    sets one around each call.
+    """
+    if client_options is None or operation_timeout is None:
+        return operation_timeout is None
+    if client_options.timeout is not None:
+        return bool(client_options.timeout == operation_timeout)
+    pool = client_options.pool_options
+    waits = (pool.socket_timeout, pool.connect_timeout, client_options.server_selection_timeout)
+    return all(wait is not None and wait <= operation_timeout for wait in waits)
+
+
+#: The client options that bound each of its waits (see :func:`bounds_every_call`).
+CLIENT_LIMITS = ('socketTimeoutMS', 'connectTimeoutMS', 'serverSelectionTimeoutMS')
+
+
+def client_limits(operation_timeout: float | None, named: Iterable[str]) -> dict[str, float]:
+    """The client options that bound each wait by ``operation_timeout`` (milliseconds).
+
+    ``named`` are the client options the configuration names already
+    (any case): those are kept, and a client-side operation timeout
+    (``timeoutMS``) among them replaces all of these.
+    """
+    named = {name.lower() for name in named}
+    if operation_timeout is None or 'timeoutms' in named:
+        return {}
+    return {name: operation_timeout * 1000 for name in CLIENT_LIMITS
+            if name.lower() not in named}
+
+
 class ProcessLocalCollection:
     """A callable that creates a MongoClient and returns the sessions collection.
 
@@ -144,7 +182,7 @@ class Connection:
         self._process: tuple[int, Collection] | None = None   # published in one assignment
         self._ready = False
         self._embedded = False
-        self._client_timeout = False   # whether the client bounds every call itself
+        self._client_bounded = False   # whether the client bounds every call itself
         self._breaker = OutageBreaker(outage_probe_interval)
 
     @property
@@ -174,11 +212,13 @@ class Connection:
         return process[1]
 
     def _connect(self) -> Collection:
-        source = self.call('connect to MongoDB', self._get_collection)
-        client_options = getattr(getattr(source.database, 'client', None), 'options', None)
-        client_timeout = getattr(client_options, 'timeout', None)
-        self._client_timeout = (client_timeout is not None
-                                and client_timeout == self.operation_timeout)
+        try:   # a MongoClient connects in the background: nothing here waits
+            source = self._get_collection()
+        except PyMongoError as exc:
+            raise mapped_error('connect to MongoDB', exc) from exc
+        self._client_bounded = bounds_every_call(
+            getattr(getattr(source.database, 'client', None), 'options', None),
+            self.operation_timeout)
         try:
             collection = source.with_options(codec_options=CODEC_OPTIONS)
             self._embedded = False
@@ -200,8 +240,8 @@ class Connection:
             if self._embedded:
                 with _EMBEDDED_LOCK:   # see _EMBEDDED_LOCK
                     result = operation(*args, **kwargs)
-            elif self._client_timeout:
-                result = operation(*args, **kwargs)   # the client bounds every call itself
+            elif self._client_bounded:
+                result = operation(*args, **kwargs)   # the client bounds every wait itself
             else:
                 with pymongo.timeout(self.operation_timeout):
                     result = operation(*args, **kwargs)

@@ -72,8 +72,9 @@ class MongoSessionFactory:
     - ``detect_conflicts=False``: raise :class:`~pyramid_mongosession.SessionConflict`
       when another request wrote the session since this one loaded it,
       instead of merging by key;
-    - ``operation_timeout=5.0``: the longest any one database call may take,
-      in seconds;
+    - ``operation_timeout=5.0``: the longest any one wait of a database
+      call may take, in seconds (see ``docs/deployment.rst``: a client whose
+      own waits are bounded by it gets no timeout around each call);
     - ``rotation_grace=60``: for this many seconds after ``change_id``
       retires an id, a request presenting it gets an empty session that is
       never stored, and its response leaves the cookie alone (so a request

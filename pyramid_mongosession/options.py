@@ -211,7 +211,7 @@ FACTORY = {option.name: option for option in (
            gloss='seconds from creation to the end of a session'),
     Option('detect_conflicts', BOOL, False),
     Option('operation_timeout', FLOAT_OR_NONE, 5.0, duration('operation_timeout'),
-           gloss='the longest one database call may take'),
+           gloss='the longest one wait of a database call may take'),
     Option('outage_probe_interval', FLOAT, 5.0,
            duration('outage_probe_interval', allow_zero=True, optional=False)),
     Option('rotation_grace', INT, 60, duration('rotation_grace', allow_zero=True)),

@@ -26,7 +26,7 @@ from pyramid.path import DottedNameResolver
 
 from .cookie import MAKE_SECRET
 from .factory import MongoSessionFactory
-from .connection import ProcessLocalCollection
+from .connection import ProcessLocalCollection, client_limits
 from .importers import (
     BEAKER, COOKIE, REDIS, BeakerImporter, RedisImporter, SignedCookieImporter)
 from .options import (
@@ -382,9 +382,11 @@ def _client(connection: dict[str, Any], client: dict[str, Any],
                                                       Callable[..., Any]]:
     """``(args, kwargs, class)`` of the MongoClient that the connection settings describe.
 
-    The client gets ``timeoutMS`` from ``operation_timeout`` (unless the
-    settings give their own), so that it bounds every call itself, which
-    costs less than a timeout set around each call.
+    Each of the client's waits (an answer, a connection, a server) is
+    bounded by ``operation_timeout``, unless the settings name that limit
+    or ``timeoutMS``, so that the client bounds every call itself: that
+    costs less than a timeout set around each call (see
+    :func:`~pyramid_mongosession.connection.bounds_every_call`).
     """
     url = connection.get('url')
     if url is not None and url.startswith(EMBEDDED_SCHEME):
@@ -392,16 +394,15 @@ def _client(connection: dict[str, Any], client: dict[str, Any],
     args: tuple[Any, ...]
     if url is not None:
         args = (url,)
-        named_in_url = 'timeoutms=' in url.lower()
+        named_in_url = [name for name, _ in parse_qsl(urlsplit(url).query)]
     else:
         args = (connection.get('host', CONNECTION['host'].default),
                 connection.get('port', CONNECTION['port'].default))
-        named_in_url = False
+        named_in_url = []
         for name in ('username', 'password'):
             if name in connection:
                 client[name] = connection[name]
-    if operation_timeout is not None and not named_in_url:
-        client.setdefault('timeoutMS', operation_timeout * 1000)
+    client.update(client_limits(operation_timeout, [*named_in_url, *client]))
     return args, client, pymongo.MongoClient
 
 

@@ -14,6 +14,7 @@ from pyramid.response import Response
 import webtest
 
 from pyramid_mongosession import MongoSessionFactory, SessionBackendError, SessionStoreError
+from pyramid_mongosession.connection import client_limits
 
 from .conftest import SECRET, make_config
 
@@ -120,6 +121,44 @@ def test_hung_server_fails_within_the_timeout_then_recovers(server, fault_app):
     finally:
         server.resume()
     assert eventually(lambda: app.get('/session')).json['data'] == {'a': 1}
+
+
+@pytest.mark.parametrize('path', ['/session?read=a', '/session?set=b:2&blind='])
+def test_a_client_bounding_each_wait_fails_on_a_hung_server_too(server, build_app, monkeypatch,
+                                                                path):
+    # The client the ini settings make: each of its waits (an answer, a
+    # connection, a server) bounded by operation_timeout, and no timeout set
+    # around each call. A hung server costs one wait and the retry's server
+    # selection: at most about twice operation_timeout.
+    client = pymongo.MongoClient(server.url, **client_limits(TIMEOUT, []))
+    around_each_call = []
+    real_timeout = pymongo.timeout
+    monkeypatch.setattr(pymongo, 'timeout',
+                        lambda seconds: around_each_call.append(seconds) or real_timeout(seconds))
+    try:
+        app = build_app(client['faults_%d' % time.monotonic_ns()]['sessions'],
+                        operation_timeout=TIMEOUT, configure=unavailable_is_503,
+                        outage_probe_interval=PROBE)
+        app.get('/session?set=a:1')
+        assert app.get('/session?read=a').json['data'] == {'a': 1}
+        assert around_each_call == []
+        server.pause()
+        try:
+            response, elapsed = timed(lambda: app.get(path, status=503))
+            if 'blind' in path:   # the write at the end of the request raises
+                assert isinstance(response, SessionStoreError), response
+            else:                 # the read in the view: the exception view's 503
+                assert getattr(response, 'status_int', None) == 503, response
+            assert elapsed < 2 * TIMEOUT + SLACK
+        finally:
+            server.resume()
+        # A write the client gave up on may still land once the server resumes:
+        # its outcome is unknown, as with any timeout. Nothing else changes.
+        assert eventually(lambda: app.get('/session')).json['data'] in ({'a': 1},
+                                                                        {'a': 1, 'b': 2})
+        assert around_each_call == []
+    finally:
+        client.close()
 
 
 def test_degrade_mode_serves_an_empty_unsaved_session(server, fault_app, caplog):

@@ -58,24 +58,35 @@ def test_host_port_credentials_go_to_the_client():
         host='db.example', port='27000', username='me', password='pw'))
     collection = factory.connection.source
     assert collection.client_args == ('db.example', 27000)
-    # The client bounds every call itself: timeoutMS comes from operation_timeout.
-    assert collection.client_kwargs == {'username': 'me', 'password': 'pw', 'timeoutMS': 5000.0}
+    # The client bounds each of its waits itself: they come from operation_timeout.
+    assert collection.client_kwargs == {
+        'username': 'me', 'password': 'pw', 'socketTimeoutMS': 5000.0,
+        'connectTimeoutMS': 5000.0, 'serverSelectionTimeoutMS': 5000.0}
+
+
+LIMITS = ('socketTimeoutMS', 'connectTimeoutMS', 'serverSelectionTimeoutMS')
 
 
 @pytest.mark.parametrize('extra, expected', [
-    ({}, 5000.0),
-    ({'operation_timeout': '2.5'}, 2500.0),
-    ({'operation_timeout': 'none'}, None),
-    ({'client.timeoutMS': '750'}, '750'),
+    ({}, dict.fromkeys(LIMITS, 5000.0)),
+    ({'operation_timeout': '2.5'}, dict.fromkeys(LIMITS, 2500.0)),
+    ({'operation_timeout': 'none'}, {}),
+    ({'client.timeoutMS': '750'}, {'timeoutMS': '750'}),
+    ({'client.connectTimeoutMS': '750'}, dict(dict.fromkeys(LIMITS, 5000.0),
+                                              connectTimeoutMS='750')),
 ])
-def test_client_timeout_comes_from_operation_timeout(extra, expected):
+def test_the_clients_limits_come_from_operation_timeout(extra, expected):
     factory = session_factory_from_settings(settings(url='mongodb://db.example/app', **extra))
-    assert factory.connection.source.client_kwargs.get('timeoutMS') == expected
+    assert factory.connection.source.client_kwargs == expected
 
 
-def test_a_timeout_in_the_url_is_kept():
-    factory = session_factory_from_settings(settings(url='mongodb://db.example/app?timeoutMS=900'))
-    assert 'timeoutMS' not in factory.connection.source.client_kwargs
+@pytest.mark.parametrize('query, kept', [
+    ('timeoutMS=900', LIMITS), ('sockettimeoutms=900', ('socketTimeoutMS',)),
+    ('serverSelectionTimeoutMS=900&connectTimeoutMS=9', LIMITS[1:])])
+def test_a_limit_in_the_url_is_kept(query, kept):
+    factory = session_factory_from_settings(settings(url='mongodb://db.example/app?' + query))
+    assert not set(kept) & set(factory.connection.source.client_kwargs)
+    assert set(LIMITS) - set(kept) <= set(factory.connection.source.client_kwargs)
 
 
 @pytest.mark.parametrize('bad, named', [
@@ -366,3 +377,20 @@ def test_processes_share_sessions_through_one_collection(mongodb_url, database, 
     second.set_cookie('session', first.cookies['session'])
     assert second.get('/count').text == '2'
     assert first.get('/count').text == '3'
+
+
+@pytest.mark.parametrize('client, operation_timeout, bounded', [
+    ({}, 5.0, False),                                          # pymongo's defaults: 30 s...
+    (dict.fromkeys(LIMITS, 5000), 5.0, True),
+    (dict.fromkeys(LIMITS, 5000), 2.0, False),                 # a wait longer than allowed
+    (dict(dict.fromkeys(LIMITS, 5000), socketTimeoutMS=0), 5.0, False),   # 0: no limit
+    ({'timeoutMS': 5000}, 5.0, True),
+    ({'timeoutMS': 750}, 5.0, False),
+    ({}, None, True),                                          # nothing to bound
+])
+def test_a_call_gets_a_timeout_of_its_own_unless_the_client_bounds_it(client, operation_timeout,
+                                                                      bounded):
+    import pymongo
+    from pyramid_mongosession.connection import bounds_every_call
+    with pymongo.MongoClient('mongodb://127.0.0.1:1/', connect=False, **client) as made:
+        assert bounds_every_call(made.options, operation_timeout) is bounded
