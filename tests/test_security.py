@@ -202,3 +202,31 @@ def test_the_session_cookie_is_read_as_webob_reads_it(pairs, separators, spaces)
         expected = None
     assert SessionCookie(SECRET).sent(Request.blank(
         '/', headers={'Cookie': header} if header else {})) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(session_id=st.from_regex(r'[A-Za-z0-9_-]{43}', fullmatch=True),
+       options=st.fixed_dictionaries({}, optional={
+           'name': st.sampled_from(['sid', 'session_AA']), 'path': st.sampled_from(['/', '/app']),
+           'domain': st.sampled_from(['example.com', '.example.org']), 'secure': st.just(True),
+           'httponly': st.booleans(), 'samesite': st.sampled_from(['Strict', 'Lax', None]),
+           'old_secrets': st.just(['o' * 40])}),
+       vary=st.sampled_from([None, 'Accept-Encoding', 'Cookie']))
+def test_the_cookie_headers_are_webobs(session_id, options, vary):
+    # The headers that do not depend on the clock are written once by WebOb,
+    # and an id signed into a copy: they must be what WebOb writes each time.
+    from pyramid_mongosession.cookie import SessionCookie
+    cookie = SessionCookie(SECRET, **options)
+    for write, expected in [
+            (lambda response: cookie.set(response, session_id),
+             cookie._profile.get_headers(session_id)),
+            (cookie.clear, cookie._profile.get_headers(None))]:
+        response = Response(headers={'Vary': vary} if vary else {})
+        write(response)
+        assert [header for header in response.headerlist
+                if header[0] == 'Set-Cookie'] == expected
+        assert response.vary == (('Cookie',) if vary in (None, 'Cookie') else (vary, 'Cookie'))
+    response = Response()
+    cookie.set(response, session_id)
+    value = response.headerlist[-2][1].split(';')[0].split('=', 1)[1]
+    assert cookie.verify(value) == (session_id, 0)
