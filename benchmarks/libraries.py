@@ -285,6 +285,10 @@ class StubbedMongoSessions(Library):
     unsupported = {'concurrency': 'the driver-stubbed column measures single requests only'}
     no_store = 'the stub is a dict: a lookup costs the same at any size'
 
+    #: Whether pyramid_mongosession wrapped each call in pymongo.timeout()
+    #: (None: unknown), as it does unless its client bounds every call itself.
+    per_call_timeout = None
+
     def start(self, servers):
         self._stubs = []
 
@@ -295,10 +299,15 @@ class StubbedMongoSessions(Library):
         self._stubs.append(stub)
         factory = MongoSessionFactory(stub, SECRET, timeout=TIMEOUT)
         connection = getattr(factory, 'connection', None)
-        if connection is not None and connection.embedded:
-            # Its embedded (mongomock) mode takes another request path.
-            raise RuntimeError('pyramid_mongosession took the stub collection for its '
-                               'embedded backend: the stubbed figures would not be its own')
+        if connection is not None:
+            if connection.embedded:
+                # Its embedded (mongomock) mode takes another request path.
+                raise RuntimeError('pyramid_mongosession took the stub collection for its '
+                                   'embedded backend: the stubbed figures would not be its own')
+            # Whether each call is wrapped in pymongo.timeout(), as for the real
+            # client with the same options (the one piece of pymongo that runs).
+            client_bounds = getattr(connection, '_client_timeout', None)
+            self.per_call_timeout = None if client_bounds is None else not client_bounds
         return factory
 
     def rotate(self, session):

@@ -83,7 +83,7 @@ class Pinned:
     def summary(self):
         """One sentence for the output."""
         if not self.processes:
-            return ('not pinned to one CPU: %s' % '; '.join(
+            return 'not pinned to one CPU: %s' % ('; '.join(
                 '%s: %s' % failure for failure in self.failures) or 'nothing to pin')
         text = 'pinned to CPU %d, all on the same CPU: %s' % (
             CPU, ', '.join(name for name, _ in self.processes))

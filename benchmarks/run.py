@@ -52,7 +52,7 @@ import pymongo  # noqa: E402
 import commands  # noqa: E402
 import report  # noqa: E402
 from libraries import (  # noqa: E402
-    CLIENT_TIMEOUTS, LIBRARIES, OURS, REDIS_OPTIONS, BeakerSessions, MongoSessions,
+    CLIENT_TIMEOUTS, LIBRARIES, OURS, REDIS_OPTIONS, STUBBED, BeakerSessions, MongoSessions,
     StubbedMongoSessions)
 from measure import Pass, label, measurements, server_control, summarise, thousands  # noqa: E402
 from pinning import Pinned, unavailable  # noqa: E402
@@ -589,13 +589,21 @@ def main(argv=None):
                        pinning.summary() if pin_problem is None
                        else 'not pinned to one CPU: %s' % pin_problem), '']
             if MongoSessions in classes:
+                stub = [lib for lib in cpu_pass.libraries if lib.name == STUBBED][0]
+                wrapper = {True: ' As with its real client, pyramid_mongosession wrapped each '
+                                 'call in pymongo.timeout() (its client\'s options do not '
+                                 'bound every call by its operation_timeout): that wrapper is '
+                                 'the one piece of pymongo in the stubbed runs.',
+                           False: ' As with its real client, pyramid_mongosession added no '
+                                  'per-call timeout (its client bounds every call itself).',
+                           None: ''}[stub.per_call_timeout]
                 out += ['"%s": pyramid_mongosession with its collection replaced by an '
                         'in-memory stub (benchmarks/stub_collection.py, measurement tooling '
-                        'only: it keeps documents in a dict and never runs pymongo or BSON '
-                        'code). "own code": that column less no-session\'s, the CPU of '
+                        'only: it keeps documents in a dict and runs no driver or BSON code). '
+                        '"own code": that column less no-session\'s, the CPU of '
                         'pyramid_mongosession itself per request, the driver left out; the '
-                        'stub\'s own dict work (a few µs) is in it.'
-                        % StubbedMongoSessions.name, '']
+                        'stub\'s own dict work (a few µs) is in it.%s' % (STUBBED, wrapper),
+                        '']
     if any(command_costs):
         title = 'Client CPU per single command (µs), pymongo and redis-py'
         out += [title, '-' * len(title), ''] + report.command_table(*command_costs) + [
