@@ -66,22 +66,26 @@ from standin_mongo import (  # noqa: E402
 #: ``cpu_seconds``/``cpu_rounds``: timed runs for the CPU figures;
 #: ``command_seconds``: each single command of the per-command table, per round
 #: (``cpu_rounds`` rounds); ``ferretdb_*``: the FerretDB column (its scenarios:
-#: None for all but concurrency; its populations: those of the run up to that size).
+#: None for all but concurrency; its populations: the run's, or none).
 PROFILES = {
     'full': dict(seconds=2.0, rounds=3, cpu_seconds=1.0, cpu_rounds=3, min_requests=50,
                  counted_requests=20, threads=8, per_thread=40, counted_per_thread=3, batch=25,
                  populations=(10000, 100000), populated_min_requests=1, populated_counted=1,
                  command_seconds=0.5, ferretdb_seconds=1.0, ferretdb_rounds=1,
-                 ferretdb_scenarios=None, ferretdb_max_population=10000),
+                 ferretdb_scenarios=None, ferretdb_populations=True),
     'quick': dict(seconds=0.25, rounds=1, cpu_seconds=0.25, cpu_rounds=1, min_requests=20,
                   counted_requests=10, threads=8, per_thread=8, counted_per_thread=2, batch=10,
                   populations=(10000,), populated_min_requests=1, populated_counted=1,
                   command_seconds=0.2, ferretdb_seconds=0.25, ferretdb_rounds=1,
                   ferretdb_scenarios=('read-only', 'write-one-key'),
-                  ferretdb_max_population=0),
+                  ferretdb_populations=False),
 }
 #: The MongoDB libraries measured on FerretDB too.
 FERRETDB_LIBRARIES = (BeakerSessions, MongoSessions)
+#: A larger population is measured on FerretDB only if the slowest command of
+#: its server probe at the size before, scaled by the sizes' ratio (FerretDB
+#: 1.x scans its table), predicts at most this many seconds per command.
+FERRETDB_SLOWEST_COMMAND = 1.0
 
 
 def load_average():
@@ -354,25 +358,57 @@ def _ferretdb_plan(profile, scenarios, populations, classes):
     wanted = profile['ferretdb_scenarios']
     chosen_scenarios = [s for s in scenarios if s != 'concurrency'
                         and (wanted is None or s in wanted)]
-    kept = [p for p in populations if p <= profile['ferretdb_max_population']]
-    skipped = [p for p in populations if p not in kept]
+    kept = list(populations) if profile['ferretdb_populations'] else []
     notes = []
     left_out = [s for s in scenarios if s not in chosen_scenarios]
     if 'concurrency' in left_out:
-        notes.append('concurrency is not run on FerretDB: FerretDB 1.x loses concurrent '
-                     'updates of one document itself (the server, not a library)')
+        notes.append('Concurrency is not run on FerretDB: FerretDB 1.x itself loses '
+                     'concurrent updates of one document (the server, not a library).')
         left_out.remove('concurrency')
     if left_out:
-        notes.append('--quick runs only %s on FerretDB' % ', '.join(chosen_scenarios))
-    if skipped:
-        notes.append('not run on FerretDB with %s other sessions stored: FerretDB 1.x '
-                     'scans its table for each update (see its server probe), so each such '
-                     'request would take a large part of a second and the run far longer'
-                     % ' or '.join(thousands(p) for p in skipped))
+        notes.append('--quick runs only %s on FerretDB.' % ', '.join(chosen_scenarios))
+    if populations and not kept:
+        notes.append('--quick stores no other sessions on FerretDB (the full run stores '
+                     'as many as on the throughput server, as long as FerretDB keeps up).')
     chosen = [(s, 0) for s in chosen_scenarios]
     for population in kept:
         chosen += [(s, population) for s in POPULATED if s in chosen_scenarios]
     return ferret_classes, chosen, notes
+
+
+def run_ferretdb(ferret_pass, chosen, notes):
+    """Run the FerretDB column's measurements, population by population.
+
+    A population is left out, with a note, when the server probe at the size
+    before predicts that FerretDB would take more than FERRETDB_SLOWEST_COMMAND
+    seconds per command (see :data:`FERRETDB_SLOWEST_COMMAND`).
+    """
+    populations = sorted({population for _, population in chosen})
+    done = None
+    for population in populations:
+        if done and population:
+            library, timings = ferret_pass.probes.get(done, (None, []))
+            measured = [ms for what, ms in timings if what != 'failed']
+            if measured:
+                slowest = max(measured) * population / done / 1000
+                if slowest > FERRETDB_SLOWEST_COMMAND:
+                    rest = [p for p in populations if p >= population]
+                    notes.append(
+                        'Not run on FerretDB with %s other sessions stored: its slowest '
+                        'probe command at %s (%.0f ms, see its server probe) scales to '
+                        'about %.1f s per command at %s, as FerretDB 1.x scans its table; '
+                        'the run would take far longer and measure only that scan.' % (
+                            ' or '.join(thousands(p) for p in rest), thousands(done),
+                            max(measured), slowest, thousands(population)))
+                    break
+            elif timings:
+                notes.append('Not run on FerretDB with %s or more other sessions stored: '
+                             'its server probe at %s failed.' % (thousands(population),
+                                                                  thousands(done)))
+                break
+        ferret_pass.run([(s, p) for s, p in chosen if p == population], probe=True)
+        done = population
+    return summarise(ferret_pass.rows)
 
 
 def main(argv=None):
@@ -513,7 +549,7 @@ def main(argv=None):
                                    _budget(profile, 'ferretdb_seconds', 'ferretdb_rounds'),
                                    counted=False, single_connection=False, progress=progress)
                 ferret_pass.start(ferret_stack)
-                ferret = summarise(ferret_pass.run(ferret_chosen, probe=True))
+                ferret = run_ferretdb(ferret_pass, ferret_chosen, ferret_notes)
 
         cpu = real
         standin_stats = None
@@ -567,6 +603,15 @@ def main(argv=None):
             'Server probe, the throughput server (%s) with %s documents in %s\'s collection '
             '(no session library; one command each, on a document stored after the others): '
             '%s.' % (throughput.name, thousands(population), library, _probe_text(timings)))
+        slow = _slow_conditions(timings)
+        if slow:
+            scenario_notes.setdefault('write-one-key', []).append(
+                'On the throughput server (%s) with %s documents stored, a command that names '
+                'a document by _id and a condition on another field took %s as long as by _id '
+                'alone (see the server probe under read-only): a library whose writes add such '
+                'a condition (pyramid_mongosession\'s name a live document: _id and its '
+                'expiry) waits for the server there, which MongoDB answers from its _id '
+                'index.' % (throughput.name, thousands(population), slow))
     out += report.scenario_tables(real, libraries, chosen, scenario_notes, profile['rounds'])
     if ferretdb is not None:
         out += ferretdb_section(ferretdb, ferret, ferret_pass, ferret_classes, ferret_chosen,
@@ -637,6 +682,19 @@ def main(argv=None):
     sys.exit(status)
 
 
+def _slow_conditions(timings):
+    """'12×' when a probe command with a condition beside _id took far longer than by _id
+    alone (a server that scans for such filters), else None."""
+    found = dict(timings)
+    ratios = []
+    for command in ('find', 'update'):
+        alone = found.get('%s by _id' % command)
+        both = found.get('%s by _id and a condition on another field' % command)
+        if alone and both and both > 1 + 5 * alone:
+            ratios.append(both / alone)
+    return '%.0f×' % min(ratios) if ratios else None
+
+
 def _probe_text(timings):
     if timings and timings[0][0] == 'failed':
         return 'failed: %s' % timings[0][1]
@@ -671,9 +729,7 @@ def ferretdb_section(ferretdb, ferret, ferret_pass, ferret_classes, ferret_chose
             lines.append('%s, %s: %s: %s' % (library, label(scenario, population),
                                              report.SERVER_MISS if row.get('server')
                                              else report.FAILED, row['error']))
-    lines += ['%s.' % note[0].upper() + note[1:] if not note.startswith('--') else note + '.'
-              for note in notes]
-    return lines + ['']
+    return lines + notes + ['']
 
 
 def write_json(path, real, cpu, ferret, cpu_where, throughput):

@@ -342,3 +342,78 @@ def test_the_stub_collection_is_not_taken_for_the_embedded_backend(bench):
     assert factory.connection.embedded is False
     assert stub.database.client.options.pool_options.socket_timeout == 5.0
     assert stub.database.client.options.timeout is None
+
+
+class FakePass:
+    """Records the measurements it is asked for; its probes take ``ms`` per 1 000 documents."""
+
+    def __init__(self, ms_per_thousand):
+        self.ms = ms_per_thousand
+        self.asked, self.rows, self.probes = [], {}, {}
+
+    def run(self, chosen, probe=False):
+        self.asked.append(chosen)
+        for scenario, population in chosen:
+            self.rows[scenario, population, OURS] = {
+                'counted': None, 'timed': [dict(GOOD, requests_per_s=10.0)],
+                'lost': [0, 0], 'error': None}
+            if population:
+                self.probes[population] = OURS, [('find by _id', 1.0), (
+                    'update by _id and a condition on another field',
+                    self.ms * population / 1000)]
+        return self.rows
+
+
+CHOSEN = [('read-only', 0), ('read-only', 10000), ('read-only', 100000)]
+
+
+def test_ferretdb_runs_a_larger_population_when_the_probe_predicts_it_keeps_up(bench):
+    fake, notes = FakePass(ms_per_thousand=5), []   # 50 ms at 10 000: 0.5 s at 100 000
+    rows = bench.run.run_ferretdb(fake, CHOSEN, notes)
+    assert fake.asked == [[('read-only', 0)], [('read-only', 10000)], [('read-only', 100000)]]
+    assert set(rows) == {('read-only', p, OURS) for p in (0, 10000, 100000)}
+    assert notes == []
+
+
+def test_ferretdb_skips_a_population_the_probe_says_it_cannot_keep_up_with(bench):
+    fake, notes = FakePass(ms_per_thousand=80), []   # 800 ms at 10 000: 8 s at 100 000
+    rows = bench.run.run_ferretdb(fake, CHOSEN, notes)
+    assert fake.asked == [[('read-only', 0)], [('read-only', 10000)]]
+    assert ('read-only', 100000, OURS) not in rows
+    assert notes == ['Not run on FerretDB with 100 000 other sessions stored: its slowest '
+                     'probe command at 10 000 (800 ms, see its server probe) scales to about '
+                     '8.0 s per command at 100 000, as FerretDB 1.x scans its table; the run '
+                     'would take far longer and measure only that scan.']
+
+
+def test_the_ferretdb_plan_leaves_out_concurrency_and_says_what_quick_leaves_out(bench):
+    classes, chosen, notes = bench.run._ferretdb_plan(
+        bench.run.PROFILES['quick'], ['read-only', 'logout', 'concurrency'], [10000],
+        [bench.libraries.NoSession, bench.libraries.MongoSessions])
+    assert classes == [bench.libraries.MongoSessions]
+    assert chosen == [('read-only', 0)]
+    assert notes[0].startswith('Concurrency is not run on FerretDB')
+    assert notes[1:] == ['--quick runs only read-only on FerretDB.',
+                         '--quick stores no other sessions on FerretDB (the full run stores '
+                         'as many as on the throughput server, as long as FerretDB keeps up).']
+    _, chosen, notes = bench.run._ferretdb_plan(
+        bench.run.PROFILES['full'], ['read-only', 'logout'], [10000, 100000],
+        [bench.libraries.MongoSessions])
+    assert chosen == [('read-only', 0), ('logout', 0), ('read-only', 10000),
+                      ('read-only', 100000)]
+    assert notes == []
+
+
+@pytest.mark.parametrize('find, find_with, update, update_with, said', [
+    (0.5, 6.5, 0.4, 6.2, '13×'),    # a server that scans for a condition beside _id
+    (0.5, 0.7, 0.4, 0.6, None),
+    (50.0, 800.0, 140.0, 690.0, '16×'),   # the update's 4.9× is not counted
+])
+def test_a_server_that_scans_for_a_condition_beside_the_id_is_named(bench, find, find_with,
+                                                                      update, update_with,
+                                                                      said):
+    timings = [('find by _id', find), ('find by _id and a condition on another field',
+                                       find_with),
+               ('update by _id', update), ('update by _id and a condition on another field',
+                                           update_with)]
+    assert bench.run._slow_conditions(timings) == said
