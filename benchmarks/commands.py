@@ -97,6 +97,37 @@ def mongo_costs(url, seconds, rounds):
     return costs
 
 
+def stub_costs(seconds, rounds):
+    """``[(command, µs)]`` for the stub collection of the driver-stubbed runs (its own
+    dict work, which those runs' "own code" includes), with the same commands as pymongo."""
+    from stub_collection import StubCollection
+    collection = StubCollection()
+    one = secrets.token_hex(32)
+    collection.insert_one(_session_document(one))
+    when = datetime.datetime(2030, 1, 1)
+    live = {'_id': one, 'expires': {'$not': {'$lte': when}}, 'retired': {'$exists': False}}
+
+    def stored(count):
+        docs = [_session_document(secrets.token_hex(32)) for _ in range(count)]
+        for doc in docs:
+            collection.insert_one(doc)
+        return [doc['_id'] for doc in docs]
+
+    return [
+        ('find_one by _id', _timed(seconds, rounds, None,
+                                   lambda item: collection.find_one({'_id': one}))),
+        ('update_one by _id ($set of one key)', _timed(
+            seconds, rounds, None,
+            lambda item: collection.update_one(live, {'$set': {'data.n': 1, 'expires': when},
+                                                      '$inc': {'v': 1}}))),
+        ('find_one_and_delete by _id', _timed(
+            seconds, rounds, stored,
+            lambda doc_id: collection.find_one_and_delete({'_id': doc_id}))),
+        ('delete_one by _id', _timed(seconds, rounds, stored,
+                                     lambda doc_id: collection.delete_one({'_id': doc_id}))),
+    ]
+
+
 def redis_costs(port, seconds, rounds):
     """``[(command, µs)]`` for redis-py against the redis-server on ``port``."""
     import redis

@@ -156,27 +156,31 @@ def cpu_table(cpu, libraries, chosen):
     return rst_table(headers, table) if table else []
 
 
-def command_table(mongo, redis_):
+def command_table(mongo, redis_, stub=None):
     """pymongo's and redis-py's client CPU µs per command, side by side.
 
-    ``mongo`` and ``redis_``: ``[(command, µs)]`` (either may be empty); the
-    rows pair them as :data:`commands.PAIRS` does.
+    ``mongo``, ``redis_`` and ``stub`` (the driver-stubbed runs' stub
+    collection, for the same commands as pymongo): ``[(command, µs)]``, any of
+    them empty; the rows pair them as :data:`commands.PAIRS` does.
     """
     from commands import PAIRS
-    mongo, redis_ = dict(mongo or ()), dict(redis_ or ())
+    mongo, redis_, stub = dict(mongo or ()), dict(redis_ or ()), dict(stub or ())
     table = []
     for what, mongo_command, redis_command in PAIRS:
         if mongo_command not in mongo and redis_command not in redis_:
             continue
-        table.append([
-            what,
-            mongo_command if mongo_command in mongo else '—',
-            '%.0f' % mongo[mongo_command] if mongo_command in mongo else '',
-            redis_command if redis_command in redis_ else '—',
-            '%.0f' % redis_[redis_command] if redis_command in redis_ else ''])
+        row = [what,
+               mongo_command if mongo_command in mongo else '—',
+               '%.0f' % mongo[mongo_command] if mongo_command in mongo else '']
+        if stub:
+            row.append('%.1f' % stub[mongo_command] if mongo_command in stub else '')
+        row += [redis_command if redis_command in redis_ else '—',
+                '%.0f' % redis_[redis_command] if redis_command in redis_ else '']
+        table.append(row)
     if not table:
         return []
-    return rst_table(['what the store does', 'pymongo', 'µs', 'redis-py', 'µs'], table)
+    return rst_table(['what the store does', 'pymongo', 'µs'] + (['stub µs'] if stub else [])
+                     + ['redis-py', 'µs'], table)
 
 
 def ferretdb_table(ferret, real, libraries, chosen, server):

@@ -481,7 +481,7 @@ def main(argv=None):
     pinning = Pinned()
     cpu_libraries = libraries
     pin_problem = 'not asked (--no-pin)' if args.no_pin else unavailable()
-    command_costs = ([], [])
+    command_costs = ([], [], [])
     with contextlib.ExitStack() as stack:
         servers = {}
         try:
@@ -588,7 +588,9 @@ def main(argv=None):
                     commands.mongo_costs(standin_url, profile['command_seconds'],
                                          profile['cpu_rounds']),
                     commands.redis_costs(servers['redis'], profile['command_seconds'],
-                                         profile['cpu_rounds']) if 'redis' in servers else [])
+                                         profile['cpu_rounds']) if 'redis' in servers else [],
+                    commands.stub_costs(profile['command_seconds'], profile['cpu_rounds'])
+                    if MongoSessions in classes else [])
             finally:
                 pinning.undo()
     if sys.stderr.isatty() and not args.verbose:
@@ -647,8 +649,8 @@ def main(argv=None):
                         'only: it keeps documents in a dict and runs no driver or BSON code). '
                         '"own code": that column less no-session\'s, the CPU of '
                         'pyramid_mongosession itself per request, the driver left out; the '
-                        'stub\'s own dict work (a few µs) is in it.%s' % (STUBBED, wrapper),
-                        '']
+                        'stub\'s own dict work is in it (see its µs per command below).%s'
+                        % (STUBBED, wrapper), '']
     if any(command_costs):
         title = 'Client CPU per single command (µs), pymongo and redis-py'
         out += [title, '-' * len(title), ''] + report.command_table(*command_costs) + [
@@ -656,10 +658,13 @@ def main(argv=None):
                 'the stand-in, redis-py against redis-server, in the pinned pass above, on a '
                 'small session\'s document or value; median of %d run%s of %.2f s each. The '
                 'last row is how pyramid_mongosession sends a command when its client does '
-                'not bound every call itself.'
+                'not bound every call itself.%s'
                 % (', '.join('%s=%s' % item for item in CLIENT_TIMEOUTS.items()),
                    profile['cpu_rounds'], '' if profile['cpu_rounds'] == 1 else 's',
-                   profile['command_seconds']), '']
+                   profile['command_seconds'],
+                   ' "stub µs": the same commands on the stub collection of the driver-stubbed '
+                   'runs, in this process: its own dict work, which their "own code" '
+                   'includes.' if command_costs[2] else ''), '']
     ratios = report.ratio_tables(real, cpu, libraries, chosen)
     if ratios:
         out += ['Ratios', '------', ''] + ratios

@@ -272,6 +272,15 @@ def test_the_command_table_pairs_pymongo_with_redis_py(bench):
     assert len(only_redis) == 3 + 3 + 1
 
 
+def test_the_command_table_shows_the_stubs_own_work_beside_pymongo(bench):
+    table = bench.report.command_table([('find_one by _id', 80.0)], [('GET', 30.0)],
+                                       stub=[('find_one by _id', 1.36)])
+    assert table[1].split() == ['what', 'the', 'store', 'does', 'pymongo', 'µs', 'stub', 'µs',
+                                'redis-py', 'µs']
+    assert table[3].split() == ['read', 'a', 'session', 'find_one', 'by', '_id', '80', '1.4',
+                                'GET', '30']
+
+
 def test_the_ferretdb_column_stands_beside_the_throughput_server(bench):
     libraries = [SimpleNamespace(name='pyramid_beaker'), SimpleNamespace(name=OURS)]
     ferret = {('read-only', 0, OURS): dict(GOOD, requests_per_s=880.0),
