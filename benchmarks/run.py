@@ -717,8 +717,8 @@ def ferretdb_section(ferretdb, ferret, ferret_pass, ferret_classes, ferret_chose
     lines += report.ferretdb_table(ferret, real, libraries, ferret_chosen, throughput.name)
     lines += ['', 'Requests/s of the MongoDB libraries on %s, from timed runs of %.2f s '
               '(%s), and the same on the throughput server (%s) from its tables above. '
-              'FerretDB 1.x answers an update by _id by scanning its table, so these '
-              'figures measure FerretDB more than the libraries.'
+              'FerretDB 1.x scans its table for updates and for filters on more than _id, '
+              'so these figures measure FerretDB more than the libraries.'
               % (ferretdb.description, profile['ferretdb_seconds'],
                  'one run' if profile['ferretdb_rounds'] == 1
                  else 'median of %d runs' % profile['ferretdb_rounds'], throughput.name)]
@@ -772,12 +772,12 @@ def run_notes(profile, mode, populations, real_pass, standin, standin_stats, lib
     """How the figures were made, in sentences (every number from this run or its settings)."""
     rounds, seconds = profile['rounds'], profile['seconds']
     lines = [
-        '- Requests/s: median of %s of %.2f s against the throughput server%s and '
-        'redis-server, one thread (eight in concurrency); round trips and bytes sent per '
-        'request: counted from the store client in separate runs of %d requests (%d with '
-        'other sessions stored).'
-        % ('%d runs' % rounds if rounds > 1 else 'one run', seconds,
-           ' (%s)' % throughput.name if throughput else '',
+        '- Requests/s: median of %s of %.2f s against %s, one thread (eight in '
+        'concurrency); round trips and bytes sent per request: counted from the store client '
+        'in separate runs of %d requests (%d with other sessions stored).'
+        % ('%d runs' % rounds if rounds > 1 else 'one run', seconds, ' and '.join(
+            (['the throughput server (%s)' % throughput.name] if throughput else [])
+            + (['redis-server'] if 'redis' in servers else [])) or 'no server',
            profile['counted_requests'], profile['populated_counted']),
     ]
     if standin:
@@ -791,9 +791,10 @@ def run_notes(profile, mode, populations, real_pass, standin, standin_stats, lib
         lines.append(
             '- Client CPU per request: from separate runs against a stand-in MongoDB server '
             '(standin_mongo.py) that answers at once from memory, so that the real server\'s '
-            'waits do not inflate the client\'s CPU; pyramid_session_redis against the '
-            'real redis-server in those runs too (it is local and fast already). Processes '
-            '%s; the affinities were restored afterwards.%s' % (pinned, extra))
+            'waits do not inflate the client\'s CPU%s. Processes %s; the affinities were '
+            'restored afterwards.%s' % (
+                '; pyramid_session_redis against the real redis-server in those runs too (it '
+                'is local and fast already)' if 'redis' in servers else '', pinned, extra))
     names = {lib.name for lib in libraries}
     if 'pyramid_session_redis' in names:
         lines.append(
