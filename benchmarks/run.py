@@ -416,7 +416,7 @@ def main(argv=None):
     parser.add_argument('--quick', action='store_true',
                         help='short runs, one round, 10 000 other sessions only, two '
                              'scenarios on FerretDB (a minute or two; the full run takes '
-                             'about twenty minutes)')
+                             'about a quarter of an hour)')
     parser.add_argument('--json', metavar='PATH', help='also write the rows as JSON to PATH')
     parser.add_argument('--libraries', metavar='A,B',
                         help='comma-separated, from: ' + ', '.join(l.name for l in LIBRARIES))
