@@ -306,7 +306,8 @@ class StubbedMongoSessions(Library):
                                    'embedded backend: the stubbed figures would not be its own')
             # Whether each call is wrapped in pymongo.timeout(), as for the real
             # client with the same options (the one piece of pymongo that runs).
-            client_bounds = getattr(connection, '_client_timeout', None)
+            client_bounds = getattr(connection, '_client_bounded',
+                                    getattr(connection, '_client_timeout', None))
             self.per_call_timeout = None if client_bounds is None else not client_bounds
         return factory
 

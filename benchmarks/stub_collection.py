@@ -23,13 +23,17 @@ What it does, and no more:
   and ``$setOnInsert`` on dotted paths (``data.x``), so that a later read
   sees a write, and replacements keep the ``_id``;
 - index commands are accepted and do nothing; ``with_options`` returns the
-  stub itself, and its client's options say that every socket operation is
-  bounded (``options.timeout`` None, ``options.pool_options.socket_timeout``
-  5.0), as a MongoClient made with ``socketTimeoutMS=5000`` would.
+  stub itself, and its client's options say that every wait is bounded
+  (``options.timeout`` None; ``options.pool_options.socket_timeout`` and
+  ``connect_timeout`` and ``options.server_selection_timeout`` 5.0), as a
+  MongoClient made with the benchmark's ``socketTimeoutMS``,
+  ``connectTimeoutMS`` and ``serverSelectionTimeoutMS`` of 5000 has them: so
+  the library decides about its per-call timeout as it does for that client.
 """
 import threading
 
-#: The stub client's socket timeout, in seconds: the benchmark's MongoClient's.
+#: The stub client's socket, connect and server selection timeouts, in seconds:
+#: the benchmark's MongoClient's.
 SOCKET_TIMEOUT = 5.0
 
 
@@ -53,10 +57,14 @@ class _Namespace:
 
 
 class _Client:
+    """Options as a MongoClient made with socketTimeoutMS, connectTimeoutMS and
+    serverSelectionTimeoutMS of 5000 has them (and no timeoutMS)."""
+
     def __init__(self):
-        self.options = _Namespace(timeout=None, pool_options=_Namespace(
-            socket_timeout=SOCKET_TIMEOUT, connect_timeout=SOCKET_TIMEOUT,
-            max_pool_size=100))
+        self.options = _Namespace(
+            timeout=None, server_selection_timeout=SOCKET_TIMEOUT,
+            pool_options=_Namespace(socket_timeout=SOCKET_TIMEOUT,
+                                    connect_timeout=SOCKET_TIMEOUT, max_pool_size=100))
 
     def close(self):
         pass

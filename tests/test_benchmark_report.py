@@ -349,8 +349,25 @@ def test_the_stub_collection_is_not_taken_for_the_embedded_backend(bench):
     stub = bench.stub_collection.StubCollection()
     factory = MongoSessionFactory(stub, 'a secret that is long enough ' * 2)
     assert factory.connection.embedded is False
-    assert stub.database.client.options.pool_options.socket_timeout == 5.0
-    assert stub.database.client.options.timeout is None
+    options = stub.database.client.options
+    assert options.timeout is None
+    assert (options.pool_options.socket_timeout, options.pool_options.connect_timeout,
+            options.server_selection_timeout) == (5.0, 5.0, 5.0)
+
+
+def test_the_stub_clients_options_are_the_benchmark_clients(bench):
+    import pymongo
+    client = pymongo.MongoClient('mongodb://127.0.0.1:1', connect=False,
+                                 **bench.libraries.CLIENT_TIMEOUTS)
+    try:
+        real = client.options
+        stub = bench.stub_collection.StubCollection().database.client.options
+        assert (stub.timeout, stub.server_selection_timeout) == (
+            real.timeout, real.server_selection_timeout)
+        assert (stub.pool_options.socket_timeout, stub.pool_options.connect_timeout) == (
+            real.pool_options.socket_timeout, real.pool_options.connect_timeout)
+    finally:
+        client.close()
 
 
 class FakePass:
