@@ -73,10 +73,10 @@ PROFILES = {
                  populations=(10000, 100000), populated_min_requests=1, populated_counted=1,
                  command_seconds=0.5, ferretdb_seconds=1.0, ferretdb_rounds=1,
                  ferretdb_scenarios=None, ferretdb_populations=True),
-    'quick': dict(seconds=0.25, rounds=1, cpu_seconds=0.25, cpu_rounds=1, min_requests=20,
+    'quick': dict(seconds=0.25, rounds=1, cpu_seconds=0.1, cpu_rounds=3, min_requests=20,
                   counted_requests=10, threads=8, per_thread=8, counted_per_thread=2, batch=10,
                   populations=(10000,), populated_min_requests=1, populated_counted=1,
-                  command_seconds=0.2, ferretdb_seconds=0.25, ferretdb_rounds=1,
+                  command_seconds=0.07, ferretdb_seconds=0.25, ferretdb_rounds=1,
                   ferretdb_scenarios=('read-only', 'write-one-key'),
                   ferretdb_populations=False),
 }
@@ -414,7 +414,8 @@ def run_ferretdb(ferret_pass, chosen, notes):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--quick', action='store_true',
-                        help='short runs, one round, 10 000 other sessions only, two '
+                        help='short runs (one round against the servers, three short ones '
+                             'for the CPU figures), 10 000 other sessions only, two '
                              'scenarios on FerretDB (a minute or two; the full run takes '
                              'about a quarter of an hour)')
     parser.add_argument('--json', metavar='PATH', help='also write the rows as JSON to PATH')
