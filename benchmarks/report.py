@@ -149,7 +149,7 @@ def cpu_table(cpu, libraries, chosen):
                 cells.append('%.0f' % row['cpu_us'])
         if own:
             value = own_code(cpu, scenario, population)
-            cells.append('—' if value is None else '%.0f' % value)
+            cells.append('—' if value is None else '%d' % round(value))   # never '-0'
         if any(cell != '—' for cell in cells[1:]):
             table.append(cells)
     headers = ['scenario'] + names + (['own code (stubbed − no-session)'] if own else [])

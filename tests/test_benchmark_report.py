@@ -182,6 +182,9 @@ def test_the_cpu_table_has_the_stubbed_and_own_code_columns(bench):
     assert len(table) == 5   # logout has no row: nothing measured
     without = bench.report.cpu_table(cpu, libraries[:3], [('read-only', 0)])
     assert 'own code' not in without[1]
+    cpu = cpu_rows('untouched', no_session=18.4, stubbed=18.1)
+    table = bench.report.cpu_table(cpu, [libraries[0], libraries[3]], [('untouched', 0)])
+    assert table[3].split() == ['untouched', '18', '18', '0']
 
 
 @pytest.mark.parametrize('own, limit, verdict', [(24, 30, 'met'), (30, 30, 'met'),
