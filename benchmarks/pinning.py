@@ -11,8 +11,10 @@ and puts back the affinities it found when it is undone.
 """
 import os
 import shutil
+import time
 
-#: The CPU that the CPU measurements run on.
+#: The CPU that the CPU measurements run on when the machine cannot tell
+#: which is the least busy (see :func:`least_busy_cpu`).
 CPU = 0
 
 
@@ -24,6 +26,43 @@ def _threads(pid):
         return [pid]
 
 
+def _busy_times():
+    """``{cpu: busy seconds}`` from /proc/stat, or None where it cannot be read."""
+    try:
+        with open('/proc/stat') as f:
+            lines = [line.split() for line in f if line.startswith('cpu')
+                     and line[3:4].isdigit()]
+    except OSError:
+        return None
+    ticks = os.sysconf('SC_CLK_TCK')
+    busy = {}
+    for fields in lines:
+        values = [int(v) for v in fields[1:]]
+        # user nice system, irq softirq steal (idle and iowait left out)
+        busy[int(fields[0][3:])] = (sum(values[:3]) + sum(values[5:8])) / ticks
+    return busy
+
+
+def least_busy_cpu(sample=0.3):
+    """The CPU of this process's allowed ones that other work used least over
+    ``sample`` seconds (the lowest-numbered on a tie), and how busy it was (0..1).
+
+    Returns ``(CPU, None)`` where the machine cannot tell.
+    """
+    allowed = sorted(os.sched_getaffinity(0))
+    before = _busy_times()
+    time.sleep(sample)
+    after = _busy_times()
+    if not before or not after:
+        return (CPU if CPU in allowed else allowed[0]), None
+    load = {cpu: (after[cpu] - before[cpu]) / sample for cpu in allowed
+            if cpu in before and cpu in after}
+    if not load:
+        return (CPU if CPU in allowed else allowed[0]), None
+    cpu = min(load, key=lambda c: (round(load[c], 1), c))
+    return cpu, load[cpu]
+
+
 def unavailable():
     """Why pinning cannot be done here, or None."""
     if not hasattr(os, 'sched_setaffinity'):
@@ -32,15 +71,21 @@ def unavailable():
         allowed = os.sched_getaffinity(0)
     except OSError as exc:
         return 'the CPU affinity cannot be read (%s)' % exc
-    if CPU not in allowed:
-        return 'CPU %d is not available to this process' % CPU
+    if not allowed:
+        return 'no CPU is available to this process'
     return None
 
 
 class Pinned:
-    """Pins processes (every thread of each) to :data:`CPU`; :meth:`undo` restores them."""
+    """Pins processes (every thread of each) to one CPU; :meth:`undo` restores them.
 
-    def __init__(self):
+    ``cpu``: that CPU (:data:`CPU` by default); ``why``: how it was chosen, for
+    the output.
+    """
+
+    def __init__(self, cpu=CPU, why=None):
+        self.cpu = cpu
+        self.why = why
         self.saved = {}      # thread id: its affinity before
         self.processes = []  # (name, pid)
         self.failures = []   # (name, reason)
@@ -51,7 +96,7 @@ class Pinned:
         for tid in _threads(pid):
             try:
                 before = os.sched_getaffinity(tid)
-                os.sched_setaffinity(tid, {CPU})
+                os.sched_setaffinity(tid, {self.cpu})
             except OSError as exc:   # a thread that ended meanwhile, or no permission
                 if not pinned and tid == pid:
                     self.failures.append((name, str(exc)))
@@ -85,8 +130,9 @@ class Pinned:
         if not self.processes:
             return 'not pinned to one CPU: %s' % ('; '.join(
                 '%s: %s' % failure for failure in self.failures) or 'nothing to pin')
-        text = 'pinned to CPU %d, all on the same CPU: %s' % (
-            CPU, ', '.join(name for name, _ in self.processes))
+        text = 'pinned to CPU %d%s, all on the same CPU: %s' % (
+            self.cpu, ' (%s)' % self.why if self.why else '',
+            ', '.join(name for name, _ in self.processes))
         if self.failures:
             text += '; not pinned: %s' % '; '.join('%s (%s)' % failure
                                                    for failure in self.failures)

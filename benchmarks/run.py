@@ -55,7 +55,7 @@ from libraries import (  # noqa: E402
     CLIENT_TIMEOUTS, LIBRARIES, OURS, REDIS_OPTIONS, STUBBED, BeakerSessions, MongoSessions,
     StubbedMongoSessions)
 from measure import Pass, label, measurements, server_control, summarise, thousands  # noqa: E402
-from pinning import Pinned, unavailable  # noqa: E402
+from pinning import Pinned, least_busy_cpu, unavailable  # noqa: E402
 from redis_server import MAXMEMORY, NoRedis, redis_server  # noqa: E402
 from scenarios import POPULATED, SCENARIOS  # noqa: E402
 from standin_mongo import (  # noqa: E402
@@ -80,6 +80,8 @@ PROFILES = {
                   ferretdb_scenarios=('read-only', 'write-one-key'),
                   ferretdb_populations=False),
 }
+#: Seconds over which the least busy CPU is found, before the pinned pass.
+PIN_SAMPLE = 0.5
 #: The MongoDB libraries measured on FerretDB too.
 FERRETDB_LIBRARIES = (BeakerSessions, MongoSessions)
 #: A larger population is measured on FerretDB only if the slowest command of
@@ -560,6 +562,10 @@ def main(argv=None):
                 cpu_classes.insert(cpu_classes.index(MongoSessions) + 1, StubbedMongoSessions)
             cpu_libraries = [cls() for cls in cpu_classes]
             if pin_problem is None:
+                chosen_cpu, load = least_busy_cpu(PIN_SAMPLE)
+                pinning = Pinned(chosen_cpu, None if load is None else
+                                 'the least busy over %.1f s before the pass: other work used '
+                                 '%.0f%% of it' % (PIN_SAMPLE, 100 * load))
                 pinning.pin('this process', os.getpid())
                 pinning.pin('the stand-in', server_pid(standin_url))
                 if 'redis' in servers:
