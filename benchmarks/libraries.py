@@ -306,9 +306,14 @@ class StubbedMongoSessions(Library):
                                    'embedded backend: the stubbed figures would not be its own')
             # Whether each call is wrapped in pymongo.timeout(), as for the real
             # client with the same options (the one piece of pymongo that runs).
-            client_bounds = getattr(connection, '_client_bounded',
-                                    getattr(connection, '_client_timeout', None))
-            self.per_call_timeout = None if client_bounds is None else not client_bounds
+            try:
+                from pyramid_mongosession.connection import bounds_every_call
+            except ImportError:   # a version that decides on timeoutMS alone
+                bounded = getattr(connection, '_client_timeout', None)
+            else:
+                bounded = bounds_every_call(stub.database.client.options,
+                                            connection.operation_timeout)
+            self.per_call_timeout = None if bounded is None else not bounded
         return factory
 
     def rotate(self, session):
