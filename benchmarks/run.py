@@ -71,7 +71,7 @@ PROFILES = {
     'full': dict(seconds=2.0, rounds=3, cpu_seconds=1.0, cpu_rounds=3, min_requests=50,
                  counted_requests=20, threads=8, per_thread=40, counted_per_thread=3, batch=25,
                  populations=(10000, 100000), populated_min_requests=1, populated_counted=1,
-                 command_seconds=0.5, ferretdb_seconds=1.0, ferretdb_rounds=1,
+                 command_seconds=0.3, ferretdb_seconds=1.0, ferretdb_rounds=1,
                  ferretdb_scenarios=None, ferretdb_populations=True),
     'quick': dict(seconds=0.25, rounds=1, cpu_seconds=0.1, cpu_rounds=3, min_requests=20,
                   counted_requests=10, threads=8, per_thread=8, counted_per_thread=2, batch=10,
