@@ -174,13 +174,14 @@ def command_table(mongo, redis_, stub=None):
                '%.0f' % mongo[mongo_command] if mongo_command in mongo else '']
         if stub:
             row.append('%.1f' % stub[mongo_command] if mongo_command in stub else '')
-        row += [redis_command if redis_command in redis_ else '—',
-                '%.0f' % redis_[redis_command] if redis_command in redis_ else '']
+        if redis_:
+            row += [redis_command if redis_command in redis_ else '—',
+                    '%.0f' % redis_[redis_command] if redis_command in redis_ else '']
         table.append(row)
     if not table:
         return []
     return rst_table(['what the store does', 'pymongo', 'µs'] + (['stub µs'] if stub else [])
-                     + ['redis-py', 'µs'], table)
+                     + (['redis-py', 'µs'] if redis_ else []), table)
 
 
 def ferretdb_table(ferret, real, libraries, chosen, server):

@@ -659,14 +659,16 @@ def main(argv=None):
                         'stub\'s own dict work is in it (see its µs per command below).%s'
                         % (STUBBED, wrapper), '']
     if any(command_costs):
-        title = 'Client CPU per single command (µs), pymongo and redis-py'
+        title = 'Client CPU per single command (µs), pymongo%s' % (
+            ' and redis-py' if command_costs[1] else '')
         out += [title, '-' * len(title), ''] + report.command_table(*command_costs) + [
             '', 'This process\'s CPU per command, no session library: pymongo (%s) against '
-                'the stand-in, redis-py against redis-server, in the pinned pass above, on a '
-                'small session\'s document or value; median of %d run%s of %.2f s each. The '
+                'the stand-in%s, in the pinned pass above, on a small session\'s document or '
+                'value; median of %d run%s of %.2f s each. The '
                 'last row is how pyramid_mongosession sends a command when its client does '
                 'not bound every call itself.%s'
                 % (', '.join('%s=%s' % item for item in CLIENT_TIMEOUTS.items()),
+                   ', redis-py against redis-server' if command_costs[1] else '',
                    profile['cpu_rounds'], '' if profile['cpu_rounds'] == 1 else 's',
                    profile['command_seconds'],
                    ' "stub µs": the same commands on the stub collection of the driver-stubbed '

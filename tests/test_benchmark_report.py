@@ -271,6 +271,8 @@ def test_the_command_table_pairs_pymongo_with_redis_py(bench):
          '85', '—'],
     ]
     assert bench.report.command_table([], []) == []
+    only_mongo = bench.report.command_table(mongo, [])
+    assert only_mongo[1].split() == ['what', 'the', 'store', 'does', 'pymongo', 'µs']
     only_redis = bench.report.command_table([], redis_)
     assert len(only_redis) == 3 + 3 + 1
 
