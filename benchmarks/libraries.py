@@ -27,6 +27,8 @@ import bson
 import pymongo
 from pymongo import monitoring
 
+#: The name of pyramid_mongosession's driver-stubbed runs (CPU only).
+STUBBED = 'pyramid_mongosession, driver stubbed'
 SECRET = 'benchmark secret, long enough to be taken seriously: 0123456789abcdef'
 #: Idle timeout, in seconds, given to every library that has one.
 TIMEOUT = 1200
@@ -41,6 +43,12 @@ TIMEOUT = 1200
 REDIS_TIMEOUT_TRIGGER = TIMEOUT // 2
 REDIS_OPTIONS = {'timeout': TIMEOUT, 'timeout_trigger': REDIS_TIMEOUT_TRIGGER,
                  'set_redis_ttl': False}
+#: The options of pyramid_mongosession's MongoClient in the benchmark (and of
+#: the plain client that measures single commands): every socket operation
+#: bounded, as the documentation recommends for a client handed to
+#: MongoSessionFactory.
+CLIENT_TIMEOUTS = {'socketTimeoutMS': 5000, 'connectTimeoutMS': 5000,
+                   'serverSelectionTimeoutMS': 5000}
 #: Documents (or keys) sent to the store at once when it is populated.
 POPULATE_BATCH = 1000
 
@@ -199,10 +207,12 @@ class _MongoLibrary(Library):
         self._clients = []
         self._admin = self.client()
 
-    def client(self, traffic=None, pool_size=None):
-        """A MongoClient: pymongo's default pool, or ``pool_size`` connections at most."""
+    def client(self, traffic=None, pool_size=None, **options):
+        """A MongoClient: pymongo's default pool, or ``pool_size`` connections at most;
+        ``options``: more of MongoClient's keyword arguments."""
         listeners = [_MongoCounter(traffic, self.database)] if traffic is not None else []
-        options = {} if pool_size is None else {'maxPoolSize': pool_size}
+        if pool_size is not None:
+            options['maxPoolSize'] = pool_size
         client = pymongo.MongoClient(url_with_database(self.url, self.database),
                                      event_listeners=listeners, **options)
         self._clients.append(client)
@@ -251,14 +261,76 @@ class MongoSessions(_MongoLibrary):
 
     def factory(self, traffic=None, pool_size=None):
         from pyramid_mongosession import MongoSessionFactory
-        collection = self.client(traffic, pool_size)[self.database][self.collection]
-        return MongoSessionFactory(collection, SECRET, timeout=TIMEOUT)
+        # Bounded per socket operation, as the documentation recommends for a
+        # client handed to MongoSessionFactory: no per-call timeout is added.
+        client = self.client(traffic, pool_size, **CLIENT_TIMEOUTS)
+        return MongoSessionFactory(client[self.database][self.collection], SECRET,
+                                   timeout=TIMEOUT)
 
     def rotate(self, session):
         session.options['change_id'] = True
 
     def logout(self, session):
         session.options['expire'] = True
+
+
+class StubbedMongoSessions(Library):
+    """pyramid_mongosession with its collection replaced by :mod:`stub_collection`.
+
+    Only for the CPU runs: no pymongo code runs, so the CPU per request,
+    less no-session's, is the library's own code (see ``stub_collection.py``).
+    """
+
+    name = STUBBED
+    unsupported = {'concurrency': 'the driver-stubbed column measures single requests only'}
+    no_store = 'the stub is a dict: a lookup costs the same at any size'
+
+    #: Whether pyramid_mongosession wrapped each call in pymongo.timeout()
+    #: (None: unknown), as it does unless its client bounds every call itself.
+    per_call_timeout = None
+
+    def start(self, servers):
+        self._stubs = []
+
+    def factory(self, traffic=None, pool_size=None):
+        from pyramid_mongosession import MongoSessionFactory
+        from stub_collection import StubCollection
+        stub = StubCollection()
+        self._stubs.append(stub)
+        factory = MongoSessionFactory(stub, SECRET, timeout=TIMEOUT)
+        connection = getattr(factory, 'connection', None)
+        if connection is not None:
+            if connection.embedded:
+                # Its embedded (mongomock) mode takes another request path.
+                raise RuntimeError('pyramid_mongosession took the stub collection for its '
+                                   'embedded backend: the stubbed figures would not be its own')
+            # Whether each call is wrapped in pymongo.timeout(), as for the real
+            # client with the same options (the one piece of pymongo that runs).
+            try:
+                from pyramid_mongosession.connection import bounds_every_call
+            except ImportError:   # a version that decides on timeoutMS alone
+                bounded = getattr(connection, '_client_timeout', None)
+            else:
+                bounded = bounds_every_call(stub.database.client.options,
+                                            connection.operation_timeout)
+            self.per_call_timeout = None if bounded is None else not bounded
+        return factory
+
+    def rotate(self, session):
+        session.options['change_id'] = True
+
+    def logout(self, session):
+        session.options['expire'] = True
+
+    def reset(self):
+        for stub in self._stubs:
+            stub.drop()
+
+    def stored(self):
+        return sum(len(stub.docs) for stub in self._stubs)
+
+    def close(self):
+        self._stubs = []
 
 
 class BeakerSessions(_MongoLibrary):

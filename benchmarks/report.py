@@ -5,12 +5,13 @@ Every function takes the summaries of :func:`measure.summarise`, keyed by
 real servers (requests/s, round trips, bytes, lost updates) and ``cpu``
 from the runs that the CPU figures come from (the stand-in by default).
 """
-from libraries import OURS
+from libraries import OURS, STUBBED
 from measure import label, thousands
 
 PEERS_SERVER_SIDE = ('pyramid_session_redis', 'pyramid_beaker')
 BEAKER = 'pyramid_beaker'
 REDIS = 'pyramid_session_redis'
+BASELINE = 'no-session'
 
 #: Round trips per request that pyramid_mongosession should make at most.
 ROUND_TRIP_TARGETS = [
@@ -24,6 +25,11 @@ BYTES_TARGET = 2048
 #: pyramid_mongosession's requests/s over pyramid_beaker's, on the same server.
 BEAKER_RATIO_TARGET = 2.0
 BEAKER_RATIO_SCENARIOS = ('read-only', 'write-one-key')
+#: pyramid_mongosession's own code (driver stubbed, less no-session), µs per
+#: request at most, in the pinned CPU runs.
+OWN_CODE_TARGETS = [('read-only', 30), ('write-one-key', 40)]
+#: pyramid_mongosession's CPU per request over pyramid_session_redis's, at most.
+REDIS_CPU_TARGETS = [('read-only', 1.5), ('write-one-key', 1.0), ('logout', 1.0)]
 #: A median CPU time over the peer's by less than this share, or by less than
 #: NOISE_US microseconds, is taken as noise.
 NOISE = 0.05
@@ -115,9 +121,21 @@ def scenario_tables(real, libraries, chosen, notes, rounds=1):
     return lines
 
 
+def own_code(cpu, scenario, population=0):
+    """pyramid_mongosession's own CPU µs per request: its driver-stubbed runs less
+    no-session's, or None when either is missing or failed."""
+    stubbed = cpu.get((scenario, population, STUBBED))
+    baseline = cpu.get((scenario, population, BASELINE))
+    if stubbed is None or baseline is None or _failed(stubbed) or _failed(baseline):
+        return None
+    return stubbed['cpu_us'] - baseline['cpu_us']
+
+
 def cpu_table(cpu, libraries, chosen):
-    """Client CPU µs per request: one row per measurement, one column per library."""
+    """Client CPU µs per request: one row per measurement, one column per library;
+    with pyramid_mongosession's driver-stubbed runs, also its own code's column."""
     names = [lib.name for lib in libraries]
+    own = STUBBED in names and BASELINE in names
     table = []
     for scenario, population in chosen:
         cells = [label(scenario, population)]
@@ -129,9 +147,65 @@ def cpu_table(cpu, libraries, chosen):
                 cells.append(_failure(row))
             else:
                 cells.append('%.0f' % row['cpu_us'])
+        if own:
+            value = own_code(cpu, scenario, population)
+            cells.append('—' if value is None else '%d' % round(value))   # never '-0'
         if any(cell != '—' for cell in cells[1:]):
             table.append(cells)
-    return rst_table(['scenario'] + names, table) if table else []
+    headers = ['scenario'] + names + (['own code (stubbed − no-session)'] if own else [])
+    return rst_table(headers, table) if table else []
+
+
+def command_table(mongo, redis_, stub=None):
+    """pymongo's and redis-py's client CPU µs per command, side by side.
+
+    ``mongo``, ``redis_`` and ``stub`` (the driver-stubbed runs' stub
+    collection, for the same commands as pymongo): ``[(command, µs)]``, any of
+    them empty; the rows pair them as :data:`commands.PAIRS` does.
+    """
+    from commands import PAIRS
+    mongo, redis_, stub = dict(mongo or ()), dict(redis_ or ()), dict(stub or ())
+    table = []
+    for what, mongo_command, redis_command in PAIRS:
+        if mongo_command not in mongo and redis_command not in redis_:
+            continue
+        row = [what,
+               mongo_command if mongo_command in mongo else '—',
+               '%.0f' % mongo[mongo_command] if mongo_command in mongo else '']
+        if stub:
+            row.append('%.1f' % stub[mongo_command] if mongo_command in stub else '')
+        if redis_:
+            row += [redis_command if redis_command in redis_ else '—',
+                    '%.0f' % redis_[redis_command] if redis_command in redis_ else '']
+        table.append(row)
+    if not table:
+        return []
+    return rst_table(['what the store does', 'pymongo', 'µs'] + (['stub µs'] if stub else [])
+                     + (['redis-py', 'µs'] if redis_ else []), table)
+
+
+def ferretdb_table(ferret, real, libraries, chosen, server):
+    """Requests/s on FerretDB beside the same on the throughput server (named ``server``).
+
+    ``ferret``: the summaries of the FerretDB pass; ``chosen``: its measurements.
+    One row per measurement and library.
+    """
+    table = []
+    for scenario, population in chosen:
+        for library in libraries:
+            cells = [label(scenario, population), library.name]
+            for source in (ferret, real):
+                row = source.get((scenario, population, library.name))
+                if row is None:
+                    cells.append('—')
+                elif _failed(row):
+                    cells.append(_failure(row))
+                else:
+                    cells.append(_rate(row['requests_per_s']))
+            if cells[2] != '—':
+                table.append(cells)
+    return rst_table(['scenario', 'library', 'requests/s on FerretDB',
+                      'requests/s on %s' % server], table) if table else []
 
 
 def ratio_tables(real, cpu, libraries, chosen):
@@ -167,8 +241,13 @@ def _more_cpu(ours, other):
             and ours['cpu_us'] - other['cpu_us'] > NOISE_US)
 
 
-def target_rows(real, cpu, chosen, cpu_where):
-    """The targets for pyramid_mongosession, as ``[target, wanted, measured, verdict]`` rows."""
+def target_rows(real, cpu, chosen, cpu_where, server=None):
+    """The targets for pyramid_mongosession, as ``[target, wanted, measured, verdict]`` rows.
+
+    ``real``: the throughput server's summaries (named ``server`` in the
+    targets, if given); ``cpu``: the CPU runs' (``cpu_where`` says where they
+    ran), with pyramid_mongosession's driver-stubbed runs if there were any.
+    """
     rows = []
 
     def add(target, wanted, measured, met, server=False):
@@ -216,7 +295,8 @@ def target_rows(real, cpu, chosen, cpu_where):
             beaker = real.get((scenario, population, BEAKER))
             if ours is None or beaker is None:
                 continue
-            target = 'requests/s over %s\'s, %s' % (BEAKER, label(scenario, population))
+            target = 'requests/s over %s\'s%s, %s' % (
+                BEAKER, ' on %s' % server if server else '', label(scenario, population))
             want = 'at least %.0f×' % BEAKER_RATIO_TARGET
             if _failed(ours) or _failed(beaker):
                 either_failed(target, want, ((OURS, ours), (BEAKER, beaker)))
@@ -226,23 +306,48 @@ def target_rows(real, cpu, chosen, cpu_where):
                                                      _rate(beaker['requests_per_s']), ratio),
                 ratio >= BEAKER_RATIO_TARGET)
 
-    for scenario, population in chosen:
-        ours = cpu.get((scenario, population, OURS))
-        redis_ = cpu.get((scenario, population, REDIS))
+    cpu_scenarios = {scenario for scenario, population in chosen if population == 0}
+    for scenario, limit in OWN_CODE_TARGETS:
+        if scenario not in cpu_scenarios:
+            continue
+        stubbed = cpu.get((scenario, 0, STUBBED))
+        baseline = cpu.get((scenario, 0, BASELINE))
+        if stubbed is None or baseline is None:
+            continue
+        target = 'own code\'s CPU per request (driver stubbed − no-session, %s), %s' % (
+            cpu_where, scenario)
+        want = 'at most %d µs' % limit
+        if _failed(stubbed) or _failed(baseline):
+            either_failed(target, want, ((STUBBED, stubbed), (BASELINE, baseline)))
+            continue
+        value = stubbed['cpu_us'] - baseline['cpu_us']
+        add(target, want, '%.0f µs (%.0f − %.0f)' % (value, stubbed['cpu_us'],
+                                                   baseline['cpu_us']), value <= limit)
+
+    for scenario, ratio in REDIS_CPU_TARGETS:
+        if scenario not in cpu_scenarios:
+            continue
+        ours = cpu.get((scenario, 0, OURS))
+        redis_ = cpu.get((scenario, 0, REDIS))
         if ours is None or redis_ is None:
             continue
-        target = 'CPU per request vs %s\'s (%s), %s' % (REDIS, cpu_where,
-                                                        label(scenario, population))
-        want = 'at most theirs'
+        target = 'CPU per request vs %s\'s (%s), %s' % (REDIS, cpu_where, scenario)
+        want = 'at most theirs' if ratio == 1 else 'at most %s× theirs' % _number(ratio)
         if _failed(ours) or _failed(redis_):
             either_failed(target, want, ((OURS, ours), (REDIS, redis_)))
             continue
-        measured = '%.0f vs %.0f µs' % (ours['cpu_us'], redis_['cpu_us'])
-        over = _more_cpu(ours, redis_)
-        if not over and ours['cpu_us'] > redis_['cpu_us']:
-            measured += ' (higher by under %.0f%% or %d µs: noise)' % (NOISE * 100, NOISE_US)
+        limit = dict(redis_, cpu_us=redis_['cpu_us'] * ratio)
+        measured = '%.0f vs %.0f µs: %.2f×' % (ours['cpu_us'], redis_['cpu_us'],
+                                               ours['cpu_us'] / redis_['cpu_us'])
+        over = _more_cpu(ours, limit)
+        if not over and ours['cpu_us'] > limit['cpu_us']:
+            measured += ' (over by under %.0f%% or %d µs: noise)' % (NOISE * 100, NOISE_US)
         add(target, want, measured, not over)
     return rows
+
+
+def _number(value):
+    return ('%.2f' % value).rstrip('0').rstrip('.')
 
 
 def _rate(value):

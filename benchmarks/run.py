@@ -3,24 +3,33 @@
 
     python3 benchmarks/run.py [--quick] [--json PATH] [--libraries a,b] [--scenarios x,y]
                               [--populations N,M|none] [--cpu-server standin|real]
+                              [--no-ferretdb] [--no-pin] [--verbose] [--strict]
 
 Libraries: no-session (a baseline), cookie (Pyramid's
 SignedCookieSessionFactory), pyramid_session_redis (against a redis-server
 started here), pyramid_beaker (Beaker's ``ext:mongodb`` backend) and
-pyramid_mongosession, both on the same MongoDB-compatible server: the one
-``MONGODB_URL`` names, else one that the test suite's ``tests/servers.py``
-starts (mongod, or FerretDB built once with Go).
+pyramid_mongosession, both on the same MongoDB-compatible server.
 
-For every library and scenario it measures, in this process: requests per
-second, round trips to the store per request and bytes sent to the store
-per request, against those real servers; and CPU time per request
-(``time.process_time``: the whole application process, store client
-included, the servers excluded) against a stand-in MongoDB server that
-answers at once (``standin_mongo.py``, in its own process) and the same
-redis-server, so that no server's slowness inflates a client's CPU figures.
+The throughput server, which the requests/s, round trips, bytes and server
+probes come from, is the server ``MONGODB_URL`` names, else
+mongo-java-server (in memory; started by the test suite's
+``tests/servers.py``), whose ``_id`` lookups stay fast however many
+documents it holds. FerretDB 1.x, which scans its table on updates, gets a
+column of its own: requests/s of the MongoDB libraries on it, labelled so.
+
+CPU time per request (``time.process_time``: the whole application
+process, store client included, the servers excluded) comes from separate
+runs against a stand-in MongoDB server that answers at once
+(``standin_mongo.py``, in its own process) and the same redis-server, with
+this process and those servers pinned to one CPU. Those runs also measure
+pyramid_mongosession with its collection replaced by an in-memory stub
+(``stub_collection.py``), so that no driver code runs: its CPU less
+no-session's is the library's own code. A small table gives pymongo's and
+redis-py's CPU per single command, measured in the same pinned pass.
+
 Requests go through the full Pyramid WSGI stack. Read-only and write-one-key
-also run with many other sessions stored. Nothing is hard-coded: every figure
-printed comes from this run, and so does every target's verdict.
+also run with many other sessions stored. Nothing is hard-coded: every
+figure printed comes from this run, and so does every target's verdict.
 """
 import argparse
 import contextlib
@@ -40,24 +49,45 @@ sys.path.insert(0, HERE)
 
 import pymongo  # noqa: E402
 
+import commands  # noqa: E402
 import report  # noqa: E402
-from libraries import LIBRARIES, REDIS_OPTIONS  # noqa: E402
+from libraries import (  # noqa: E402
+    CLIENT_TIMEOUTS, LIBRARIES, OURS, REDIS_OPTIONS, STUBBED, BeakerSessions, MongoSessions,
+    StubbedMongoSessions)
 from measure import Pass, label, measurements, server_control, summarise, thousands  # noqa: E402
+from pinning import Pinned, least_busy_cpu, unavailable  # noqa: E402
 from redis_server import MAXMEMORY, NoRedis, redis_server  # noqa: E402
-from scenarios import SCENARIOS  # noqa: E402
-from standin_mongo import NoStandin, self_check, server_cpu, standin_server  # noqa: E402
+from scenarios import POPULATED, SCENARIOS  # noqa: E402
+from standin_mongo import (  # noqa: E402
+    NoStandin, self_check, server_cpu, server_pid, standin_server)
 
 #: How long each measurement runs, and how often: full run and --quick.
-#: ``seconds``/``rounds``: timed runs against the real servers;
-#: ``cpu_seconds``/``cpu_rounds``: timed runs for the CPU figures.
+#: ``seconds``/``rounds``: timed runs against the throughput server;
+#: ``cpu_seconds``/``cpu_rounds``: timed runs for the CPU figures;
+#: ``command_seconds``: each single command of the per-command table, per round
+#: (``cpu_rounds`` rounds); ``ferretdb_*``: the FerretDB column (its scenarios:
+#: None for all but concurrency; its populations: the run's, or none).
 PROFILES = {
     'full': dict(seconds=2.0, rounds=3, cpu_seconds=1.0, cpu_rounds=3, min_requests=50,
                  counted_requests=20, threads=8, per_thread=40, counted_per_thread=3, batch=25,
-                 populations=(10000, 100000), populated_min_requests=1, populated_counted=1),
-    'quick': dict(seconds=0.25, rounds=1, cpu_seconds=0.25, cpu_rounds=1, min_requests=20,
+                 populations=(10000, 100000), populated_min_requests=1, populated_counted=1,
+                 command_seconds=0.3, ferretdb_seconds=1.0, ferretdb_rounds=1,
+                 ferretdb_scenarios=None, ferretdb_populations=True),
+    'quick': dict(seconds=0.25, rounds=1, cpu_seconds=0.1, cpu_rounds=3, min_requests=20,
                   counted_requests=10, threads=8, per_thread=8, counted_per_thread=2, batch=10,
-                  populations=(10000,), populated_min_requests=1, populated_counted=1),
+                  populations=(10000,), populated_min_requests=1, populated_counted=1,
+                  command_seconds=0.07, ferretdb_seconds=0.25, ferretdb_rounds=1,
+                  ferretdb_scenarios=('read-only', 'write-one-key'),
+                  ferretdb_populations=False),
 }
+#: Seconds over which the least busy CPU is found, before the pinned pass.
+PIN_SAMPLE = 0.5
+#: The MongoDB libraries measured on FerretDB too.
+FERRETDB_LIBRARIES = (BeakerSessions, MongoSessions)
+#: A larger population is measured on FerretDB only if the slowest command of
+#: its server probe at the size before, scaled by the sizes' ratio (FerretDB
+#: 1.x scans its table), predicts at most this many seconds per command.
+FERRETDB_SLOWEST_COMMAND = 1.0
 
 
 def load_average():
@@ -95,17 +125,95 @@ class OtherActivity:
         return 'other processes used %.0f%% of one core during the run' % (100 * other / wall)
 
 
-def environment(libraries, servers):
+class MongoServer:
+    """A MongoDB-compatible server of the run: its URL, a short name and a description."""
+
+    def __init__(self, url, name, description):
+        self.url, self.name, self.description = url, name, description
+
+    @property
+    def ferretdb(self):
+        return self.name.startswith('FerretDB')
+
+
+def build_info_name(url):
+    """What the server at ``url`` says it is (buildInfo): 'FerretDB 1.24.2', 'MongoDB 7.0.4'."""
+    with pymongo.MongoClient(url, serverSelectionTimeoutMS=5000) as client:
+        info = client.admin.command('buildInfo')
+    if 'ferretdbVersion' in info:
+        return 'FerretDB %s' % info['ferretdbVersion'].lstrip('v')
+    return 'MongoDB %s' % info.get('version')
+
+
+def _started(process):
+    """A MongoServer for a server process that ``tests/servers.py`` started."""
+    announced = build_info_name(process.url)
+    if process.kind == 'mongo-java-server':
+        import tests.servers
+        return MongoServer(process.url, 'mongo-java-server',
+                           'mongo-java-server %s, in-memory backend (it announces itself as %s), '
+                           'on this machine' % (tests.servers.MONGO_JAVA_SERVER_VERSION,
+                                                announced))
+    if process.kind == 'ferretdb':
+        return MongoServer(process.url, announced, '%s, SQLite backend, on this machine'
+                           % announced)
+    return MongoServer(process.url, announced, '%s (mongod), on this machine' % announced)
+
+
+@contextlib.contextmanager
+def throughput_server():
+    """Yield the throughput server: MONGODB_URL's, else mongo-java-server (see the docstring)."""
+    import tests.servers
+    url = os.environ.get('MONGODB_URL')
+    if url:
+        name = build_info_name(url)
+        yield MongoServer(url, name, '%s, the server MONGODB_URL names' % name)
+        return
+    try:
+        process = tests.servers.start_mongo_java_server()
+        why = None
+    except tests.servers.NoServer as exc:
+        why = str(exc).split('\n')[0][:200]
+        try:
+            process = tests.servers.start_server()
+        except tests.servers.NoServer as again:
+            raise SystemExit('no MongoDB-compatible server: %s; %s' % (why, again))
+    try:
+        server = _started(process)
+        if why:
+            server.description += (' (mongo-java-server could not be started: %s; its '
+                                   'figures measure this server)' % why)
+        yield server
+    finally:
+        process.close()
+
+
+@contextlib.contextmanager
+def ferretdb_server():
+    """Yield FerretDB (built with Go the first time) as a MongoServer, or a reason string."""
+    import tests.servers
+    try:
+        process = tests.servers.ServerProcess('ferretdb', tests.servers.ferretdb_binary()).start()
+    except tests.servers.NoServer as exc:
+        yield str(exc).split('\n')[0][:200]
+        return
+    try:
+        yield _started(process)
+    finally:
+        process.close()
+
+
+def environment(libraries, servers, throughput, ferretdb):
+    """The lines of "Machine and versions": every server the run used, and the packages."""
     lines = ['- %d CPU cores, %s, Python %s; load average (1 min) at the start: %s'
              % (os.cpu_count(), platform.machine(), platform.python_version(), load_average())]
-    if 'mongodb' in servers:
-        with pymongo.MongoClient(servers['mongodb'], serverSelectionTimeoutMS=5000) as client:
-            info = client.admin.command('buildInfo')
-        if 'ferretdbVersion' in info:
-            name = 'FerretDB %s (SQLite backend)' % info['ferretdbVersion']
-        else:
-            name = 'MongoDB %s' % info.get('version')
-        lines.append('- MongoDB server: %s, on this machine' % name)
+    if throughput is not None:
+        lines.append('- Throughput server (requests/s, round trips, bytes, server probes): %s'
+                     % throughput.description)
+    if isinstance(ferretdb, MongoServer):
+        lines.append('- FerretDB column: %s' % ferretdb.description)
+    elif ferretdb:
+        lines.append('- FerretDB column: not run (%s)' % ferretdb)
     if 'redis' in servers:
         import redis
         with redis.Redis(host='127.0.0.1', port=servers['redis']) as client:
@@ -125,6 +233,12 @@ def environment(libraries, servers):
             pass
     lines.append('- ' + ', '.join(versions))
     return lines
+
+
+def redis_pid(port):
+    import redis
+    with redis.Redis(host='127.0.0.1', port=port) as client:
+        return client.info('server')['process_id']
 
 
 # -- the command ----------------------------------------------------------------------
@@ -240,11 +354,72 @@ def _control_line(where, threads, pooled, single):
     return text + '.'
 
 
+def _ferretdb_plan(profile, scenarios, populations, classes):
+    """The FerretDB column's ``(libraries, measurements, notes)``."""
+    ferret_classes = [cls for cls in classes if cls in FERRETDB_LIBRARIES]
+    wanted = profile['ferretdb_scenarios']
+    chosen_scenarios = [s for s in scenarios if s != 'concurrency'
+                        and (wanted is None or s in wanted)]
+    kept = list(populations) if profile['ferretdb_populations'] else []
+    notes = []
+    left_out = [s for s in scenarios if s not in chosen_scenarios]
+    if 'concurrency' in left_out:
+        notes.append('Concurrency is not run on FerretDB: FerretDB 1.x itself loses '
+                     'concurrent updates of one document (the server, not a library).')
+        left_out.remove('concurrency')
+    if left_out:
+        notes.append('--quick runs only %s on FerretDB.' % ', '.join(chosen_scenarios))
+    if populations and not kept:
+        notes.append('--quick stores no other sessions on FerretDB (the full run stores '
+                     'as many as on the throughput server, as long as FerretDB keeps up).')
+    chosen = [(s, 0) for s in chosen_scenarios]
+    for population in kept:
+        chosen += [(s, population) for s in POPULATED if s in chosen_scenarios]
+    return ferret_classes, chosen, notes
+
+
+def run_ferretdb(ferret_pass, chosen, notes):
+    """Run the FerretDB column's measurements, population by population.
+
+    A population is left out, with a note, when the server probe at the size
+    before predicts that FerretDB would take more than FERRETDB_SLOWEST_COMMAND
+    seconds per command (see :data:`FERRETDB_SLOWEST_COMMAND`).
+    """
+    populations = sorted({population for _, population in chosen})
+    done = None
+    for population in populations:
+        if done and population:
+            library, timings = ferret_pass.probes.get(done, (None, []))
+            measured = [ms for what, ms in timings if what != 'failed']
+            if measured:
+                slowest = max(measured) * population / done / 1000
+                if slowest > FERRETDB_SLOWEST_COMMAND:
+                    rest = [p for p in populations if p >= population]
+                    notes.append(
+                        'Not run on FerretDB with %s other sessions stored: its slowest '
+                        'probe command at %s (%.0f ms, see its server probe) scales to '
+                        'about %.1f s per command at %s, as FerretDB 1.x scans its table; '
+                        'the run would take far longer and measure only that scan.' % (
+                            ' or '.join(thousands(p) for p in rest), thousands(done),
+                            max(measured), slowest, thousands(population)))
+                    break
+            elif timings:
+                notes.append('Not run on FerretDB with %s or more other sessions stored: '
+                             'its server probe at %s failed.' % (thousands(population),
+                                                                  thousands(done)))
+                break
+        ferret_pass.run([(s, p) for s, p in chosen if p == population], probe=True)
+        done = population
+    return summarise(ferret_pass.rows)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--quick', action='store_true',
-                        help='short runs, one round, 10 000 other sessions only (a minute or '
-                             'two; the full run takes about a quarter of an hour)')
+                        help='short runs (one round against the servers, three short ones '
+                             'for the CPU figures), 10 000 other sessions only, two '
+                             'scenarios on FerretDB (a minute or two; the full run takes '
+                             'about a quarter of an hour)')
     parser.add_argument('--json', metavar='PATH', help='also write the rows as JSON to PATH')
     parser.add_argument('--libraries', metavar='A,B',
                         help='comma-separated, from: ' + ', '.join(l.name for l in LIBRARIES))
@@ -257,7 +432,12 @@ def main(argv=None):
                         help='print each step, with the time elapsed, to standard error')
     parser.add_argument('--cpu-server', choices=('standin', 'real'), default='standin',
                         help='where the CPU figures come from: the stand-in MongoDB server '
-                             '(default) or the real one')
+                             '(default) or the throughput server')
+    parser.add_argument('--no-ferretdb', action='store_true',
+                        help='leave out the FerretDB column (by default FerretDB is built '
+                             'with Go once, if needed, and started)')
+    parser.add_argument('--no-pin', action='store_true',
+                        help='do not pin the CPU runs to one CPU')
     parser.add_argument('--strict', action='store_true',
                         help='exit 1 when a measurement missed because the server did not '
                              'keep up, or a target was missed (by default the exit status '
@@ -296,23 +476,39 @@ def main(argv=None):
     others = OtherActivity()
     needs = {lib.server for lib in libraries}
     scenario_notes = {}
+    throughput = ferretdb = None
+    ferret = {}
+    ferret_pass = None
+    ferret_classes, ferret_chosen, ferret_notes = _ferretdb_plan(profile, scenarios,
+                                                                 populations, classes)
+    pinning = Pinned()
+    cpu_libraries = libraries
+    pin_problem = 'not asked (--no-pin)' if args.no_pin else unavailable()
+    command_costs = ([], [], [])
     with contextlib.ExitStack() as stack:
         servers = {}
         try:
             if 'redis' in needs:
+                progress('starting redis-server')
                 servers['redis'] = stack.enter_context(redis_server())
             if 'mongodb' in needs:
-                import tests.servers
-                try:
-                    servers['mongodb'] = stack.enter_context(tests.servers.mongodb_url())
-                except tests.servers.NoServer as exc:
-                    raise SystemExit('no MongoDB-compatible server: %s' % exc)
+                progress('starting the throughput server')
+                throughput = stack.enter_context(throughput_server())
+                servers['mongodb'] = throughput.url
         except NoRedis as exc:
             raise SystemExit(str(exc))
-        env = environment(libraries, servers)
+        if 'mongodb' in needs and ferret_classes and ferret_chosen:
+            if args.no_ferretdb:
+                ferretdb = 'not asked (--no-ferretdb)'
+            elif throughput.ferretdb:
+                ferretdb = 'the throughput server is FerretDB itself'
+            else:
+                progress('starting FerretDB')
+                ferretdb = stack.enter_context(ferretdb_server())
         threads, per_thread = profile['threads'], profile['per_thread']
         if standin and 'mongodb' not in needs:
             standin = False   # nothing talks to MongoDB: CPU from the real pass
+        env = environment(libraries, servers, throughput, ferretdb)
         if standin:
             # Started and checked first, so that a broken stand-in stops the run at once.
             progress('starting and checking the stand-in')
@@ -321,19 +517,20 @@ def main(argv=None):
                 checks = self_check(standin_url)
             except NoStandin as exc:
                 raise SystemExit(str(exc))
-            env.append('- Stand-in MongoDB server for the CPU figures: standin_mongo.py, '
-                       'on this machine; self-check through pymongo passed (%d checks)'
-                       % checks)
+            env.insert(-1, '- Stand-in MongoDB server for the CPU figures: standin_mongo.py, '
+                           'on this machine; self-check through pymongo passed (%d checks)'
+                           % checks)
 
-        # Does the real server apply concurrent updates of one document whole?
+        # Does the throughput server apply concurrent updates of one document whole?
         single_connection = False
         if 'mongodb' in servers and 'concurrency' in scenarios:
-            progress('control runs on the MongoDB server')
+            progress('control runs on the throughput server')
             pooled = server_control(servers['mongodb'], threads, per_thread, threads)
             single = server_control(servers['mongodb'], threads, per_thread, 1)
             single_connection = pooled[0] > 0
             scenario_notes['concurrency'] = [_control_line(
-                'Control on the MongoDB server', threads, pooled, single)]
+                'Control on the throughput server (%s)' % throughput.name, threads, pooled,
+                single)]
             if single_connection:
                 scenario_notes['concurrency'].append(
                     'That server loses concurrent updates of one document, so in this scenario '
@@ -343,69 +540,145 @@ def main(argv=None):
                     'apart; requests/s here include the wait for that one connection.')
 
         with contextlib.ExitStack() as real_stack:
-            real_pass = Pass('real servers', classes, servers,
+            real_pass = Pass('throughput server', classes, servers,
                              _budget(profile, 'seconds', 'rounds'), counted=True,
                              single_connection=single_connection, progress=progress)
             real_pass.start(real_stack)
             real = summarise(real_pass.run(chosen, probe=True))
 
+        if isinstance(ferretdb, MongoServer):
+            with contextlib.ExitStack() as ferret_stack:
+                ferret_pass = Pass('FerretDB', ferret_classes, dict(servers, mongodb=ferretdb.url),
+                                   _budget(profile, 'ferretdb_seconds', 'ferretdb_rounds'),
+                                   counted=False, single_connection=False, progress=progress)
+                ferret_pass.start(ferret_stack)
+                ferret = run_ferretdb(ferret_pass, ferret_chosen, ferret_notes)
+
         cpu = real
         standin_stats = None
         if standin:
-            with contextlib.ExitStack() as cpu_stack:
-                cpu_servers = dict(servers, mongodb=standin_url)
-                cpu_single = False
-                if 'concurrency' in scenarios:
-                    control = server_control(standin_url, threads, per_thread, threads)
-                    scenario_notes.setdefault('concurrency', []).append(_control_line(
-                        'Control on the stand-in', threads, control, None)
-                        + (' The CPU runs used the default connection pools.'
-                           if not control[0] else ''))
-                    cpu_single = control[0] > 0
-                cpu_pass = Pass('CPU, stand-in', classes, cpu_servers,
-                                _budget(profile, 'cpu_seconds', 'cpu_rounds'), counted=False,
-                                single_connection=cpu_single, progress=progress)
-                cpu_pass.start(cpu_stack)
-                before = server_cpu(standin_url)
-                cpu = summarise(cpu_pass.run(chosen))
-                after = server_cpu(standin_url)
-                standin_stats = (after[0] - before[0], after[1] - before[1])
+            cpu_classes = list(classes)
+            if MongoSessions in classes:
+                cpu_classes.insert(cpu_classes.index(MongoSessions) + 1, StubbedMongoSessions)
+            cpu_libraries = [cls() for cls in cpu_classes]
+            if pin_problem is None:
+                chosen_cpu, load = least_busy_cpu(PIN_SAMPLE)
+                pinning = Pinned(chosen_cpu, None if load is None else
+                                 'the least busy over %.1f s before the pass: other work used '
+                                 '%.0f%% of it' % (PIN_SAMPLE, 100 * load))
+                pinning.pin('this process', os.getpid())
+                pinning.pin('the stand-in', server_pid(standin_url))
+                if 'redis' in servers:
+                    pinning.pin('redis-server', redis_pid(servers['redis']))
+            try:
+                with contextlib.ExitStack() as cpu_stack:
+                    cpu_servers = dict(servers, mongodb=standin_url)
+                    cpu_single = False
+                    if 'concurrency' in scenarios:
+                        control = server_control(standin_url, threads, per_thread, threads)
+                        scenario_notes.setdefault('concurrency', []).append(_control_line(
+                            'Control on the stand-in', threads, control, None)
+                            + (' The CPU runs used the default connection pools.'
+                               if not control[0] else ''))
+                        cpu_single = control[0] > 0
+                    cpu_pass = Pass('CPU, stand-in', cpu_classes, cpu_servers,
+                                    _budget(profile, 'cpu_seconds', 'cpu_rounds'),
+                                    counted=False, single_connection=cpu_single,
+                                    progress=progress)
+                    cpu_pass.start(cpu_stack)
+                    before = server_cpu(standin_url)
+                    cpu = summarise(cpu_pass.run(chosen))
+                    after = server_cpu(standin_url)
+                    standin_stats = (after[0] - before[0], after[1] - before[1])
+                progress('CPU per single command: pymongo, redis-py')
+                command_costs = (
+                    commands.mongo_costs(standin_url, profile['command_seconds'],
+                                         profile['cpu_rounds']),
+                    commands.redis_costs(servers['redis'], profile['command_seconds'],
+                                         profile['cpu_rounds']) if 'redis' in servers else [],
+                    commands.stub_costs(profile['command_seconds'], profile['cpu_rounds'])
+                    if MongoSessions in classes else [])
+            finally:
+                pinning.undo()
     if sys.stderr.isatty() and not args.verbose:
         sys.stderr.write('\r\033[K')
 
     out = ['Machine and versions', '', *env, '']
-    out += ['How this run measured', '', *run_notes(profile, mode, populations, real_pass,
-                                                    standin, standin_stats, libraries,
-                                                    servers), '']
+    out += ['How this run measured', '', *run_notes(
+        profile, mode, populations, real_pass, standin, standin_stats, libraries, servers,
+        throughput, pinning, pin_problem), '']
     for population, (library, timings) in sorted(real_pass.probes.items()):
-        if timings and timings[0][0] == 'failed':
-            found = 'failed: %s' % timings[0][1]
-        else:
-            found = '; '.join('%s %.1f ms' % timing for timing in timings)
         scenario_notes.setdefault('read-only', []).append(
-            'Server probe, the real MongoDB server with %s documents in %s\'s collection '
+            'Server probe, the throughput server (%s) with %s documents in %s\'s collection '
             '(no session library; one command each, on a document stored after the others): '
-            '%s.' % (thousands(population), library, found))
+            '%s.' % (throughput.name, thousands(population), library, _probe_text(timings)))
+        slow = _slow_conditions(timings)
+        if slow:
+            scenario_notes.setdefault('write-one-key', []).append(
+                'On the throughput server (%s) with %s documents stored, a command that names '
+                'a document by _id and a condition on another field took %s as long as by _id '
+                'alone (see the server probe under read-only): a library whose writes add such '
+                'a condition (pyramid_mongosession\'s name a live document: _id and its '
+                'expiry) waits for the server there, which MongoDB answers from its _id '
+                'index.' % (throughput.name, thousands(population), slow))
     out += report.scenario_tables(real, libraries, chosen, scenario_notes, profile['rounds'])
-    cpu_where = 'stand-in' if standin else 'real servers'
-    cpu_lines = report.cpu_table(cpu, libraries, chosen)
+    if ferretdb is not None:
+        out += ferretdb_section(ferretdb, ferret, ferret_pass, ferret_classes, ferret_chosen,
+                                ferret_notes, real, throughput, profile)
+    cpu_where = 'stand-in' if standin else 'throughput server'
+    cpu_lines = report.cpu_table(cpu, cpu_libraries if standin else libraries, chosen)
     if cpu_lines:
         title = ('Client CPU per request (µs), MongoDB libraries against the stand-in'
-                 if standin else 'Client CPU per request (µs), against the real servers')
+                 if standin else 'Client CPU per request (µs), against the throughput server')
         out += [title, '-' * len(title), ''] + cpu_lines + ['']
         if standin:
             out += ['The CPU time of this process (Pyramid, the session library, its store '
                     'client) per request, in runs against the stand-in MongoDB server; '
                     'pyramid_session_redis ran against the real redis-server, already local '
-                    'and fast; no-session and cookie use no server. %s.'
+                    'and fast; no-session and cookie use no server. %s. Processes %s.'
                     % ('Median of %d runs of %.2f s each' % (profile['cpu_rounds'],
                                                             profile['cpu_seconds'])
                        if profile['cpu_rounds'] > 1 else
-                       'One run of %.2f s each' % profile['cpu_seconds']), '']
+                       'One run of %.2f s each' % profile['cpu_seconds'],
+                       pinning.summary() if pin_problem is None
+                       else 'not pinned to one CPU: %s' % pin_problem), '']
+            if MongoSessions in classes:
+                stub = [lib for lib in cpu_pass.libraries if lib.name == STUBBED][0]
+                wrapper = {True: ' As with its real client, pyramid_mongosession wrapped each '
+                                 'call in pymongo.timeout() (its client\'s options do not '
+                                 'bound every call by its operation_timeout): that wrapper is '
+                                 'the one piece of pymongo in the stubbed runs.',
+                           False: ' As with its real client, pyramid_mongosession added no '
+                                  'per-call timeout (its client bounds every call itself).',
+                           None: ''}[stub.per_call_timeout]
+                out += ['"%s": pyramid_mongosession with its collection replaced by an '
+                        'in-memory stub (benchmarks/stub_collection.py, measurement tooling '
+                        'only: it keeps documents in a dict and runs no driver or BSON code). '
+                        '"own code": that column less no-session\'s, the CPU of '
+                        'pyramid_mongosession itself per request, the driver left out; the '
+                        'stub\'s own dict work is in it (see its µs per command below).%s'
+                        % (STUBBED, wrapper), '']
+    if any(command_costs):
+        title = 'Client CPU per single command (µs), pymongo%s' % (
+            ' and redis-py' if command_costs[1] else '')
+        out += [title, '-' * len(title), ''] + report.command_table(*command_costs) + [
+            '', 'This process\'s CPU per command, no session library: pymongo (%s) against '
+                'the stand-in%s, in the pinned pass above, on a small session\'s document or '
+                'value; median of %d run%s of %.2f s each. The '
+                'last row is how pyramid_mongosession sends a command when its client does '
+                'not bound every call itself.%s'
+                % (', '.join('%s=%s' % item for item in CLIENT_TIMEOUTS.items()),
+                   ', redis-py against redis-server' if command_costs[1] else '',
+                   profile['cpu_rounds'], '' if profile['cpu_rounds'] == 1 else 's',
+                   profile['command_seconds'],
+                   ' "stub µs": the same commands on the stub collection of the driver-stubbed '
+                   'runs, in this process: its own dict work, which their "own code" '
+                   'includes.' if command_costs[2] else ''), '']
     ratios = report.ratio_tables(real, cpu, libraries, chosen)
     if ratios:
         out += ['Ratios', '------', ''] + ratios
-    targets = report.target_rows(real, cpu, chosen, cpu_where)
+    targets = report.target_rows(real, cpu, chosen, cpu_where,
+                                 server=throughput.name if throughput else None)
     if targets:
         met = sum(1 for row in targets if row[-1] == 'met')
         out += ['Targets', '-------', ''] + report.rst_table(
@@ -416,41 +689,104 @@ def main(argv=None):
                                          '; ' + activity if activity else ''))
     print('\n'.join(out))
     if args.json:
-        rows = []
-        for (scenario, population, library), row in real.items():
-            clean = {'library': library, 'scenario': scenario, 'population': population,
-                     'cpu_server': cpu_where}
-            for key in ('requests_per_s', 'round_trips', 'bytes_written', 'lost_updates',
-                        'error'):
-                if row.get(key) is not None:
-                    clean[key] = row[key]
-            if row.get('error'):
-                clean['error_cause'] = 'server' if row.get('server') else 'benchmark'
-
-            clean['cpu_us_real'] = row.get('cpu_us')
-            other = cpu.get((scenario, population, library), {})
-            clean['cpu_us'] = other.get('cpu_us')
-            if other.get('error'):
-                clean['cpu_error'] = other['error']
-            rows.append(clean)
-        with open(args.json, 'w') as f:
-            json.dump(rows, f, indent=2)
-            f.write('\n')
-    status, lines = exit_status((real, cpu) if cpu is not real else (real,), targets or [],
-                                args.strict)
+        write_json(args.json, real, cpu, ferret, cpu_where, throughput)
+    sources = [real] + ([cpu] if cpu is not real else []) + ([ferret] if ferret else [])
+    status, lines = exit_status(sources, targets or [], args.strict)
     sys.stderr.write(''.join(lines))
     sys.exit(status)
 
 
+def _slow_conditions(timings):
+    """'12×' when a probe command with a condition beside _id took far longer than by _id
+    alone (a server that scans for such filters), else None."""
+    found = dict(timings)
+    ratios = []
+    for command in ('find', 'update'):
+        alone = found.get('%s by _id' % command)
+        both = found.get('%s by _id and a condition on another field' % command)
+        if alone and both and both > 1 + 5 * alone:
+            ratios.append(both / alone)
+    return '%.0f×' % min(ratios) if ratios else None
+
+
+def _probe_text(timings):
+    if timings and timings[0][0] == 'failed':
+        return 'failed: %s' % timings[0][1]
+    return '; '.join('%s %.1f ms' % timing for timing in timings)
+
+
+def ferretdb_section(ferretdb, ferret, ferret_pass, ferret_classes, ferret_chosen, notes,
+                     real, throughput, profile):
+    """The FerretDB column: requests/s there, beside the throughput server's."""
+    title = 'Requests per second on FerretDB (a separate column)'
+    lines = [title, '-' * len(title), '']
+    if not isinstance(ferretdb, MongoServer):
+        return lines + ['Not run: %s.' % ferretdb, '']
+    libraries = [cls() for cls in ferret_classes]
+    lines += report.ferretdb_table(ferret, real, libraries, ferret_chosen, throughput.name)
+    lines += ['', 'Requests/s of the MongoDB libraries on %s, from timed runs of %.2f s '
+              '(%s), and the same on the throughput server (%s) from its tables above. '
+              'FerretDB 1.x scans its table for updates and for filters on more than _id, '
+              'so these figures measure FerretDB more than the libraries.'
+              % (ferretdb.description, profile['ferretdb_seconds'],
+                 'one run' if profile['ferretdb_rounds'] == 1
+                 else 'median of %d runs' % profile['ferretdb_rounds'], throughput.name)]
+    for population, (library, timings) in sorted(ferret_pass.probes.items()):
+        lines.append('Server probe, FerretDB with %s documents in %s\'s collection: %s.'
+                     % (thousands(population), library, _probe_text(timings)))
+    if ferret_pass.populating:
+        lines.append('Filling FerretDB took: %s.' % ', '.join(
+            '%s %s: %.1f s' % (name, thousands(size), seconds)
+            for (name, size), seconds in sorted(ferret_pass.populating.items())))
+    for (scenario, population, library), row in sorted(ferret.items()):
+        if row.get('error'):
+            lines.append('%s, %s: %s: %s' % (library, label(scenario, population),
+                                             report.SERVER_MISS if row.get('server')
+                                             else report.FAILED, row['error']))
+    return lines + notes + ['']
+
+
+def write_json(path, real, cpu, ferret, cpu_where, throughput):
+    rows = []
+    for (scenario, population, library), row in real.items():
+        clean = {'library': library, 'scenario': scenario, 'population': population,
+                 'cpu_server': cpu_where,
+                 'throughput_server': throughput.name if throughput else None}
+        for key in ('requests_per_s', 'round_trips', 'bytes_written', 'lost_updates',
+                    'error'):
+            if row.get(key) is not None:
+                clean[key] = row[key]
+        if row.get('error'):
+            clean['error_cause'] = 'server' if row.get('server') else 'benchmark'
+        clean['cpu_us_real'] = row.get('cpu_us')
+        other = cpu.get((scenario, population, library), {})
+        clean['cpu_us'] = other.get('cpu_us')
+        if other.get('error'):
+            clean['cpu_error'] = other['error']
+        on_ferretdb = ferret.get((scenario, population, library))
+        if on_ferretdb and on_ferretdb.get('requests_per_s') is not None:
+            clean['requests_per_s_ferretdb'] = on_ferretdb['requests_per_s']
+        if library == OURS:
+            own = report.own_code(cpu, scenario, population)
+            if own is not None:
+                clean['own_code_cpu_us'] = own
+        rows.append(clean)
+    with open(path, 'w') as f:
+        json.dump(rows, f, indent=2)
+        f.write('\n')
+
+
 def run_notes(profile, mode, populations, real_pass, standin, standin_stats, libraries,
-              servers):
+              servers, throughput=None, pinning=None, pin_problem=None):
     """How the figures were made, in sentences (every number from this run or its settings)."""
     rounds, seconds = profile['rounds'], profile['seconds']
     lines = [
-        '- Requests/s: median of %s of %.2f s against the real servers, one thread (eight '
-        'in concurrency); round trips and bytes sent per request: counted from the store '
-        'client in separate runs of %d requests (%d with other sessions stored).'
-        % ('%d runs' % rounds if rounds > 1 else 'one run', seconds,
+        '- Requests/s: median of %s of %.2f s against %s, one thread (eight in '
+        'concurrency); round trips and bytes sent per request: counted from the store client '
+        'in separate runs of %d requests (%d with other sessions stored).'
+        % ('%d runs' % rounds if rounds > 1 else 'one run', seconds, ' and '.join(
+            (['the throughput server (%s)' % throughput.name] if throughput else [])
+            + (['redis-server'] if 'redis' in servers else [])) or 'no server',
            profile['counted_requests'], profile['populated_counted']),
     ]
     if standin:
@@ -459,11 +795,15 @@ def run_notes(profile, mode, populations, real_pass, standin, standin_stats, lib
             extra = (' It used %.0f µs of CPU per command it answered (%d commands), in its '
                      'own process.' % (standin_stats[0] / standin_stats[1] * 1e6,
                                        standin_stats[1]))
+        pinned = (pinning.summary() if pin_problem is None and pinning is not None
+                  else 'not pinned to one CPU: %s' % pin_problem)
         lines.append(
             '- Client CPU per request: from separate runs against a stand-in MongoDB server '
             '(standin_mongo.py) that answers at once from memory, so that the real server\'s '
-            'waits do not inflate the client\'s CPU; pyramid_session_redis against the '
-            'real redis-server in those runs too (it is local and fast already).' + extra)
+            'waits do not inflate the client\'s CPU%s. Processes %s; the affinities were '
+            'restored afterwards.%s' % (
+                '; pyramid_session_redis against the real redis-server in those runs too (it '
+                'is local and fast already)' if 'redis' in servers else '', pinned, extra))
     names = {lib.name for lib in libraries}
     if 'pyramid_session_redis' in names:
         lines.append(
@@ -485,6 +825,12 @@ def run_notes(profile, mode, populations, real_pass, standin, standin_stats, lib
             '(%s). Only in concurrency, and only on a MongoDB server that loses concurrent '
             'updates of one document (see the control below that table), every MongoDB '
             'library\'s client has maxPoolSize=1 alike.' % pools)
+        if OURS in names:
+            lines.append(
+                '- pyramid_mongosession\'s MongoClient: %s, so that every socket operation is '
+                'bounded, as its documentation recommends for a client handed to '
+                'MongoSessionFactory.' % ', '.join('%s=%s' % item
+                                                   for item in CLIENT_TIMEOUTS.items()))
     if populations:
         sizes = ' and '.join(thousands(p) for p in populations)
         text = ('- Populated store: read-only and write-one-key also ran with %s other '
@@ -499,7 +845,7 @@ def run_notes(profile, mode, populations, real_pass, standin, standin_stats, lib
         if real_pass.populating:
             spent = ', '.join('%s %s: %.1f s' % (name, thousands(size), seconds)
                               for (name, size), seconds in sorted(real_pass.populating.items()))
-            text += ' Filling the real servers took: %s.' % spent
+            text += ' Filling the throughput server and redis-server took: %s.' % spent
         if mode == 'quick':
             text += ' --quick stores %s only; the full run also %s.' % (
                 sizes, ' and '.join(thousands(p) for p in PROFILES['full']['populations']

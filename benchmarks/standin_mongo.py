@@ -227,8 +227,8 @@ class Store:
                 'cursorsAlive': [], 'cursorsUnknown': []}
 
     def cmd_standinstats(self, body, db, sequences):
-        """Not MongoDB's: this process's CPU time and commands answered."""
-        return {'cpu': time.process_time(), 'commands': self.commands}
+        """Not MongoDB's: this process's CPU time, commands answered, and process id."""
+        return {'cpu': time.process_time(), 'commands': self.commands, 'pid': os.getpid()}
 
     def _ns(self, db, body, name):
         return '%s.%s' % (db, body[name])
@@ -417,6 +417,13 @@ def _die_with_parent():
             ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
         except (AttributeError, OSError):
             pass
+
+
+def server_pid(url):
+    """The stand-in's process id (to pin it to a CPU)."""
+    import pymongo
+    with pymongo.MongoClient(url, serverSelectionTimeoutMS=5000) as client:
+        return client.admin.command('standinStats')['pid']
 
 
 def server_cpu(url):

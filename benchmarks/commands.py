@@ -1,0 +1,169 @@
+"""Client CPU per single store command: pymongo's beside redis-py's.
+
+No session library and no Pyramid: one client sends one kind of command
+again and again, and this process's CPU time (``time.process_time``) per
+command is reported, the server's excluded. pymongo runs against the
+stand-in MongoDB server, redis-py against redis-server, both local and
+answering at once, in the same pinned pass as the CPU table: so a reader
+sees how much of a gap between two session libraries is their drivers'.
+
+The MongoDB documents and Redis values are shaped like a small session (a
+user id and a CSRF token, the bookkeeping beside them); commands name a
+document by ``_id``, a value by its key, as the libraries do. Commands that
+delete are sent on documents or keys stored beforehand, unmeasured.
+"""
+import datetime
+import gc
+import pickle
+import secrets
+import statistics
+import time
+
+import pymongo
+
+from libraries import CLIENT_TIMEOUTS
+from scenarios import CSRF, USER
+
+#: Items prepared at once for the commands that use one up.
+BATCH = 200
+
+
+def _session_document(doc_id):
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None, microsecond=0)
+    return {'_id': doc_id, 'data': {'user': USER, 'csrf': CSRF}, 'created': now,
+            'expires': now + datetime.timedelta(minutes=20), 'v': 1, 'size': 80}
+
+
+def _session_value():
+    now = int(time.time())
+    return pickle.dumps({'managed_dict': {'user': USER, 'csrf': CSRF}, 'created': now,
+                         'timeout': 1200, 'expires': now + 1200}, pickle.HIGHEST_PROTOCOL)
+
+
+def _timed(seconds, rounds, prepare, command):
+    """Median µs of CPU per ``command(item)``, over ``rounds`` runs of ``seconds`` each.
+
+    ``prepare(n)`` returns n items, unmeasured (None: one item, reused).
+    """
+    results = []
+    for _ in range(rounds):
+        gc.collect()
+        count, cpu, wall = 0, 0.0, 0.0
+        while wall < seconds or count < BATCH:
+            items = prepare(BATCH) if prepare else [None] * BATCH
+            wall0, cpu0 = time.perf_counter(), time.process_time()
+            for item in items:
+                command(item)
+            cpu += time.process_time() - cpu0
+            wall += time.perf_counter() - wall0
+            count += len(items)
+        results.append(cpu / count * 1e6)
+    return statistics.median(results)
+
+
+def mongo_costs(url, seconds, rounds):
+    """``[(command, µs)]`` for pymongo against the server at ``url``."""
+    with pymongo.MongoClient(url, **CLIENT_TIMEOUTS) as client:
+        collection = client['bench_commands']['sessions']
+        collection.delete_many({})
+        one = secrets.token_hex(32)
+        collection.insert_one(_session_document(one))
+
+        def stored(count):
+            docs = [_session_document(secrets.token_hex(32)) for _ in range(count)]
+            collection.insert_many(docs)
+            return [doc['_id'] for doc in docs]
+
+        def find_within_timeout(item):
+            with pymongo.timeout(5.0):
+                collection.find_one({'_id': one})
+
+        costs = [
+            ('find_one by _id', _timed(seconds, rounds, None,
+                                       lambda item: collection.find_one({'_id': one}))),
+            ('update_one by _id ($set of one key)', _timed(
+                seconds, rounds, None,
+                lambda item: collection.update_one({'_id': one}, {'$set': {'data.n': 1}}))),
+            ('find_one_and_delete by _id', _timed(
+                seconds, rounds, stored,
+                lambda doc_id: collection.find_one_and_delete({'_id': doc_id}))),
+            ('delete_one by _id', _timed(
+                seconds, rounds, stored,
+                lambda doc_id: collection.delete_one({'_id': doc_id}))),
+            ('find_one by _id within pymongo.timeout(5)', _timed(
+                seconds, rounds, None, find_within_timeout)),
+        ]
+        client.drop_database('bench_commands')
+    return costs
+
+
+def stub_costs(seconds, rounds):
+    """``[(command, µs)]`` for the stub collection of the driver-stubbed runs (its own
+    dict work, which those runs' "own code" includes), with the same commands as pymongo."""
+    from stub_collection import StubCollection
+    collection = StubCollection()
+    one = secrets.token_hex(32)
+    collection.insert_one(_session_document(one))
+    when = datetime.datetime(2030, 1, 1)
+    live = {'_id': one, 'expires': {'$not': {'$lte': when}}, 'retired': {'$exists': False}}
+
+    def stored(count):
+        docs = [_session_document(secrets.token_hex(32)) for _ in range(count)]
+        for doc in docs:
+            collection.insert_one(doc)
+        return [doc['_id'] for doc in docs]
+
+    return [
+        ('find_one by _id', _timed(seconds, rounds, None,
+                                   lambda item: collection.find_one({'_id': one}))),
+        ('update_one by _id ($set of one key)', _timed(
+            seconds, rounds, None,
+            lambda item: collection.update_one(live, {'$set': {'data.n': 1, 'expires': when},
+                                                      '$inc': {'v': 1}}))),
+        ('find_one_and_delete by _id', _timed(
+            seconds, rounds, stored,
+            lambda doc_id: collection.find_one_and_delete({'_id': doc_id}))),
+        ('delete_one by _id', _timed(seconds, rounds, stored,
+                                     lambda doc_id: collection.delete_one({'_id': doc_id}))),
+    ]
+
+
+def redis_costs(port, seconds, rounds):
+    """``[(command, µs)]`` for redis-py against the redis-server on ``port``."""
+    import redis
+    pool = redis.ConnectionPool(host='127.0.0.1', port=port)
+    client = redis.Redis(connection_pool=pool)
+    try:
+        value = _session_value()
+        one = 'bench-commands:' + secrets.token_urlsafe(32)
+        client.set(one, value)
+
+        def stored(count):
+            keys = ['bench-commands:' + secrets.token_urlsafe(32) for _ in range(count)]
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.set(key, value)
+            pipe.execute()
+            return keys
+
+        costs = [
+            ('GET', _timed(seconds, rounds, None, lambda item: client.get(one))),
+            ('SET (the whole value)', _timed(seconds, rounds, None,
+                                             lambda item: client.set(one, value))),
+            ('DELETE', _timed(seconds, rounds, stored, lambda key: client.delete(key))),
+        ]
+        client.delete(one)
+    finally:
+        client.close()
+        pool.disconnect()
+    return costs
+
+
+#: The table's rows: what a session store does, pymongo's command, redis-py's.
+PAIRS = [
+    ('read a session', 'find_one by _id', 'GET'),
+    ('write a session', 'update_one by _id ($set of one key)', 'SET (the whole value)'),
+    ('end a session, returning it', 'find_one_and_delete by _id', None),
+    ('end a session', 'delete_one by _id', 'DELETE'),
+    ('read a session, bounded per call', 'find_one by _id within pymongo.timeout(5)', None),
+]
