@@ -26,6 +26,13 @@ from scenarios import CSRF, USER
 
 #: Items prepared at once for the commands that use one up.
 BATCH = 200
+#: How pyramid_mongosession reads a session: the find command itself (see its
+#: ``Connection.find_one``), which makes no cursor.
+FIND_COMMAND = "command('find') by _id"
+
+
+def _find(doc_id):
+    return {'find': 'sessions', 'filter': {'_id': doc_id}, 'limit': 1, 'singleBatch': True}
 
 
 def _session_document(doc_id):
@@ -76,9 +83,14 @@ def mongo_costs(url, seconds, rounds):
 
         def find_within_timeout(item):
             with pymongo.timeout(5.0):
-                collection.find_one({'_id': one})
+                find_command(item)
+
+        def find_command(item):
+            collection.database.command(_find(one), read_preference=collection.read_preference,
+                                        codec_options=collection.codec_options)
 
         costs = [
+            (FIND_COMMAND, _timed(seconds, rounds, None, find_command)),
             ('find_one by _id', _timed(seconds, rounds, None,
                                        lambda item: collection.find_one({'_id': one}))),
             ('update_one by _id ($set of one key)', _timed(
@@ -90,7 +102,7 @@ def mongo_costs(url, seconds, rounds):
             ('delete_one by _id', _timed(
                 seconds, rounds, stored,
                 lambda doc_id: collection.delete_one({'_id': doc_id}))),
-            ('find_one by _id within pymongo.timeout(5)', _timed(
+            (FIND_COMMAND + ' within pymongo.timeout(5)', _timed(
                 seconds, rounds, None, find_within_timeout)),
         ]
         client.drop_database('bench_commands')
@@ -114,6 +126,8 @@ def stub_costs(seconds, rounds):
         return [doc['_id'] for doc in docs]
 
     return [
+        (FIND_COMMAND, _timed(seconds, rounds, None,
+                              lambda item: collection.database.command(_find(one)))),
         ('find_one by _id', _timed(seconds, rounds, None,
                                    lambda item: collection.find_one({'_id': one}))),
         ('update_one by _id ($set of one key)', _timed(
@@ -161,9 +175,10 @@ def redis_costs(port, seconds, rounds):
 
 #: The table's rows: what a session store does, pymongo's command, redis-py's.
 PAIRS = [
-    ('read a session', 'find_one by _id', 'GET'),
+    ('read a session', FIND_COMMAND, 'GET'),
+    ('read a session, through a cursor', 'find_one by _id', None),
     ('write a session', 'update_one by _id ($set of one key)', 'SET (the whole value)'),
     ('end a session, returning it', 'find_one_and_delete by _id', None),
     ('end a session', 'delete_one by _id', 'DELETE'),
-    ('read a session, bounded per call', 'find_one by _id within pymongo.timeout(5)', None),
+    ('read a session, bounded per call', FIND_COMMAND + ' within pymongo.timeout(5)', None),
 ]

@@ -74,8 +74,15 @@ class _Database:
     def __init__(self, name):
         self.name = name
         self.client = _Client()
+        self.collections = {}
 
     def command(self, name, *args, **kwargs):
+        if isinstance(name, dict) and 'find' in name:
+            # A find sent as the command itself (how the library reads a session).
+            collection = self.collections[name['find']]
+            found = collection.find_one(name.get('filter'), name.get('projection'))
+            return {'cursor': {'id': 0, 'firstBatch': [] if found is None else [found]},
+                    'ok': 1.0}
         if isinstance(name, str) and name.lower() == 'buildinfo':
             return {'version': '7.0.0', 'versionArray': [7, 0, 0, 0], 'ok': 1.0}
         return {'ok': 1.0}
@@ -169,7 +176,12 @@ class StubCollection:
     def __init__(self, database='bench_stub', name='sessions'):
         self.name = name
         self.database = _Database(database)
+        self.database.collections[name] = self
         self.full_name = '%s.%s' % (database, name)
+        # What a pymongo Collection says of how it reads: the defaults.
+        self.read_concern = _Namespace(document={})
+        self.read_preference = None
+        self.codec_options = None
         self.docs = {}
         self._lock = threading.Lock()   # the concurrency scenario's threads share it
         #: Calls answered (reads and writes).

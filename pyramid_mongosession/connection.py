@@ -19,7 +19,8 @@ import bson
 import pymongo
 from bson.binary import UuidRepresentation
 from pymongo.errors import (
-    DocumentTooLarge, ExecutionTimeout, NetworkTimeout, OperationFailure, PyMongoError)
+    AutoReconnect, DocumentTooLarge, ExecutionTimeout, NetworkTimeout, OperationFailure,
+    PyMongoError, ServerSelectionTimeoutError)
 
 from .encoding import CODEC_OPTIONS
 from .exceptions import SessionBackendError, SessionValueError
@@ -36,6 +37,10 @@ _TOO_LARGE_CODES = frozenset((10334, 17419, 17420))
 #: BadValue, DollarPrefixedFieldName, EmptyFieldName, DottedFieldName: the
 #: server refused a value (a nested key it does not accept), not an outage.
 _REFUSED_VALUE_CODES = frozenset((2, 52, 56, 57))
+#: The server errors after which a read is tried once more (not primary, shutting
+#: down, host unreachable...): those of MongoDB's retryable reads specification.
+_RETRYABLE_READ_CODES = frozenset((6, 7, 89, 91, 134, 189, 262, 9001, 10058, 10107, 11600,
+                                   11602, 13435, 13436))
 #: mongomock stores Python objects and refuses native UUIDs; it gets the
 #: decoded BSON of each document, with UUIDs as the BSON binaries they are.
 _EMBEDDED_CODEC_OPTIONS = CODEC_OPTIONS.with_options(
@@ -45,6 +50,19 @@ _EMBEDDED_CODEC_OPTIONS = CODEC_OPTIONS.with_options(
 #: lock, in every connection of the process, so a threaded WSGI server
 #: (waitress) is safe on ``mongomock://`` too.
 _EMBEDDED_LOCK = threading.RLock()
+
+
+def _read_once_more_on_failover(run: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``run(*args, **kwargs)``, run again once if a retryable read may succeed then."""
+    try:
+        return run(*args, **kwargs)
+    except (AutoReconnect, OperationFailure) as exc:
+        if isinstance(exc, ServerSelectionTimeoutError) or exc.timeout:
+            raise   # no server, or a server that did not answer in time: no second wait
+        if isinstance(exc, OperationFailure) and exc.code not in _RETRYABLE_READ_CODES:
+            raise
+        log.debug('trying a read once more after: %s', exc)
+        return run(*args, **kwargs)
 
 
 class RefusedValue(SessionValueError):
@@ -253,6 +271,36 @@ class Connection:
             raise
         self._breaker.record(probe)
         return result
+
+    def find_one(self, what: str, query: Mapping[str, Any],
+                 projection: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """The first document matching ``query``, or None: :meth:`call` of one ``find``.
+
+        Sent as the command itself, which costs the client about 17 µs of CPU
+        less than :meth:`Collection.find_one` (no cursor is made), with what
+        that method would add: the collection's read preference and read
+        concern, and one more try after a network error or a retryable
+        server error, as pymongo retries reads. A timeout is not tried again:
+        a hung server fails the read after one wait.
+        """
+        collection = self.collection()
+        if self._embedded:
+            found: dict[str, Any] | None = self.call(what, collection.find_one, query,
+                                                     projection)
+            return found
+        command: dict[str, Any] = {'find': collection.name, 'filter': query, 'limit': 1,
+                                   'singleBatch': True}
+        if projection is not None:
+            command['projection'] = projection
+        read_concern = collection.read_concern.document
+        if read_concern:
+            command['readConcern'] = read_concern
+        reply = self.call(what, _read_once_more_on_failover, collection.database.command,
+                          command, read_preference=collection.read_preference,
+                          codec_options=collection.codec_options)
+        batch = reply['cursor']['firstBatch']
+        document: dict[str, Any] | None = batch[0] if batch else None
+        return document
 
     def call_long(self, what: str, seconds: float, operation: Callable[..., T],
                   *args: Any, **kwargs: Any) -> T:

@@ -104,8 +104,7 @@ class SessionStore:
         called, if given.
         """
         connection = self.connection
-        document = connection.call('load a session', connection.collection().find_one,
-                                   {'_id': document_id(session_id)})
+        document = connection.find_one('load a session', {'_id': document_id(session_id)})
         if document is None:
             return None
         return self.codec.decoded(session_id, connection.received(document), now, expired)
@@ -113,8 +112,8 @@ class SessionStore:
     def is_live(self, session_id: str, now: datetime.datetime) -> bool:
         """Whether the session is still stored, neither expired nor retired (one query)."""
         connection = self.connection
-        return connection.call('check a session', connection.collection().find_one,
-                               live(session_id, now), {'_id': 1}) is not None
+        return connection.find_one('check a session', live(session_id, now),
+                                   {'_id': 1}) is not None
 
     def insert(self, session_id: str, data: Mapping[str, Any], created: datetime.datetime,
                expires: datetime.datetime | None, timeout: float | None = None,

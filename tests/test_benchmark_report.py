@@ -254,21 +254,23 @@ def test_the_beaker_target_names_the_throughput_server(bench):
 
 
 def test_the_command_table_pairs_pymongo_with_redis_py(bench):
-    mongo = [('find_one by _id', 80.4), ('update_one by _id ($set of one key)', 70.0),
+    mongo = [("command('find') by _id", 64.0), ('find_one by _id', 80.4),
+             ('update_one by _id ($set of one key)', 70.0),
              ('find_one_and_delete by _id', 75.0), ('delete_one by _id', 66.0),
-             ('find_one by _id within pymongo.timeout(5)', 85.0)]
+             ("command('find') by _id within pymongo.timeout(5)", 85.0)]
     redis_ = [('GET', 30.2), ('SET (the whole value)', 31.0), ('DELETE', 29.0)]
     table = bench.report.command_table(mongo, redis_)
     assert table[1].split('  ')[0] == 'what the store does'
     rows = [line.split('  ') for line in table[3:-1]]
     assert [[cell.strip() for cell in row if cell.strip()] for row in rows] == [
-        ['read a session', 'find_one by _id', '80', 'GET', '30'],
+        ['read a session', "command('find') by _id", '64', 'GET', '30'],
+        ['read a session, through a cursor', 'find_one by _id', '80', '—'],
         ['write a session', 'update_one by _id ($set of one key)', '70',
          'SET (the whole value)', '31'],
         ['end a session, returning it', 'find_one_and_delete by _id', '75', '—'],
         ['end a session', 'delete_one by _id', '66', 'DELETE', '29'],
-        ['read a session, bounded per call', 'find_one by _id within pymongo.timeout(5)',
-         '85', '—'],
+        ['read a session, bounded per call',
+         "command('find') by _id within pymongo.timeout(5)", '85', '—'],
     ]
     assert bench.report.command_table([], []) == []
     only_mongo = bench.report.command_table(mongo, [])
@@ -278,12 +280,12 @@ def test_the_command_table_pairs_pymongo_with_redis_py(bench):
 
 
 def test_the_command_table_shows_the_stubs_own_work_beside_pymongo(bench):
-    table = bench.report.command_table([('find_one by _id', 80.0)], [('GET', 30.0)],
-                                       stub=[('find_one by _id', 1.36)])
+    table = bench.report.command_table([("command('find') by _id", 80.0)], [('GET', 30.0)],
+                                       stub=[("command('find') by _id", 1.36)])
     assert table[1].split() == ['what', 'the', 'store', 'does', 'pymongo', 'µs', 'stub', 'µs',
                                 'redis-py', 'µs']
-    assert table[3].split() == ['read', 'a', 'session', 'find_one', 'by', '_id', '80', '1.4',
-                                'GET', '30']
+    assert table[3].split() == ['read', 'a', 'session', "command('find')", 'by', '_id', '80',
+                                '1.4', 'GET', '30']
 
 
 def test_the_ferretdb_column_stands_beside_the_throughput_server(bench):

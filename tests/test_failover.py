@@ -342,3 +342,75 @@ def test_unreachable_server_is_reported_as_such(unused_port, build_app):
 def unused_port():
     from .servers import free_port
     return free_port()
+
+
+# -- the read of a session: one find command, tried once more after a failover ------
+
+def _load_in_background(factory, session_id):
+    return Background(factory.store.load, session_id, utcnow())
+
+
+def _stored_document(factory, session_id):
+    from pyramid_mongosession.documents import document_id
+    return {'_id': document_id(session_id), 'data': {'cart': ['apple']}, 'created': utcnow(),
+            'expires': None, 'v': 1}
+
+
+@pytest.mark.parametrize('first_answer', [
+    lambda request: request.hangup(),                       # the connection drops
+    lambda request: request.command_err(code=NOT_WRITABLE_PRIMARY, errmsg='not primary',
+                                        codeName='NotWritablePrimary'),
+    lambda request: request.command_err(code=91, errmsg='shutting down',
+                                        codeName='ShutdownInProgress'),
+], ids=['connection dropped', 'not primary', 'shutting down'])
+def test_a_read_that_meets_a_failover_is_tried_once_more(primary, client, first_answer):
+    factory = MongoSessionFactory(client['app']['sessions'], SECRET, operation_timeout=5)
+    session_id = new_session_id()
+    load = _load_in_background(factory, session_id)
+    primary.receives('createIndexes').ok()
+    first = primary.receives('find')
+    assert first.doc['filter'] == {'_id': _stored_document(factory, session_id)['_id']}
+    assert (first.doc['limit'], first.doc['singleBatch']) == (1, True)
+    first_answer(first)
+    primary.receives('find').ok(cursor={'id': 0, 'ns': 'app.sessions',
+                                        'firstBatch': [_stored_document(factory, session_id)]})
+    load.wait()
+    assert load.error is None, load.error
+    assert load.result.data == {'cart': ['apple']}
+    assert primary.commands() == ['createIndexes', 'find', 'find']
+
+
+@pytest.mark.parametrize('answer, twice', [
+    (dict(code=NOT_WRITABLE_PRIMARY, errmsg='not primary', codeName='NotWritablePrimary'),
+     True),
+    (dict(code=2, errmsg='bad value', codeName='BadValue'), False),
+    (dict(code=13, errmsg='not authorized', codeName='Unauthorized'), False),
+])
+def test_a_read_is_tried_at_most_twice_and_only_after_a_retryable_error(primary, client,
+                                                                      answer, twice):
+    factory = MongoSessionFactory(client['app']['sessions'], SECRET, operation_timeout=5)
+    load = _load_in_background(factory, new_session_id())
+    primary.receives('createIndexes').ok()
+    primary.receives('find').command_err(**answer)
+    if twice:
+        primary.receives('find').command_err(**answer)
+    load.wait()
+    assert isinstance(load.error.__cause__, PyMongoError), load.error   # mapped, raised
+    assert primary.commands() == ['createIndexes'] + ['find'] * (2 if twice else 1)
+    with pytest.raises(AssertionError):   # nothing more was sent
+        primary.receives('find', timeout=0.3)
+
+
+def test_a_read_carries_the_collections_read_concern(primary):
+    client = primary.client(readConcernLevel='majority')
+    try:
+        factory = MongoSessionFactory(client['app']['sessions'], SECRET, operation_timeout=5)
+        load = _load_in_background(factory, new_session_id())
+        primary.receives('createIndexes').ok()
+        find = primary.receives('find')
+        assert find.doc['readConcern'] == {'level': 'majority'}
+        find.ok(cursor={'id': 0, 'ns': 'app.sessions', 'firstBatch': []})
+        load.wait()
+        assert load.error is None and load.result is None
+    finally:
+        client.close()
