@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import threading
-from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 import bson
 import pymongo
@@ -66,20 +66,17 @@ def _read_once_more_on_failover(run: Callable[..., T], *args: Any, **kwargs: Any
 
 
 class RefusedValue(SessionValueError):
-    """The server refused a value that other servers store (see :func:`naming_refused`)."""
+    """The server refused a value that other servers store (see :func:`named_refusal`)."""
 
 
-@contextlib.contextmanager
-def naming_refused(values: Mapping[str, Any]) -> Iterator[None]:
-    """Re-raise the server's refusal of a value naming the session key(s) it may be."""
-    try:
-        yield
-    except RefusedValue as exc:
-        keys = ', '.join(repr(key) for key in values)
-        raise SessionValueError('session key %s holds a value this server refuses: %s'
-                                % (keys, exc) if len(values) == 1 else
-                                'one of the session keys %s holds a value this server '
-                                'refuses: %s' % (keys, exc)) from exc.__cause__
+def named_refusal(values: Mapping[str, Any], exc: RefusedValue) -> SessionValueError:
+    """The server's refusal of a value, naming the session key(s) it may be
+    (raise it ``from exc.__cause__``)."""
+    keys = ', '.join(repr(key) for key in values)
+    return SessionValueError('session key %s holds a value this server refuses: %s'
+                             % (keys, exc) if len(values) == 1 else
+                             'one of the session keys %s holds a value this server '
+                             'refuses: %s' % (keys, exc))
 
 
 def mapped_error(what: str, exc: PyMongoError) -> Exception:
@@ -201,6 +198,7 @@ class Connection:
         self._ready = False
         self._embedded = False
         self._client_bounded = False   # whether the client bounds every call itself
+        self._reader: tuple[Any, ...] | None = None   # see find_one
         self._breaker = OutageBreaker(outage_probe_interval)
 
     @property
@@ -288,16 +286,21 @@ class Connection:
             found: dict[str, Any] | None = self.call(what, collection.find_one, query,
                                                      projection)
             return found
-        command: dict[str, Any] = {'find': collection.name, 'filter': query, 'limit': 1,
+        reader = self._reader
+        if reader is None or reader[0] is not collection:
+            # How this collection reads, asked once rather than at every read.
+            reader = self._reader = (collection, collection.database.command, collection.name,
+                                     collection.read_concern.document,
+                                     {'read_preference': collection.read_preference,
+                                      'codec_options': collection.codec_options})
+        _, run, name, read_concern, options = reader
+        command: dict[str, Any] = {'find': name, 'filter': query, 'limit': 1,
                                    'singleBatch': True}
         if projection is not None:
             command['projection'] = projection
-        read_concern = collection.read_concern.document
         if read_concern:
             command['readConcern'] = read_concern
-        reply = self.call(what, _read_once_more_on_failover, collection.database.command,
-                          command, read_preference=collection.read_preference,
-                          codec_options=collection.codec_options)
+        reply = self.call(what, _read_once_more_on_failover, run, command, **options)
         batch = reply['cursor']['firstBatch']
         document: dict[str, Any] | None = batch[0] if batch else None
         return document

@@ -32,7 +32,7 @@ from .documents import (
     MAX_DATA_SIZE, DocumentCodec, ExpiredHook, RetiredSession, StoredSession, document_id, live,
     not_retired)
 from .encoding import ENCODING_ERRORS, check_value, field_name, unstorable
-from .connection import naming_refused
+from .connection import RefusedValue, named_refusal
 from .exceptions import SessionBackendError, SessionConflict
 
 if TYPE_CHECKING:
@@ -134,9 +134,10 @@ class SessionStore:
         codec.mirror_user(document, {}, data, ())
         codec.seal_client(document)
         try:
-            with naming_refused(data):
-                connection.call('store a session', connection.collection().insert_one,
-                                connection.sent(document))
+            connection.call('store a session', connection.collection().insert_one,
+                            connection.sent(document))
+        except RefusedValue as exc:
+            raise named_refusal(data, exc) from exc.__cause__
         except DuplicateKeyError:
             # Two 256-bit ids colliding means a broken random generator.
             raise SessionBackendError('session id collision: refusing to overwrite') from None
@@ -192,9 +193,10 @@ class SessionStore:
         connection = self.connection
         collection = connection.collection()
         try:
-            with naming_refused(values):
-                result = connection.call('store a session', collection.update_one, query,
-                                         connection.sent(update))
+            result = connection.call('store a session', collection.update_one, query,
+                                     connection.sent(update))
+        except RefusedValue as exc:
+            raise named_refusal(values, exc) from exc.__cause__
         except ENCODING_ERRORS as exc:
             raise unstorable(values, exc) from exc
         if result.matched_count:
