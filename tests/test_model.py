@@ -545,6 +545,9 @@ class SessionLife(RuleBasedStateMachine):
         collection = self.store_collection
         for name in FAULTY_CALLS:
             setattr(collection, name, self.faulty(getattr(collection, name), name))
+        # A session is read with the find command itself (Connection.find_one).
+        database = collection.database
+        database.command = self.faulty(database.command, 'command')
 
     def faulty(self, call, name):
         def faulty_call(*args, **kwargs):
@@ -565,6 +568,8 @@ class SessionLife(RuleBasedStateMachine):
         for name in FAULTY_CALLS:
             if name in vars(self.store_collection):
                 delattr(self.store_collection, name)
+        if 'command' in vars(self.store_collection.database):
+            del self.store_collection.database.command
 
     # -- sending requests -------------------------------------------------------------
 
