@@ -44,11 +44,10 @@ REDIS_TIMEOUT_TRIGGER = TIMEOUT // 2
 REDIS_OPTIONS = {'timeout': TIMEOUT, 'timeout_trigger': REDIS_TIMEOUT_TRIGGER,
                  'set_redis_ttl': False}
 #: The options of pyramid_mongosession's MongoClient in the benchmark (and of
-#: the plain client that measures single commands): every socket operation
-#: bounded, as the documentation recommends for a client handed to
-#: MongoSessionFactory.
+#: the plain client that measures single commands): every wait bounded, as
+#: the documentation recommends for a client handed to MongoSessionFactory.
 CLIENT_TIMEOUTS = {'socketTimeoutMS': 5000, 'connectTimeoutMS': 5000,
-                   'serverSelectionTimeoutMS': 5000}
+                   'serverSelectionTimeoutMS': 5000, 'waitQueueTimeoutMS': 5000}
 #: Documents (or keys) sent to the store at once when it is populated.
 POPULATE_BATCH = 1000
 

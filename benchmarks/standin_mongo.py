@@ -67,6 +67,55 @@ def _key(value):
     return value
 
 
+def _walk(doc, path, create):
+    parts = path.split('.')
+    for part in parts[:-1]:
+        child = doc.get(part)
+        if not isinstance(child, dict):
+            if not create:
+                return None, parts[-1]
+            child = doc[part] = {}
+        doc = child
+    return doc, parts[-1]
+
+
+def apply_update(doc, update, inserting=False):
+    """Apply ``update`` (operators or a replacement) to ``doc`` in place, as a server
+    would for the operators the libraries send (the stub collection uses it too)."""
+    if isinstance(update, list):
+        raise CommandError(9, 'FailedToParse', 'the stand-in has no update pipelines')
+    if not any(key.startswith('$') for key in update):
+        doc_id = doc.get('_id')
+        doc.clear()
+        doc['_id'] = doc_id
+        doc.update((k, v) for k, v in update.items() if k != '_id')
+        return
+    for operator, fields in update.items():
+        if operator == '$setOnInsert' and not inserting:
+            continue
+        for path, value in fields.items():
+            if operator in ('$set', '$setOnInsert'):
+                parent, name = _walk(doc, path, True)
+                parent[name] = value
+            elif operator == '$unset':
+                parent, name = _walk(doc, path, False)
+                if parent is not None:
+                    parent.pop(name, None)
+            elif operator == '$inc':
+                parent, name = _walk(doc, path, True)
+                parent[name] = parent.get(name, 0) + value
+            elif operator == '$push':
+                parent, name = _walk(doc, path, True)
+                items = value['$each'] if isinstance(value, dict) and '$each' in value else [value]
+                parent[name] = list(parent.get(name) or ()) + list(items)
+            elif operator == '$pull':
+                parent, name = _walk(doc, path, False)
+                if parent is not None and isinstance(parent.get(name), list):
+                    parent[name] = [item for item in parent[name] if item != value]
+            else:
+                raise CommandError(9, 'FailedToParse', 'the stand-in does not know %s' % operator)
+
+
 class Store:
     """Collections of documents, keyed by ``(database, collection)`` then by ``_id``."""
 
@@ -110,52 +159,9 @@ class Store:
                 keys.append(key)
         return keys
 
-    @staticmethod
-    def _walk(doc, path, create):
-        parts = path.split('.')
-        for part in parts[:-1]:
-            child = doc.get(part)
-            if not isinstance(child, dict):
-                if not create:
-                    return None, parts[-1]
-                child = doc[part] = {}
-            doc = child
-        return doc, parts[-1]
-
     def apply(self, doc, update, inserting=False):
         """Apply ``update`` (operators or a replacement) to ``doc`` in place."""
-        if isinstance(update, list):
-            raise CommandError(9, 'FailedToParse', 'the stand-in has no update pipelines')
-        if not any(key.startswith('$') for key in update):
-            doc_id = doc.get('_id')
-            doc.clear()
-            doc['_id'] = doc_id
-            doc.update((k, v) for k, v in update.items() if k != '_id')
-            return
-        for operator, fields in update.items():
-            if operator == '$setOnInsert' and not inserting:
-                continue
-            for path, value in fields.items():
-                if operator in ('$set', '$setOnInsert'):
-                    parent, name = self._walk(doc, path, True)
-                    parent[name] = value
-                elif operator == '$unset':
-                    parent, name = self._walk(doc, path, False)
-                    if parent is not None:
-                        parent.pop(name, None)
-                elif operator == '$inc':
-                    parent, name = self._walk(doc, path, True)
-                    parent[name] = parent.get(name, 0) + value
-                elif operator == '$push':
-                    parent, name = self._walk(doc, path, True)
-                    parent.setdefault(name, []).append(value)
-                elif operator == '$pull':
-                    parent, name = self._walk(doc, path, False)
-                    if parent is not None and isinstance(parent.get(name), list):
-                        parent[name] = [item for item in parent[name] if item != value]
-                else:
-                    raise CommandError(9, 'FailedToParse',
-                                       'the stand-in does not know %s' % operator)
+        apply_update(doc, update, inserting)
 
     def upserted(self, docs, query, update):
         """Insert the document an upsert makes; return its ``_id``."""

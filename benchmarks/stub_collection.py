@@ -25,14 +25,17 @@ What it does, and no more:
 - index commands are accepted and do nothing; ``with_options`` returns the
   stub itself, and its client's options say that every wait is bounded
   (``options.timeout`` None; ``options.pool_options.socket_timeout`` and
-  ``connect_timeout`` and ``options.server_selection_timeout`` 5.0), as a
-  MongoClient made with the benchmark's ``socketTimeoutMS``,
-  ``connectTimeoutMS`` and ``serverSelectionTimeoutMS`` of 5000 has them: so
+  ``connect_timeout``, ``wait_queue_timeout`` and
+  ``options.server_selection_timeout`` 5.0), as a MongoClient made with the
+  benchmark's ``socketTimeoutMS``, ``connectTimeoutMS``,
+  ``serverSelectionTimeoutMS`` and ``waitQueueTimeoutMS`` of 5000 has them: so
   the library decides about its per-call timeout as it does for that client.
 """
 import threading
 
-#: The stub client's socket, connect and server selection timeouts, in seconds:
+from standin_mongo import apply_update
+
+#: The stub client's socket, connect, server selection and pool timeouts, in seconds:
 #: the benchmark's MongoClient's.
 SOCKET_TIMEOUT = 5.0
 
@@ -57,14 +60,15 @@ class _Namespace:
 
 
 class _Client:
-    """Options as a MongoClient made with socketTimeoutMS, connectTimeoutMS and
-    serverSelectionTimeoutMS of 5000 has them (and no timeoutMS)."""
+    """Options as a MongoClient made with socketTimeoutMS, connectTimeoutMS,
+    serverSelectionTimeoutMS and waitQueueTimeoutMS of 5000 has them (and no timeoutMS)."""
 
     def __init__(self):
         self.options = _Namespace(
             timeout=None, server_selection_timeout=SOCKET_TIMEOUT,
             pool_options=_Namespace(socket_timeout=SOCKET_TIMEOUT,
-                                    connect_timeout=SOCKET_TIMEOUT, max_pool_size=100))
+                                    connect_timeout=SOCKET_TIMEOUT,
+                                    wait_queue_timeout=SOCKET_TIMEOUT, max_pool_size=100))
 
     def close(self):
         pass
@@ -127,47 +131,6 @@ def _projected(doc, projection):
     if keep_id:
         out['_id'] = doc['_id']
     return out
-
-
-def _walk(doc, path, create):
-    parts = path.split('.')
-    for part in parts[:-1]:
-        child = doc.get(part)
-        if not isinstance(child, dict):
-            if not create:
-                return None, parts[-1]
-            child = doc[part] = {}
-        doc = child
-    return doc, parts[-1]
-
-
-def _apply(doc, update, inserting=False):
-    if not any(key.startswith('$') for key in update):
-        doc_id = doc.get('_id')
-        doc.clear()
-        doc.update(update)
-        doc['_id'] = doc_id
-        return
-    for operator, fields in update.items():
-        if operator == '$setOnInsert' and not inserting:
-            continue
-        for path, value in fields.items():
-            if operator in ('$set', '$setOnInsert'):
-                parent, name = _walk(doc, path, True)
-                parent[name] = value
-            elif operator == '$unset':
-                parent, name = _walk(doc, path, False)
-                if parent is not None:
-                    parent.pop(name, None)
-            elif operator == '$inc':
-                parent, name = _walk(doc, path, True)
-                parent[name] = parent.get(name, 0) + value
-            elif operator == '$push':
-                parent, name = _walk(doc, path, True)
-                items = value['$each'] if isinstance(value, dict) and '$each' in value else [value]
-                parent[name] = list(parent.get(name) or ()) + list(items)
-            else:
-                raise NotImplementedError('the stub collection does not know %s' % operator)
 
 
 class StubCollection:
@@ -233,11 +196,11 @@ class StubCollection:
         self.calls += 1
         with self._lock:
             for key in _selected(self.docs, filter):
-                _apply(self.docs[key], update)
+                apply_update(self.docs[key], update)
                 return _Result(matched=1)
             if upsert and '_id' in filter and not isinstance(filter['_id'], dict):
                 doc = {'_id': filter['_id']}
-                _apply(doc, update, inserting=True)
+                apply_update(doc, update, inserting=True)
                 self.docs[doc['_id']] = doc
                 return _Result(upserted_id=doc['_id'])
         return _Result()
@@ -247,7 +210,7 @@ class StubCollection:
         with self._lock:
             for key in _selected(self.docs, filter):
                 before = _copy(self.docs[key])
-                _apply(self.docs[key], replacement)
+                apply_update(self.docs[key], replacement)
                 return before
         return None
 
@@ -256,7 +219,7 @@ class StubCollection:
         with self._lock:
             for key in _selected(self.docs, filter):
                 before = _copy(self.docs[key])
-                _apply(self.docs[key], update)
+                apply_update(self.docs[key], update)
                 return before
         return None
 

@@ -52,17 +52,24 @@ _EMBEDDED_CODEC_OPTIONS = CODEC_OPTIONS.with_options(
 _EMBEDDED_LOCK = threading.RLock()
 
 
-def _read_once_more_on_failover(run: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """``run(*args, **kwargs)``, run again once if a retryable read may succeed then."""
+def _read_once_more_on_failover(retry: bool, run: Callable[..., T], *args: Any,
+                                **kwargs: Any) -> T:
+    """``run(*args, **kwargs)``, run again once (if ``retry``) when a retryable read may
+    succeed then. If no server can be found for the second try, the first error is raised,
+    as pymongo does."""
     try:
         return run(*args, **kwargs)
     except (AutoReconnect, OperationFailure) as exc:
-        if isinstance(exc, ServerSelectionTimeoutError) or exc.timeout:
+        if not retry or isinstance(exc, ServerSelectionTimeoutError) or exc.timeout:
             raise   # no server, or a server that did not answer in time: no second wait
         if isinstance(exc, OperationFailure) and exc.code not in _RETRYABLE_READ_CODES:
             raise
-        log.debug('trying a read once more after: %s', exc)
+        first = exc
+    log.debug('trying a read once more after: %s', first)
+    try:
         return run(*args, **kwargs)
+    except ServerSelectionTimeoutError:
+        raise first from None
 
 
 class RefusedValue(SessionValueError):
@@ -99,23 +106,26 @@ def bounds_every_call(client_options: Any, operation_timeout: float | None) -> b
 
     It does with a client-side operation timeout (``timeoutMS``) equal to
     it, or with each of its waits bounded by at most that long: for an
-    answer (``socketTimeoutMS``), a connection (``connectTimeoutMS``) and a
-    server (``serverSelectionTimeoutMS``), as :func:`client_limits` sets
-    them. A call then costs no timeout of its own (``pymongo.timeout()``
-    costs about 10 µs of CPU a call); otherwise :meth:`Connection.call`
-    sets one around each call.
+    answer (``socketTimeoutMS``), a new connection (``connectTimeoutMS``), a
+    server (``serverSelectionTimeoutMS``) and a free connection of its pool
+    (``waitQueueTimeoutMS``), as :func:`client_limits` sets them. A call
+    then costs no timeout of its own (``pymongo.timeout()`` costs about
+    10 µs of CPU a call); otherwise :meth:`Connection.call` sets one around
+    each call.
     """
     if client_options is None or operation_timeout is None:
         return operation_timeout is None
     if client_options.timeout is not None:
         return bool(client_options.timeout == operation_timeout)
     pool = client_options.pool_options
-    waits = (pool.socket_timeout, pool.connect_timeout, client_options.server_selection_timeout)
+    waits = (pool.socket_timeout, pool.connect_timeout, client_options.server_selection_timeout,
+             pool.wait_queue_timeout)
     return all(wait is not None and wait <= operation_timeout for wait in waits)
 
 
 #: The client options that bound each of its waits (see :func:`bounds_every_call`).
-CLIENT_LIMITS = ('socketTimeoutMS', 'connectTimeoutMS', 'serverSelectionTimeoutMS')
+CLIENT_LIMITS = ('socketTimeoutMS', 'connectTimeoutMS', 'serverSelectionTimeoutMS',
+                 'waitQueueTimeoutMS')
 
 
 def client_limits(operation_timeout: float | None, named: Iterable[str]) -> dict[str, float]:
@@ -173,8 +183,10 @@ class Connection:
 
     ``collection`` is a pymongo :class:`~pymongo.collection.Collection`, or a
     callable returning one (see :class:`ProcessLocalCollection`).
-    ``operation_timeout`` bounds every call, in seconds (pymongo's
-    client-side operation timeout); None leaves the client's own limits.
+    ``operation_timeout`` bounds every wait of every call, in seconds: the
+    client's own limits where they bound it (see :func:`bounds_every_call`),
+    else ``pymongo.timeout()`` around each call; None leaves the client's
+    own limits.
     ``outage_probe_interval`` is the outage breaker's (see
     :mod:`pyramid_mongosession.outage`). ``first_use(collection)``
     callbacks run once per process, before the collection is first used
@@ -278,8 +290,9 @@ class Connection:
         less than :meth:`Collection.find_one` (no cursor is made), with what
         that method would add: the collection's read preference and read
         concern, and one more try after a network error or a retryable
-        server error, as pymongo retries reads. A timeout is not tried again:
-        a hung server fails the read after one wait.
+        server error, as pymongo retries reads (unless the client says
+        ``retryReads=false``). A timeout is not tried again: a hung server
+        fails the read after one wait.
         """
         collection = self.collection()
         if self._embedded:
@@ -289,18 +302,20 @@ class Connection:
         reader = self._reader
         if reader is None or reader[0] is not collection:
             # How this collection reads, asked once rather than at every read.
-            reader = self._reader = (collection, collection.database.command, collection.name,
+            database = collection.database
+            reader = self._reader = (collection, database.command, collection.name,
                                      collection.read_concern.document,
+                                     bool(getattr(database.client.options, 'retry_reads', True)),
                                      {'read_preference': collection.read_preference,
                                       'codec_options': collection.codec_options})
-        _, run, name, read_concern, options = reader
+        _, run, name, read_concern, retry, options = reader
         command: dict[str, Any] = {'find': name, 'filter': query, 'limit': 1,
                                    'singleBatch': True}
         if projection is not None:
             command['projection'] = projection
         if read_concern:
             command['readConcern'] = read_concern
-        reply = self.call(what, _read_once_more_on_failover, run, command, **options)
+        reply = self.call(what, _read_once_more_on_failover, retry, run, command, **options)
         batch = reply['cursor']['firstBatch']
         document: dict[str, Any] | None = batch[0] if batch else None
         return document

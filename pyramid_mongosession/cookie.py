@@ -238,8 +238,8 @@ class SessionCookie:
         header = request.environ.get('HTTP_COOKIE')
         if not header or self.name not in header:
             return None
-        if '"' not in header and header.count(self.name) == 1:
-            # One mention, no quoted value that could hide a ';': what it names is ours.
+        if '"' not in header and '\\' not in header and header.count(self.name) == 1:
+            # One mention, no quoted or escaped ';' that could hide it: what it names is ours.
             found = self._ours.search(header)
             if found is not None:
                 return found.group(1)

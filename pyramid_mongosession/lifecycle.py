@@ -180,7 +180,8 @@ class EndOfRequest:
         """The expiry a request that changes nothing moves a stored session to, if one is due."""
         if plan.store != UPDATE or not state.found:
             return None
-        return self.expiry.refreshed(state.created, state.expires, now, state.own_timeout)
+        return self.expiry.refreshed(state.created_by(now), state.expires, now,
+                                     state.own_timeout)
 
     def _must_load(self, state: SessionState) -> bool:
         """Whether the end of the request must load a session that the view never read.
@@ -306,7 +307,7 @@ class EndOfRequest:
         return plan, refresh
 
     def _expires(self, state: SessionState, now: datetime.datetime) -> datetime.datetime | None:
-        return self.expiry.at(state.created, now, state.own_timeout)
+        return self.expiry.at(state.created_by(now), now, state.own_timeout)
 
     def _insert(self, state: SessionState, now: datetime.datetime,
                 handle: str | None = None) -> dict[str, Any]:
@@ -314,7 +315,7 @@ class EndOfRequest:
         assert state.id is not None
         state.fold_pushes()
         account = self.accounts.insert_fields(state, now, handle)
-        self.store.insert(state.id, state.data, state.created, self._expires(state, now),
+        self.store.insert(state.id, state.data, state.created_by(now), self._expires(state, now),
                           state.own_timeout, account=account)
         return account
 
@@ -375,7 +376,8 @@ class EndOfRequest:
             self._retired(state)
             return LEAVE_ALONE, None
         if state.found:
-            refresh = self.expiry.refreshed(state.created, state.expires, now, state.own_timeout)
+            refresh = self.expiry.refreshed(state.created_by(now), state.expires, now,
+                                            state.own_timeout)
             if not self._update(state, now, None):
                 return self._gone(state)
             return Plan(KEEP, UPDATE, False), refresh

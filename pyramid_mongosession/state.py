@@ -103,6 +103,13 @@ class SessionState:
     def created(self, value: datetime.datetime) -> None:
         self._created = value
 
+    def created_by(self, now: datetime.datetime) -> datetime.datetime:
+        """:attr:`created`, a new session taking ``now``: the time of the request's
+        store, which its ``last_seen`` and expiry are counted from too."""
+        if self._created is None:
+            self._created = now
+        return self._created
+
     @property
     def may_exist(self) -> bool:
         """Whether a stored session may be under ``cookie_id``: found, or not looked for."""

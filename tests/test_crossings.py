@@ -496,3 +496,25 @@ def test_a_late_store_response_does_not_slide_a_cookie_that_a_parallel_login_ret
     response = app.get('/slow', extra_environ={'tests.app': app.app, 'tests.outcome': outcome})
     assert session_cookie(outcome['login']) is not None
     assert session_cookie(response) is None
+
+
+def test_a_new_session_is_created_when_it_is_first_stored(backend_collection, build_app,
+                                                          clock, monkeypatch):
+    # Its creation, its last_seen and its expiry come from one reading of the
+    # clock, at the end of the request that stores it, even though the clock
+    # moves while the view runs, and between any two readings (1 ms a reading).
+    def slow(request):
+        request.session['a'] = 1
+        clock.advance(30)
+        return Response('ok')
+    app = build_app(backend_collection, views={'slow': slow})
+    real_call = type(clock).__call__
+
+    def ticking(self):
+        self.advance(0.001)
+        return real_call(self)
+    monkeypatch.setattr(type(clock), '__call__', ticking)
+    app.get('/slow')
+    document = backend_collection.find_one(LIVE)
+    assert document['created'] == document['last_seen']
+    assert document['expires'] == document['created'] + datetime.timedelta(seconds=1200)

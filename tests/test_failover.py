@@ -414,3 +414,32 @@ def test_a_read_carries_the_collections_read_concern(primary):
         assert load.error is None and load.result is None
     finally:
         client.close()
+
+
+def test_a_client_without_retryable_reads_reads_once(primary):
+    client = primary.client(retryReads=False)
+    try:
+        factory = MongoSessionFactory(client['app']['sessions'], SECRET, operation_timeout=5)
+        load = _load_in_background(factory, new_session_id())
+        primary.receives('createIndexes').ok()
+        primary.receives('find').command_err(code=NOT_WRITABLE_PRIMARY, errmsg='not primary',
+                                             codeName='NotWritablePrimary')
+        load.wait()
+        assert isinstance(load.error, SessionBackendError), load.error
+        with pytest.raises(AssertionError):   # no second find
+            primary.receives('find', timeout=0.3)
+    finally:
+        client.close()
+
+
+def test_when_no_server_answers_the_second_try_the_first_error_is_raised():
+    # As pymongo's retryable reads do: the failover is what went wrong.
+    from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
+    from pyramid_mongosession.connection import _read_once_more_on_failover
+    errors = [AutoReconnect('connection reset'), ServerSelectionTimeoutError('no server')]
+
+    def run():
+        raise errors.pop(0)
+    with pytest.raises(AutoReconnect, match='connection reset'):
+        _read_once_more_on_failover(True, run)
+    assert errors == []

@@ -250,3 +250,4 @@ def test_created_is_the_same_on_every_request(collection, make_browser):
     created = app.get('/create').json
     assert app.get('/created').json == created
     assert app.get('/created').json == created
+

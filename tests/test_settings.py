@@ -61,10 +61,12 @@ def test_host_port_credentials_go_to_the_client():
     # The client bounds each of its waits itself: they come from operation_timeout.
     assert collection.client_kwargs == {
         'username': 'me', 'password': 'pw', 'socketTimeoutMS': 5000.0,
-        'connectTimeoutMS': 5000.0, 'serverSelectionTimeoutMS': 5000.0}
+        'connectTimeoutMS': 5000.0, 'serverSelectionTimeoutMS': 5000.0,
+        'waitQueueTimeoutMS': 5000.0}
 
 
-LIMITS = ('socketTimeoutMS', 'connectTimeoutMS', 'serverSelectionTimeoutMS')
+LIMITS = ('socketTimeoutMS', 'connectTimeoutMS', 'serverSelectionTimeoutMS',
+          'waitQueueTimeoutMS')
 
 
 @pytest.mark.parametrize('extra, expected', [
@@ -82,7 +84,7 @@ def test_the_clients_limits_come_from_operation_timeout(extra, expected):
 
 @pytest.mark.parametrize('query, kept', [
     ('timeoutMS=900', LIMITS), ('sockettimeoutms=900', ('socketTimeoutMS',)),
-    ('serverSelectionTimeoutMS=900&connectTimeoutMS=9', LIMITS[1:])])
+    ('serverSelectionTimeoutMS=900&connectTimeoutMS=9', LIMITS[1:3])])
 def test_a_limit_in_the_url_is_kept(query, kept):
     factory = session_factory_from_settings(settings(url='mongodb://db.example/app?' + query))
     assert not set(kept) & set(factory.connection.source.client_kwargs)
@@ -383,6 +385,7 @@ def test_processes_share_sessions_through_one_collection(mongodb_url, database, 
     ({}, 5.0, False),                                          # pymongo's defaults: 30 s...
     (dict.fromkeys(LIMITS, 5000), 5.0, True),
     (dict.fromkeys(LIMITS, 5000), 2.0, False),                 # a wait longer than allowed
+    (dict.fromkeys(LIMITS[:3], 5000), 5.0, False),             # the pool's wait unbounded
     (dict(dict.fromkeys(LIMITS, 5000), socketTimeoutMS=0), 5.0, False),   # 0: no limit
     ({'timeoutMS': 5000}, 5.0, True),
     ({'timeoutMS': 750}, 5.0, False),
