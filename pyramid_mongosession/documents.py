@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import functools
 import hashlib
 import logging
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -70,8 +71,11 @@ MAX_DATA_SIZE = MAX_DOCUMENT_SIZE - DOCUMENT_HEADROOM
 ENCRYPTION_OVERHEAD = 40
 
 
+@functools.lru_cache(maxsize=1024)
 def document_id(session_id: str) -> str:
-    """The ``_id`` under which a session id's document is stored."""
+    """The ``_id`` under which a session id's document is stored (the recent ones
+    remembered: a request names its document two or three times, and a returning
+    visitor's next request the same one)."""
     return hashlib.sha256(session_id.encode('ascii')).hexdigest()
 
 

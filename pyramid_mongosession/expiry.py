@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import datetime
 
+_NO_TIME = datetime.timedelta(0)
+
 
 class Expiry:
     """When a session expires: the factory's ``timeout`` (``idle``), ``reissue_time``
@@ -23,14 +25,15 @@ class Expiry:
            own_timeout: float | None = None) -> datetime.datetime | None:
         """When a session created at ``created`` and active ``now`` expires (or None)."""
         if own_timeout is not None:
-            ends = [now + datetime.timedelta(seconds=own_timeout)]
+            idle_end: datetime.datetime | None = now + datetime.timedelta(seconds=own_timeout)
         elif self.idle is not None:
-            ends = [now + self.idle]
+            idle_end = now + self.idle
         else:
-            ends = []
-        if self.absolute is not None:
-            ends.append(created + self.absolute)
-        return min(ends) if ends else None
+            idle_end = None
+        if self.absolute is None:
+            return idle_end
+        absolute_end = created + self.absolute
+        return absolute_end if idle_end is None else min(idle_end, absolute_end)
 
     def refreshed(self, created: datetime.datetime, stored: datetime.datetime | None,
                   now: datetime.datetime, own_timeout: float | None = None
@@ -52,6 +55,6 @@ class Expiry:
         if own_timeout is not None:
             window = min(window, datetime.timedelta(seconds=own_timeout) / 10)
         gain = expires - stored
-        if gain > datetime.timedelta(0) and gain >= window:
+        if gain > _NO_TIME and gain >= window:
             return expires
         return None

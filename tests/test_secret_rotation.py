@@ -324,3 +324,39 @@ def test_bad_old_secrets_are_refused_naming_the_option(collection, old_secrets, 
     with pytest.raises(error) as info:
         MongoSessionFactory(collection, NEW, old_secrets=old_secrets)
     assert 'old_secrets' in str(info.value) and words in str(info.value)
+
+
+def test_a_cookie_that_verified_is_remembered_and_nothing_else(monkeypatch):
+    from pyramid_mongosession.cookie import SessionCookie, new_session_id
+    cookie = SessionCookie(NEW, old_secrets=[OLD])
+    session_id = new_session_id()
+    value = cookie._signed(session_id)
+    old = SessionCookie(OLD)._signed(session_id)
+    hmacs = CountingHMAC(monkeypatch)
+    assert cookie.verify(value) == (session_id, 0)
+    assert hmacs.since_last_call() == 1
+    assert cookie.verify(value) == (session_id, 0)      # remembered: no HMAC
+    assert hmacs.since_last_call() == 0
+    tampered = ('AA' if value[:2] != 'AA' else 'BB') + value[2:]   # in the signature
+    for _ in range(2):                                  # refused, and every time checked
+        with pytest.raises(ValueError):
+            cookie.verify(tampered)
+        assert hmacs.since_last_call() == 2              # both secrets tried
+    assert cookie.verify(old) == (session_id, 1)         # what it said is remembered too
+    assert cookie.verify(old) == (session_id, 1)
+    assert hmacs.since_last_call() == 2
+
+
+def test_the_cookies_remembered_are_bounded(monkeypatch):
+    from pyramid_mongosession import cookie as cookies
+    monkeypatch.setattr(cookies, 'VERIFIED_KEPT', 8)
+    cookie = cookies.SessionCookie(NEW)
+    values = [cookie._signed(cookies.new_session_id()) for _ in range(12)]
+    for value in values:
+        cookie.verify(value)
+    hmacs = CountingHMAC(monkeypatch)
+    for value in values[4:]:                             # the newest 8: remembered
+        cookie.verify(value)
+    assert hmacs.since_last_call() == 0
+    cookie.verify(values[0])                             # the oldest: forgotten, checked again
+    assert hmacs.since_last_call() == 1
