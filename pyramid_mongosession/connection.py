@@ -117,15 +117,18 @@ def bounds_every_call(client_options: Any, operation_timeout: float | None) -> b
         return operation_timeout is None
     if client_options.timeout is not None:
         return bool(client_options.timeout == operation_timeout)
-    pool = client_options.pool_options
-    waits = (pool.socket_timeout, pool.connect_timeout, client_options.server_selection_timeout,
-             pool.wait_queue_timeout)
+    waits = (wait_of(client_options) for wait_of in CLIENT_LIMITS.values())
     return all(wait is not None and wait <= operation_timeout for wait in waits)
 
 
-#: The client options that bound each of its waits (see :func:`bounds_every_call`).
-CLIENT_LIMITS = ('socketTimeoutMS', 'connectTimeoutMS', 'serverSelectionTimeoutMS',
-                 'waitQueueTimeoutMS')
+#: The client options that bound each of its waits, and where a client's
+#: options say how long that is, in seconds (see :func:`bounds_every_call`).
+CLIENT_LIMITS: dict[str, Callable[[Any], float | None]] = {
+    'socketTimeoutMS': lambda options: options.pool_options.socket_timeout,
+    'connectTimeoutMS': lambda options: options.pool_options.connect_timeout,
+    'serverSelectionTimeoutMS': lambda options: options.server_selection_timeout,
+    'waitQueueTimeoutMS': lambda options: options.pool_options.wait_queue_timeout,
+}
 
 
 def client_limits(operation_timeout: float | None, named: Iterable[str]) -> dict[str, float]:
