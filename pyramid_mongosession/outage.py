@@ -28,6 +28,7 @@ _TOPOLOGY = ', Topology Description: '
 _SELECTION_TIMEOUT = re.compile(r',? Timeout: ([0-9.]+)s')
 _CLIENT_TIMEOUT = re.compile(r'timeoutMS: ([0-9.]+)ms')
 _CONFIGURED = re.compile(r'\s*\(configured timeouts: [^)]*\)')
+_TIMED_OUT = re.compile(r'\A([^\s:]+:\d+): timed out\Z')
 _SERVERS = re.compile(r"<ServerDescription \('([^']*)', (\d+)\)")
 
 
@@ -66,6 +67,10 @@ def summary(exc: BaseException) -> str:
         servers = ['%s:%s' % server for server in _SERVERS.findall(topology)]
         if servers:
             text = 'no answer from %s' % ', '.join(servers)
+    else:
+        # A socket that timed out, in the call or in the monitor's check that
+        # server selection reports: the same fact, said the same way.
+        text = _TIMED_OUT.sub(r'no answer from \1', text)
     if seconds is not None:
         text += ', after %g s' % round(seconds, 1)
     return text

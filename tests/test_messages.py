@@ -167,13 +167,20 @@ HUNG = (
     "('127.0.0.1', 37229) server_type: Unknown, rtt: None>]>")
 SLOW = ('127.0.0.1:40881: timed out (configured timeouts: timeoutMS: 5000.0ms, '
         'connectTimeoutMS: 20000.0ms)')
+# Server selection reporting the monitor's check that timed out (the server hung).
+SLOW_CHECK = ('127.0.0.1:40881: timed out (configured timeouts: socketTimeoutMS: 500.0ms, '
+              'connectTimeoutMS: 500.0ms), Timeout: 0.5s, Topology Description: '
+              '<TopologyDescription id: 6b13bae23373434291cbe4d5, topology_type: Unknown, '
+              'servers: [<ServerDescription (\'127.0.0.1\', 40881) server_type: Unknown, '
+              'rtt: None>]>')
 
 
 @pytest.mark.parametrize('error, line', [
     (ServerSelectionTimeoutError(REFUSED),
      '127.0.0.1:59905: [Errno 111] Connection refused, after 1 s'),
     (ServerSelectionTimeoutError(HUNG), 'no answer from 127.0.0.1:37229, after 1 s'),
-    (NetworkTimeout(SLOW), '127.0.0.1:40881: timed out, after 5 s'),
+    (NetworkTimeout(SLOW), 'no answer from 127.0.0.1:40881, after 5 s'),
+    (ServerSelectionTimeoutError(SLOW_CHECK), 'no answer from 127.0.0.1:40881, after 0.5 s'),
     (AutoReconnect('connection closed'), 'connection closed'),
 ])
 def test_summary_is_one_line_without_the_topology(error, line):
