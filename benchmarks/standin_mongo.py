@@ -68,6 +68,8 @@ def _key(value):
 
 
 def _walk(doc, path, create):
+    if '.' not in path:
+        return doc, path
     parts = path.split('.')
     for part in parts[:-1]:
         child = doc.get(part)
@@ -84,7 +86,7 @@ def apply_update(doc, update, inserting=False):
     would for the operators the libraries send (the stub collection uses it too)."""
     if isinstance(update, list):
         raise CommandError(9, 'FailedToParse', 'the stand-in has no update pipelines')
-    if not any(key.startswith('$') for key in update):
+    if not next(iter(update), '').startswith('$'):   # (a server refuses a mix of both)
         doc_id = doc.get('_id')
         doc.clear()
         doc['_id'] = doc_id

@@ -97,6 +97,8 @@ def _selected(docs, query):
     if not query:
         return list(docs)
     wanted = query.get('_id')
+    if type(wanted) is str:   # the common case: one document by its _id
+        return [wanted] if wanted in docs else []
     if isinstance(wanted, dict):
         if '$eq' in wanted:
             values = [wanted['$eq']]

@@ -378,3 +378,24 @@ def test_the_size_of_a_plain_value_is_its_bson_size_and_its_refusal_the_same(val
             check_value('k', value)
     else:
         assert check_value('k', value) == size
+
+
+@given(st.lists(st.floats(min_value=0, max_value=4102444800, allow_nan=False), min_size=1,
+                max_size=20))
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_the_clock_reads_whole_milliseconds_of_each_moment(monkeypatch, moments):
+    """``utcnow`` keeps its last reading for the millisecond it names: whatever moments
+    the clock shows in turn (the same millisecond again, an earlier one, a later one),
+    each reading is that moment's UTC time, cut to the millisecond."""
+    import datetime
+    import types
+
+    from pyramid_mongosession import encoding
+
+    for moment in moments:
+        monkeypatch.setattr(encoding, 'time', types.SimpleNamespace(time=lambda: moment))
+        expected = (datetime.datetime(1970, 1, 1)
+                    + datetime.timedelta(milliseconds=int(moment * 1000)))
+        assert encoding.utcnow() == expected
+        assert encoding.utcnow() == expected   # the kept reading
