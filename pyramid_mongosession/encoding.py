@@ -101,6 +101,8 @@ def _unescape(match: re.Match[str]) -> str:
 
 def field_name(key: str) -> str:
     """The field name under ``data`` that stores session key ``key``."""
+    if key.isidentifier():   # most keys: no character in them is escaped
+        return key
     if not key:
         return _EMPTY_KEY
     if _NEEDS_ESCAPE.search(key) is None:

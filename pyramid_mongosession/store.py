@@ -171,11 +171,14 @@ class SessionStore:
             query['v'] = version
         update, size = self._update_document(session_id, changed, removed, expires, pushes,
                                              timeout, account)
+        sealing = self.codec.sealing()
         if data is None:
             # Blind: only a session whose expiry, size and sealing this write can
             # keep right without seeing them.
-            query.update({'timeout': {'$exists': False}, 'size': {'$lte': MAX_DATA_SIZE - size}})
-            query.update(self.codec.sealing())
+            query['timeout'] = {'$exists': False}
+            query['size'] = {'$lte': MAX_DATA_SIZE - size}
+            if sealing:
+                query.update(sealing)
             update['$inc']['size'] = size
         else:
             measured = self.codec.check_size(
@@ -185,20 +188,21 @@ class SessionStore:
             else:
                 # An increment, not a $set: a concurrent blind write's own increment stays.
                 update['$inc']['size'] = measured - stored_size
-            update['$set'].update(self.codec.sealing())
-        return self._write(session_id, now, query, update, dict(changed, **(pushes or {})))
+            update['$set'].update(sealing)
+        return self._write(session_id, now, query, update, changed, pushes)
 
     def _write(self, session_id: str, now: datetime.datetime, query: dict[str, Any],
-               update: dict[str, Any], values: dict[str, Any]) -> bool:
+               update: dict[str, Any], changed: Mapping[str, Any],
+               pushes: Mapping[str, list[Any]] | None) -> bool:
         connection = self.connection
         collection = connection.collection()
         try:
             result = connection.call('store a session', collection.update_one, query,
                                      connection.sent(update))
         except RefusedValue as exc:
-            raise named_refusal(values, exc) from exc.__cause__
+            raise named_refusal(dict(changed, **(pushes or {})), exc) from exc.__cause__
         except ENCODING_ERRORS as exc:
-            raise unstorable(values, exc) from exc
+            raise unstorable(dict(changed, **(pushes or {})), exc) from exc
         if result.matched_count:
             return True
         if 'v' in query and connection.call('check a session', collection.count_documents,
@@ -214,12 +218,13 @@ class SessionStore:
         """The update operators of :meth:`update`, and a bound of the bytes they write."""
         sets, size = self.codec.fields(session_id, changed, 'data.')
         sets['expires'] = expires
-        unsets = {'data.' + name: '' for name in map(field_name, removed)}
+        unsets = {'data.' + name: '' for name in map(field_name, removed)} if removed else {}
         if timeout is None:
             unsets['timeout'] = ''
         elif timeout is not UNCHANGED:
             sets['timeout'] = timeout
-        sets.update(account or {})
+        if account:
+            sets.update(account)
         self.codec.mirror_user(sets, unsets, changed, removed)
         update: dict[str, Any] = {'$set': sets, '$inc': {'v': 1}}
         if unsets:

@@ -394,8 +394,23 @@ def test_the_clock_reads_whole_milliseconds_of_each_moment(monkeypatch, moments)
     from pyramid_mongosession import encoding
 
     for moment in moments:
-        monkeypatch.setattr(encoding, 'time', types.SimpleNamespace(time=lambda: moment))
+        clock = types.SimpleNamespace(time=lambda moment=moment: moment)
+        monkeypatch.setattr(encoding, 'time', clock)
         expected = (datetime.datetime(1970, 1, 1)
                     + datetime.timedelta(milliseconds=int(moment * 1000)))
         assert encoding.utcnow() == expected
         assert encoding.utcnow() == expected   # the kept reading
+
+
+@given(st.one_of(st.text(), st.from_regex(r'\A[\w.$% ]{0,8}\Z'),
+                 st.sampled_from(['counter', 'user', 'ключ', 'auth.userid', '$x', ' a', 'a '])))
+@settings(max_examples=500)
+def test_field_names_escape_what_mongodb_refuses_and_nothing_else(key):
+    """A key that needs no escape is its own field name (found without the regular
+    expression for most keys); any other is escaped, and every name reads back as its key."""
+    from pyramid_mongosession import encoding
+
+    escaped = (encoding._EMPTY_KEY if not key
+               else encoding._NEEDS_ESCAPE.sub(encoding._escape, key))
+    assert encoding.field_name(key) == escaped
+    assert encoding.session_key(encoding.field_name(key)) == key
