@@ -142,10 +142,9 @@ class RetiredSession:
         self.until = until
 
 
-def _own_timeout(document: dict[str, Any]) -> float | None:
-    """A document's own idle timeout, if it is one a session may have (else None, logged)."""
-    timeout = document.get('timeout')
-    if timeout is not None and not is_duration(timeout):
+def _own_timeout(timeout: Any) -> float | None:
+    """A stored ``timeout``, if it is one a session may have (else None, logged)."""
+    if not is_duration(timeout):
         log.warning('ignored a stored session timeout that is not a number of seconds '
                     'a session may have: %r', timeout)
         return None
@@ -246,12 +245,13 @@ class DocumentCodec:
     def _stored(self, document: dict[str, Any], data: dict[str, Any],
                 stale: list[str]) -> StoredSession:
         user = data.get(self.user_key) if self.user_key is not None else None
-        size = document.get('size')
+        size, timeout = document.get('size'), document.get('timeout')
         return StoredSession(
             data, document.get('created'), document.get('expires'), document.get('v', 0), stale,
-            size if isinstance(size, int) else None, _own_timeout(document),
+            size if isinstance(size, int) else None,
+            None if timeout is None else _own_timeout(timeout),
             {name: document[name] for name in ACCOUNT_FIELDS if name in document},
-            user if is_user_id(user) else None)
+            None if user is None or not is_user_id(user) else user)
 
     def _decrypted(self, session_id: str, document: dict[str, Any]
                    ) -> tuple[dict[str, Any], list[str]]:
