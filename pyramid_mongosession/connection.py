@@ -224,6 +224,9 @@ class Connection:
 
     def collection(self) -> Collection:
         """This process's sessions collection, the ``first_use`` callbacks run."""
+        process = self._process
+        if self._ready and process is not None and process[0] == os.getpid():
+            return process[1]   # (every call but a process's first)
         collection = self.process_collection()
         if not self._ready:
             for prepare in self.first_use:
@@ -266,7 +269,9 @@ class Connection:
         ``what`` says what the call does, for the error message ("store a
         session"). While the server is known to be unreachable, fail at once.
         """
-        probe = self._breaker.admit()
+        breaker = self._breaker
+        # While the server answers, the breaker has nothing to say or record.
+        probe = breaker.admit() if breaker.down is not None else False
         try:
             if self._embedded:
                 with _EMBEDDED_LOCK:   # see _EMBEDDED_LOCK
@@ -277,12 +282,13 @@ class Connection:
                 with pymongo.timeout(self.operation_timeout):
                     result = operation(*args, **kwargs)
         except PyMongoError as exc:
-            self._breaker.record(probe, exc)
+            breaker.record(probe, exc)
             raise mapped_error(what, exc) from exc
         except BaseException:
-            self._breaker.abandon(probe)
+            breaker.abandon(probe)
             raise
-        self._breaker.record(probe)
+        if breaker.down is not None:
+            breaker.record(probe)
         return result
 
     def find_one(self, what: str, query: Mapping[str, Any],

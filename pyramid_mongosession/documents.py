@@ -148,7 +148,8 @@ def _own_timeout(timeout: Any) -> float | None:
         log.warning('ignored a stored session timeout that is not a number of seconds '
                     'a session may have: %r', timeout)
         return None
-    return timeout
+    seconds: float = timeout
+    return seconds
 
 
 #: ``expired(handle, user)``: told of a session found expired.
@@ -256,7 +257,8 @@ class DocumentCodec:
     def _decrypted(self, session_id: str, document: dict[str, Any]
                    ) -> tuple[dict[str, Any], list[str]]:
         """A loaded document's data, and the keys sealed with an older key."""
-        data = {session_key(name): value for name, value in document.get('data', {}).items()}
+        data = {session_key(name) if '%' in name else name: value   # (most names: as they are)
+                for name, value in document.get('data', {}).items()}
         if self.cipher is None:
             return data, []
         return self.cipher.decrypt_all(document_id(session_id), data, decode_value)

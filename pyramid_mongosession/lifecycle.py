@@ -85,19 +85,18 @@ class EndOfRequest:
         where it is installed, so that a failure to store renders the
         application's exception view.
         """
-        done: list[bool] = []
         # A weak reference: the request holds its session, which must not hold
         # the request back, or every request would wait for the cyclic GC.
         state.request, state.accounts = weakref.ref(request), self.accounts
-
-        def finish(request: Request, response: Response) -> None:
-            if not done:
-                done.append(True)
-                self(state, request, response)
+        finish = functools.partial(self, state)
         request.__dict__[FINISH] = finish
         request.add_response_callback(finish)
 
     def __call__(self, state: SessionState, request: Request, response: Response) -> None:
+        """The end of the request: run once, by the tween or else as a response callback."""
+        if state.ended:
+            return
+        state.ended = True
         if state.found is None and self._must_load(state):
             state.ensure_loaded()
         if state.degraded:

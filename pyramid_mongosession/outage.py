@@ -96,23 +96,25 @@ class OutageBreaker:
         self._clock = clock
         self._wall_clock = wall_clock
         self._lock = threading.Lock()
-        # (since, since by the wall clock, what happened) while unreachable
-        self._down: tuple[float, float, str] | None = None
+        #: (since, since by the wall clock, what happened) while the server is known to
+        #: be unreachable, else None. Read without the lock by a caller that skips
+        #: admit() and record() while it is None (see Connection.call).
+        self.down: tuple[float, float, str] | None = None
         self._next_probe = 0.0
         self._probing = False
 
     def admit(self) -> bool:
         """Let a call through (True when it is the probe), or raise while the server is down."""
-        if self._down is None:
+        if self.down is None:
             return False
         with self._lock:
-            if self._down is None:
+            if self.down is None:
                 return False
             now = self._clock()
             if not self._probing and now >= self._next_probe:
                 self._probing = True
                 return True
-            since, wall, message = self._down
+            since, wall, message = self.down
         raise SessionBackendError(
             'MongoDB is unavailable since %s UTC, %.0f s ago (%s); the next attempt is in '
             'at most %.0f s' % (time.strftime('%H:%M:%S', time.gmtime(wall)), now - since,
@@ -129,21 +131,21 @@ class OutageBreaker:
         if exc is not None and unreachable(exc):
             with self._lock:
                 now = self._clock()
-                if self._down is None:
+                if self.down is None:
                     what = summary(exc)
                     log.warning('%s (%s); failing session calls at once, probing every %g s',
                                 verdict(exc), what, self.probe_interval)
-                    self._down = (now, self._wall_clock(), '%s: %s' % (
+                    self.down = (now, self._wall_clock(), '%s: %s' % (
                         'did not answer in time' if no_answer(exc) else 'unreachable', what))
                 log.debug('the MongoDB client\'s error: %s', exc)   # the topology too
                 self._next_probe = now + self.probe_interval
                 if probe:
                     self._probing = False
             return
-        if self._down is not None:
+        if self.down is not None:
             with self._lock:
-                if self._down is not None:
+                if self.down is not None:
                     log.warning('MongoDB is reachable again, after %.0f s',
-                                self._clock() - self._down[0])
-                self._down = None
+                                self._clock() - self.down[0])
+                self.down = None
                 self._probing = False

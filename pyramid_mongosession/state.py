@@ -40,7 +40,7 @@ class SessionState:
     __slots__ = ('cookie_id', 'had_cookie', 'load', 'found', 'stored', 'retired', 'degraded',
                  'id', 'data', '_created', 'expires', 'own_timeout', 'own_timeout_set',
                  'invalidated', 'flags', 'dirty', 'pushes', 'snapshots', 'request', 'accounts',
-                 'user_key', 'resign')
+                 'user_key', 'resign', 'ended')
 
     cookie_id: str | None
     had_cookie: bool
@@ -64,6 +64,7 @@ class SessionState:
     accounts: Any
     user_key: str | None
     resign: bool
+    ended: bool
 
     def __init__(self, cookie_id: str | None = None, had_cookie: bool = False,
                  load: Callable[[], tuple[Any, bool, bool]] | None = None,
@@ -90,6 +91,7 @@ class SessionState:
         self.accounts = None
         self.user_key = user_key   # the session key of the user id, whose values are checked
         self.resign = False        # the cookie verified only with one of old_secrets
+        self.ended = False         # the end of the request has run (see EndOfRequest)
 
     @property
     def created(self) -> datetime.datetime:
