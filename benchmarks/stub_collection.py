@@ -81,7 +81,7 @@ class _Database:
         self.collections = {}
 
     def command(self, name, *args, **kwargs):
-        if isinstance(name, dict) and 'find' in name:
+        if type(name) is dict and 'find' in name:
             # A find sent as the command itself (how the library reads a session).
             collection = self.collections[name['find']]
             found = collection.find_one(name.get('filter'), name.get('projection'))
@@ -160,6 +160,10 @@ class StubCollection:
     def find_one(self, filter=None, projection=None, *args, **kwargs):
         self.calls += 1
         with self._lock:
+            wanted = filter.get('_id') if filter else None
+            if type(wanted) is str and len(filter) == 1:   # how a session is read: at once
+                found = self.docs.get(wanted)
+                return None if found is None else _projected(found, projection)
             for key in _selected(self.docs, filter or {}):
                 return _projected(self.docs[key], projection)
         return None

@@ -410,16 +410,11 @@ class Accounts:
             registry.notify(SessionEnded(request, gone[0], gone[1], reason))
         return None if gone is None else bool(gone)
 
-    def expired_hook(self, request: Any) -> Callable[[Any, Any], None] | None:
-        """For :meth:`SessionStore.load`: a callable that publishes
-        :class:`SessionExpired`, or None when nothing subscribes."""
-        registry: Any = getattr(request, 'registry', None)
-        if not wants(registry, SessionExpired):
-            return None
-
-        def expired(handle: Any, userid: Any) -> None:
-            registry.notify(SessionExpired(request, handle, userid))
-        return expired
+    def publish_expired(self, request: Callable[[], Any] | None, handle: Any,
+                        userid: Any) -> None:
+        """For :meth:`SessionStore.load`: publish :class:`SessionExpired` for a session found
+        expired, if anything subscribes. ``request`` is a weak reference to the request."""
+        notify(request() if request is not None else None, SessionExpired, handle, userid)
 
     def _userid(self, data: dict[str, Any]) -> Any:
         key = self.user_key

@@ -10,6 +10,7 @@ to be unreachable (:mod:`pyramid_mongosession.outage`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -312,19 +313,20 @@ class Connection:
         if reader is None or reader[0] is not collection:
             # How this collection reads, asked once rather than at every read.
             database = collection.database
-            reader = self._reader = (collection, database.command, collection.name,
-                                     collection.read_concern.document,
-                                     bool(getattr(database.client.options, 'retry_reads', True)),
-                                     {'read_preference': collection.read_preference,
-                                      'codec_options': collection.codec_options})
-        _, run, name, read_concern, retry, options = reader
+            reader = self._reader = (
+                collection, functools.partial(database.command,
+                                              read_preference=collection.read_preference,
+                                              codec_options=collection.codec_options),
+                collection.name, collection.read_concern.document,
+                bool(getattr(database.client.options, 'retry_reads', True)))
+        _, run, name, read_concern, retry = reader
         command: dict[str, Any] = {'find': name, 'filter': query, 'limit': 1,
                                    'singleBatch': True}
         if projection is not None:
             command['projection'] = projection
         if read_concern:
             command['readConcern'] = read_concern
-        reply = self.call(what, _read_once_more_on_failover, retry, run, command, **options)
+        reply = self.call(what, _read_once_more_on_failover, retry, run, command)
         batch = reply['cursor']['firstBatch']
         document: dict[str, Any] | None = batch[0] if batch else None
         return document

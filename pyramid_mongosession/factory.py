@@ -187,8 +187,9 @@ class MongoSessionFactory:
         events), so that the session does not keep its request alive.
         """
         try:
-            found = self.store.load(session_id, utcnow(), self.accounts.expired_hook(
-                request() if request is not None else None))
+            # Whether anything subscribes to SessionExpired is asked only of an expired session.
+            found = self.store.load(session_id, utcnow(),
+                                    functools.partial(self.accounts.publish_expired, request))
         except SessionBackendError as exc:
             if not self.degrade_on_outage:
                 raise

@@ -126,18 +126,24 @@ class SessionState:
         self.found = stored is not None
         # The flash messages kept for the server join the data whether or not
         # a session was found: a dead session's visitor still sees them.
-        self.dirty.update(self.pushes)
+        # (Most requests read before they write: nothing to lay over then.)
+        pushes = self.pushes
+        if pushes:
+            self.dirty.update(pushes)
         if stored is None:
-            self.fold_pushes()
+            if pushes:
+                self.fold_pushes()
             return
         writes, self.data = self.data, stored.data
         for key in self.dirty:
             if key in writes:
                 self.data[key] = writes[key]
-            elif key not in self.pushes:
+            elif key not in pushes:
                 self.data.pop(key, None)
-        self.fold_pushes()
-        self.dirty.update(stored.stale_keys)   # values sealed with a retired key
+        if pushes:
+            self.fold_pushes()
+        if stored.stale_keys:
+            self.dirty.update(stored.stale_keys)   # values sealed with a retired key
         self.stored = stored
         self.id = self.cookie_id
         if stored.created is not None:
