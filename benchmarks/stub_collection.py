@@ -52,6 +52,10 @@ class _Result:
         self.upserted_id = upserted_id
 
 
+#: The result of an update that matched a document (never changed by its readers).
+_MATCHED = _Result(matched=1)
+
+
 class _Namespace:
     """A plain object with attributes (the client's options, its pool options)."""
 
@@ -201,6 +205,11 @@ class StubCollection:
     def update_one(self, filter, update, upsert=False, *args, **kwargs):
         self.calls += 1
         with self._lock:
+            wanted = filter.get('_id')
+            found = self.docs.get(wanted) if type(wanted) is str else None
+            if found is not None:   # how a session is written: at once
+                apply_update(found, update)
+                return _MATCHED
             for key in _selected(self.docs, filter):
                 apply_update(self.docs[key], update)
                 return _Result(matched=1)

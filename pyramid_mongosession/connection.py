@@ -220,7 +220,9 @@ class Connection:
     @property
     def embedded(self) -> bool:
         """Whether the sessions are kept by the embedded backend (mongomock)."""
-        self.process_collection()
+        process = self._process
+        if process is None or process[0] != os.getpid():
+            self.process_collection()   # connect: the collection says
         return self._embedded
 
     def collection(self) -> Collection:

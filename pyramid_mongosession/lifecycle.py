@@ -51,8 +51,10 @@ def publicly_cacheable(request: Request, response: Response) -> bool:
     """
     # Most responses have no Cache-Control: skip parsing one then (and skip
     # building the headers' view, which costs more than this loop).
-    return (any(name.lower() == 'cache-control' for name, _ in response.headerlist)
-            and bool(response.cache_control.public))
+    for name, _ in response.headerlist:
+        if name.lower() == 'cache-control':
+            return bool(response.cache_control.public)
+    return False
 
 
 
