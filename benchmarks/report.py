@@ -163,25 +163,35 @@ def command_table(mongo, redis_, stub=None):
     collection, for the same commands as pymongo): ``[(command, µs)]``, any of
     them empty; the rows pair them as :data:`commands.PAIRS` does.
     """
-    from commands import PAIRS
+    from commands import AFTER_REQUEST, PAIRS
     mongo, redis_, stub = dict(mongo or ()), dict(redis_ or ()), dict(stub or ())
+    after = any(name.endswith(AFTER_REQUEST) for name in list(mongo) + list(redis_))
+
+    def cells(costs, command):
+        """The command, its µs, and (in a run that measured them) its µs after a request."""
+        if command not in costs:
+            return ['—', ''] + ([''] if after else [])
+        row = [command, '%.0f' % costs[command]]
+        if after:
+            following = costs.get(command + AFTER_REQUEST)
+            row.append('' if following is None else '%.0f' % following)
+        return row
     table = []
     for what, mongo_command, redis_command in PAIRS:
         if mongo_command not in mongo and redis_command not in redis_:
             continue
-        row = [what,
-               mongo_command if mongo_command in mongo else '—',
-               '%.0f' % mongo[mongo_command] if mongo_command in mongo else '']
+        row = [what] + cells(mongo, mongo_command)
         if stub:
             row.append('%.1f' % stub[mongo_command] if mongo_command in stub else '')
         if redis_:
-            row += [redis_command if redis_command in redis_ else '—',
-                    '%.0f' % redis_[redis_command] if redis_command in redis_ else '']
+            row += cells(redis_, redis_command)
         table.append(row)
     if not table:
         return []
-    return rst_table(['what the store does', 'pymongo', 'µs'] + (['stub µs'] if stub else [])
-                     + (['redis-py', 'µs'] if redis_ else []), table)
+    measured = ['µs', 'µs after a request'] if after else ['µs']
+    return rst_table(['what the store does', 'pymongo'] + measured
+                     + (['stub µs'] if stub else [])
+                     + (['redis-py'] + measured if redis_ else []), table)
 
 
 def ferretdb_table(ferret, real, libraries, chosen, server):

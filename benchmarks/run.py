@@ -673,7 +673,14 @@ def main(argv=None):
                    profile['command_seconds'],
                    ' "stub µs": the same commands on the stub collection of the driver-stubbed '
                    'runs, in this process: its own dict work, which their "own code" '
-                   'includes.' if command_costs[2] else ''), '']
+                   'includes.' if command_costs[2] else '')
+            + (' "µs after a request": the same command, each one sent after a request to '
+               'the benchmark\'s application without sessions, that request\'s own CPU '
+               '(measured alone) taken off: where a session library sends a command, the '
+               'request\'s code has taken the processor\'s caches, and the driver\'s code '
+               'costs more than in a loop of its own.'
+               if any(name.endswith(commands.AFTER_REQUEST)
+                      for costs in command_costs[:2] for name, _ in costs) else ''), '']
     ratios = report.ratio_tables(real, cpu, libraries, chosen)
     if ratios:
         out += ['Ratios', '------', ''] + ratios

@@ -32,7 +32,7 @@ def bench():
     try:
         yield SimpleNamespace(**{name: importlib.import_module(name)
                                  for name in ('measure', 'report', 'run', 'pinning',
-                                              'stub_collection', 'libraries')})
+                                              'stub_collection', 'libraries', 'commands')})
     finally:
         sys.path.remove(BENCHMARKS)
 
@@ -286,6 +286,19 @@ def test_the_command_table_shows_the_stubs_own_work_beside_pymongo(bench):
                                 'redis-py', 'µs']
     assert table[3].split() == ['read', 'a', 'session', "command('find')", 'by', '_id', '80',
                                 '1.4', 'GET', '30']
+
+
+def test_the_command_table_shows_each_command_after_a_request_when_measured(bench):
+    after = bench.commands.AFTER_REQUEST
+    table = bench.report.command_table(
+        [("command('find') by _id", 80.0), ("command('find') by _id" + after, 118.0),
+         ('delete_one by _id', 70.0)],
+        [('GET', 30.0), ('GET' + after, 41.0), ('DELETE', 29.0), ('DELETE' + after, 40.0)])
+    assert table[1].split('  ')[0] == 'what the store does'
+    rows = [[cell.strip() for cell in line.split('  ') if cell.strip()] for line in table[3:-1]]
+    assert rows == [['read a session', "command('find') by _id", '80', '118', 'GET', '30', '41'],
+                    ['end a session', 'delete_one by _id', '70', 'DELETE', '29', '40']]
+    assert 'µs after a request' in table[1]
 
 
 def test_the_ferretdb_column_stands_beside_the_throughput_server(bench):
