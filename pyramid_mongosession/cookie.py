@@ -301,18 +301,23 @@ class SessionCookie:
         return name.lower() == 'set-cookie' and value.split('=', 1)[0].strip() == self.name
 
     def _put(self, response: Response, headers: list[tuple[str, str]]) -> None:
-        if self.sets_cookie(response):
-            response.headerlist[:] = [header for header in response.headerlist
-                                      if not self._names_cookie(header)]
-        response.headerlist.extend(headers)
-        _vary_on_cookie(response)
-
-
-def _vary_on_cookie(response: Response) -> None:
-    # A response that sets a session cookie is personal: caches must key it on Cookie.
-    if not any(name.lower() == 'vary' for name, _ in response.headerlist):
-        response.headerlist.append(('Vary', 'Cookie'))   # most responses: no parsing
-        return
-    vary = response.vary or ()
-    if 'Cookie' not in vary:
-        response.vary = tuple(vary) + ('Cookie',)
+        headerlist = response.headerlist
+        # One look at the headers (most responses have a handful, and neither a
+        # Set-Cookie of ours nor a Vary): replace ours; a response that sets a
+        # session cookie is personal, so caches must key it on Cookie.
+        ours = vary = False
+        for name, value in headerlist:
+            lowered = name.lower()
+            if lowered == 'set-cookie':
+                ours = ours or value.split('=', 1)[0].strip() == self.name
+            elif lowered == 'vary':
+                vary = True
+        if ours:
+            headerlist[:] = [header for header in headerlist if not self._names_cookie(header)]
+        headerlist.extend(headers)
+        if not vary:
+            headerlist.append(('Vary', 'Cookie'))   # no Vary header to parse
+            return
+        kept = response.vary or ()
+        if 'Cookie' not in kept:
+            response.vary = tuple(kept) + ('Cookie',)

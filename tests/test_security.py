@@ -204,6 +204,23 @@ def test_the_session_cookie_is_read_as_webob_reads_it(pairs, separators, spaces)
         '/', headers={'Cookie': header} if header else {})) == expected
 
 
+def test_a_cookie_set_again_replaces_ours_and_keeps_the_others():
+    # The session's Set-Cookie is replaced, not added to; another cookie's stays, and
+    # the response varies on Cookie once.
+    from pyramid_mongosession.cookie import SessionCookie
+    cookie = SessionCookie(SECRET)
+    response = Response(headers=[('Set-Cookie', 'other=1; Path=/'),
+                                 ('Set-Cookie', 'session=stale; Path=/')])
+    cookie.set(response, 'a' * 43)
+    cookie.clear(response)
+    cookie.set(response, 'b' * 43)
+    set_cookies = response.headers.getall('Set-Cookie')
+    assert set_cookies[0] == 'other=1; Path=/'
+    assert [value.split(';')[0].split('=')[0] for value in set_cookies] == ['other', 'session']
+    assert cookie.verify(set_cookies[1].split(';')[0].split('=', 1)[1]) == ('b' * 43, 0)
+    assert response.headers.getall('Vary') == ['Cookie']
+
+
 @settings(max_examples=200, deadline=None)
 @given(session_id=st.from_regex(r'[A-Za-z0-9_-]{43}', fullmatch=True),
        options=st.fixed_dictionaries({}, optional={
