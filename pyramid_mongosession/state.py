@@ -124,24 +124,12 @@ class SessionState:
         assert self.load is not None   # found is None only when there is something to load
         stored, self.degraded, self.retired = self.load()
         self.found = stored is not None
-        # The flash messages kept for the server join the data whether or not
-        # a session was found: a dead session's visitor still sees them.
-        # (Most requests read before they write: nothing to lay over then.)
-        pushes = self.pushes
-        if pushes:
-            self.dirty.update(pushes)
+        if self.dirty or self.pushes:
+            self._lay_writes_over(stored)
+        elif stored is not None:
+            self.data = stored.data   # most requests read before they write
         if stored is None:
-            if pushes:
-                self.fold_pushes()
             return
-        writes, self.data = self.data, stored.data
-        for key in self.dirty:
-            if key in writes:
-                self.data[key] = writes[key]
-            elif key not in pushes:
-                self.data.pop(key, None)
-        if pushes:
-            self.fold_pushes()
         if stored.stale_keys:
             self.dirty.update(stored.stale_keys)   # values sealed with a retired key
         self.stored = stored
@@ -151,6 +139,23 @@ class SessionState:
         self.expires = stored.expires
         if not self.own_timeout_set:
             self.own_timeout = stored.timeout
+
+    def _lay_writes_over(self, stored: Any) -> None:
+        """Lay what this request wrote before it read over the stored data, if found.
+
+        The flash messages kept for the server join the data whether or not
+        a session was found: a dead session's visitor still sees them.
+        """
+        pushes = self.pushes
+        self.dirty.update(pushes)
+        if stored is not None:
+            writes, self.data = self.data, stored.data
+            for key in self.dirty:
+                if key in writes:
+                    self.data[key] = writes[key]
+                elif key not in pushes:
+                    self.data.pop(key, None)
+        self.fold_pushes()
 
     def reload(self) -> None:
         """Load the stored session again: a write that did not read it found nothing to write to."""
