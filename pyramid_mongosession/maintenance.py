@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 #: Session ids are stored as hex digests; purge works through their first 8 digits.
 _ID_SPACE = 16 ** 8
 #: Sessions, as opposed to the tombstones of retired ids.
-_SESSIONS = {'retired': {'$exists': False}}
+#: Session documents: not the tombstones of retired ids, nor the importers'
+#: own documents (``import:*``: a counter, replay markers), which hold no data.
+_SESSIONS = {'retired': {'$exists': False}, 'data': {'$exists': True}}
 
 
 def data_selector(query: Mapping[str, Any]) -> dict[str, Any]:
@@ -115,7 +117,8 @@ class Maintenance:
 
     def document_sizes(self, limit: int, at_random: bool = False
                        ) -> tuple[list[int], str | None]:
-        """Sizes in bytes of stored session documents: ``(sizes, refusal)``.
+        """Sizes in bytes of stored session documents (see :data:`_SESSIONS`):
+        ``(sizes, refusal)``.
 
         The server computes them (``$bsonSize``): for ``limit`` documents it
         picks at random (``$sample``) when ``at_random``, else for every
@@ -127,9 +130,9 @@ class Maintenance:
         """
         collection = self.connection.process_collection()
         pipeline: list[dict[str, Any]] = [
-            {'$project': {'_id': 0, 'size': {'$bsonSize': '$$ROOT'}}}]
+            {'$match': _SESSIONS}, {'$project': {'_id': 0, 'size': {'$bsonSize': '$$ROOT'}}}]
         if at_random:
-            pipeline.insert(0, {'$sample': {'size': limit}})
+            pipeline.insert(1, {'$sample': {'size': limit}})
         try:
             return [doc['size'] for doc in self.connection.call(
                 'measure sessions', lambda: list(collection.aggregate(pipeline)))], None
@@ -140,5 +143,5 @@ class Maintenance:
         raw = collection.with_options(
             codec_options=CodecOptions(document_class=RawBSONDocument))
         sizes = [len(doc.raw) for doc in self.connection.call(
-            'read sessions', lambda: list(raw.find({}, limit=limit)))]
+            'read sessions', lambda: list(raw.find(_SESSIONS, limit=limit)))]
         return sizes, (refusal.details or {}).get('errmsg') or str(refusal)

@@ -458,6 +458,8 @@ def test_session_imported_event_and_the_counter(peer, new_app, collection, capsy
     stats(factory, argparse.Namespace(sample=10), lines.append)
     assert any(line.startswith('imported from the previous session library: 1 (first ')
                for line in lines), lines
+    # The importer's own documents (the counter, replay markers) are not sessions.
+    assert 'sessions: 1' in lines and 'live: 1' in lines, lines
 
 
 def test_a_publicly_cacheable_response_undoes_the_import(peer, new_app, collection):
