@@ -322,18 +322,17 @@ class Accounts:
                 account[USER] = user
         return account
 
-    def check_user_key(self, written: Mapping[str, Any], data: Mapping[str, Any] | None
-                       ) -> None:
+    def check_user_key(self, written: Mapping[str, Any], data: Mapping[str, Any]) -> None:
         """Log once (per process) a write of a key that looks like a user id
         (``user_id``, ``userid``, ``user``...) to a session without ``user_key``.
 
         Such sessions belong to no user: ``user_sessions``, ``revoke_user``
         and ``max_sessions_per_user`` find none of them. ``written`` is what
-        the request wrote, ``data`` the whole session after it (None when
-        the request did not read it: nothing is said then).
+        the request wrote, ``data`` the whole session after it (a request
+        that did not read its session is not checked: its data is not known).
         """
         key = self.user_key
-        if self._user_key_checked or key is None or data is None or data.get(key) is not None:
+        if self._user_key_checked or key is None or data.get(key) is not None:
             return
         for name in written:
             if (isinstance(name, str) and name != key and name.lower().replace('_', '').replace(
@@ -373,7 +372,8 @@ class Accounts:
         A write-only request does not know the user before: a write of the
         user key counts as associating it (enforcing the cap again is harmless).
         """
-        self.check_user_key(changed, state.data if state.stored is not None else None)
+        if state.stored is not None:   # (a request that did not read: nothing to check)
+            self.check_user_key(changed, state.data)
         key = self.user_key
         if (self.max_sessions_per_user is None or key is None
                 or changed.get(key) is None):

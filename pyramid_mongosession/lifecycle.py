@@ -239,16 +239,12 @@ class EndOfRequest:
 
     def _set_cookie(self, plan: Plan, state: SessionState, response: Response,
                     refresh: datetime.datetime | None) -> None:
-        stores = plan.store != NOTHING
-        max_age = self._max_age(state, stores)
         if plan.cookie == CLEAR:
             self.cookie.clear(response)
         elif state.id is None:
             return
-        elif plan.cookie == NEW_ID:
-            self.cookie.set(response, state.id, max_age)
-        elif self._resends(plan, state, refresh):
-            self.cookie.set(response, state.id, max_age)
+        elif plan.cookie == NEW_ID or self._resends(plan, state, refresh):
+            self.cookie.set(response, state.id, self._max_age(state, plan.store != NOTHING))
 
     def _resends(self, plan: Plan, state: SessionState,
                  refresh: datetime.datetime | None) -> bool:
