@@ -148,8 +148,7 @@ class EndOfRequest:
         else:
             # The write goes first: a session found gone by a write that did
             # not read it first still gets the cookie it needs.
-            plan, refresh = (self._guarded(self._store, plan, state, refresh, now)
-                             or (plan, refresh))
+            plan, refresh = self._store(plan, state, refresh, now) or (plan, refresh)
             self._set_cookie(plan, state, response, refresh)
 
     def _still_this_requests(self, plan: Plan, state: SessionState,
@@ -273,34 +272,32 @@ class EndOfRequest:
             if state.found and not plan.remove_loaded:
                 self.accounts.remove_ended(state)
         elif body_sent:
-            self._guarded(self._store, plan, state, refresh)
+            self._store(plan, state, refresh)
         else:
             log.warning('late_store: the response body raised; the session was not saved')
 
-    def _guarded(self, operation: Callable[..., Outcome], *args: Any) -> Outcome | None:
+    def _store(self, plan: Plan, state: SessionState, refresh: datetime.datetime | None,
+               now: datetime.datetime | None = None) -> Outcome | None:
+        """Carry out ``plan``'s store action; return the plan and refresh for the cookie,
+        or None when the store failed and ``degrade_on_outage`` serves the response anyway."""
+        now = now or utcnow()   # late_store: the body has streamed since the plan
         try:
-            return operation(*args)
+            if plan.store == INSERT:
+                self.accounts.created(state, self._insert(state, now))
+            elif plan.store == MOVE:
+                if not self._move(state, now):
+                    return self._gone(state)
+            elif plan.store == UPDATE:
+                if state.found:
+                    if not self._update(state, now, refresh):
+                        return self._gone(state)
+                elif not self._update_unread(state, now):
+                    return self._as_new(state, now)
         except SessionBackendError as exc:
             if not self.degrade_on_outage:
                 raise
             log.warning('session not saved (degrade_on_outage): %s', exc)
             return None
-
-    def _store(self, plan: Plan, state: SessionState, refresh: datetime.datetime | None,
-               now: datetime.datetime | None = None) -> Outcome:
-        """Carry out ``plan``'s store action; return the plan and refresh for the cookie."""
-        now = now or utcnow()   # late_store: the body has streamed since the plan
-        if plan.store == INSERT:
-            self.accounts.created(state, self._insert(state, now))
-        elif plan.store == MOVE:
-            if not self._move(state, now):
-                return self._gone(state)
-        elif plan.store == UPDATE:
-            if state.found:
-                if not self._update(state, now, refresh):
-                    return self._gone(state)
-            elif not self._update_unread(state, now):
-                return self._as_new(state, now)
         return plan, refresh
 
     def _expires(self, state: SessionState, now: datetime.datetime) -> datetime.datetime | None:
