@@ -220,15 +220,6 @@ class StubCollection:
                 return _Result(upserted_id=doc['_id'])
         return _Result()
 
-    def find_one_and_replace(self, filter, replacement, *args, **kwargs):
-        self.calls += 1
-        with self._lock:
-            for key in _selected(self.docs, filter):
-                before = _copy(self.docs[key])
-                apply_update(self.docs[key], replacement)
-                return before
-        return None
-
     def find_one_and_update(self, filter, update, *args, **kwargs):
         self.calls += 1
         with self._lock:
@@ -237,6 +228,9 @@ class StubCollection:
                 apply_update(self.docs[key], update)
                 return before
         return None
+
+    #: apply_update takes a replacement as it takes operators.
+    find_one_and_replace = find_one_and_update
 
     def find_one_and_delete(self, filter, *args, **kwargs):
         self.calls += 1
