@@ -92,7 +92,7 @@ def test_revoke_user_with_a_keep_that_is_not_a_live_session_revokes_nothing(
         run, ini, collection, dry_run):
     wsgi, clients = three_sessions(collection)
     bob = log_in(wsgi, 'bob')
-    for keep in ('nosuchhandle', handle_of(bob)):
+    for keep in ('nosuchhandle', '-nosuchhandle', handle_of(bob)):
         status, out, err = run('revoke', ini, '--user', 'alice', '--keep', keep, *dry_run)
         assert (status, out) == (2, '')
         assert err == ('pmongosession: error: --keep %s is not the handle of a live session '
@@ -102,8 +102,29 @@ def test_revoke_user_with_a_keep_that_is_not_a_live_session_revokes_nothing(
     assert [c.get('/do?read=1').json['user'] for c in clients] == ['alice'] * 3
 
 
+def test_revoke_user_keeps_a_handle_that_begins_with_a_dash(run, ini, collection):
+    # One handle in 64 begins with "-", which argparse alone takes for an option.
+    wsgi, clients = three_sessions(collection)
+    keep = '-' + handle_of(clients[1])[1:]
+    collection.update_one({'handle': handle_of(clients[1])}, {'$set': {'handle': keep}})
+    status, out, err = run('revoke', ini, '--user', 'alice', '--keep', keep)
+    assert (status, err) == (0, '')
+    assert out == 'revoked 2 sessions of user "alice" but %s\n' % keep
+    assert [c.get('/do?read=1').json['user'] for c in clients] == [None, 'alice', None]
+
+
+def test_a_user_id_that_begins_with_a_dash(run, ini, collection):
+    three_sessions(collection, user='-alice')
+    status, out, err = run('sessions', ini, '--', '-alice')
+    assert out.splitlines()[-1].startswith('3 live sessions of user "-alice" ')
+    status, out, err = run('revoke', ini, '--user', '-alice', '--dry-run')
+    assert (status, err) == (0, '')
+    assert out == '3 live sessions of user "-alice"; nothing deleted (--dry-run)\n'
+
+
 @pytest.mark.parametrize('argv, message', [
     (('--keep', 'abc'), '--keep needs --user'),
+    (('--user', 'alice', '--keep', '--dry-run'), 'argument --keep: expected one argument'),
     (('--user', 'alice', 'role=admin'), 'cannot be combined'),
     (('--user', 'alice', '--json', '{"a": 1}'), 'cannot be combined'),
 ])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from typing import Any, Callable, NoReturn, Sequence
 
 from bson.errors import BSONError
@@ -196,15 +197,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The options whose values are names chosen elsewhere, which may begin with "-":
+#: a handle is base64url (one in 64 begins with "-"), a user id is the application's.
+_NAME_OPTIONS = frozenset({'--keep', '--user'})
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
+    """Every option string of ``parser`` and of its subcommands."""
+    found: set[str] = set()
+    for action in parser._actions:
+        found.update(action.option_strings)
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                found |= _option_strings(subparser)
+    return found
+
+
+def _bind_names(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
+    """``argv`` with ``--keep -x`` written ``--keep=-x``: argparse takes a word that
+    begins with "-" for an option, so a handle such as ``-3NNnwK3X04kNOanPYDVtA``
+    would otherwise be "expected one argument". A word that is one of our options
+    is left alone, so ``--keep --dry-run`` is still an error."""
+    options = _option_strings(parser)
+    words = list(argv)
+    bound: list[str] = []
+    while words:
+        word = words.pop(0)
+        if word == '--':
+            return bound + [word] + words
+        if word in _NAME_OPTIONS and words and words[0].startswith('-') \
+                and words[0] not in options and words[0] != '--':
+            word = '%s=%s' % (word, words.pop(0))
+        bound.append(word)
+    return bound
+
+
 def parse_args(parser: argparse.ArgumentParser,
                argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse ``argv``, letting revoke's ``KEY=VALUE`` arguments follow its options.
+    """Parse ``argv``, letting revoke's ``KEY=VALUE`` arguments follow its options,
+    and a handle or user id begin with "-".
 
     argparse gives a ``nargs='*'`` positional only the words before the first
     option (``revoke app.ini --json '{}' role=user`` would leave ``role=user``
     over), so the words left over are taken as more of revoke's query.
     """
-    args, extras = parser.parse_known_args(argv)
+    args, extras = parser.parse_known_args(
+        _bind_names(parser, sys.argv[1:] if argv is None else argv))
     if extras and args.command == 'revoke' and not any(w.startswith('-') for w in extras):
         try:
             args.query = list(args.query) + [_assignment(word) for word in extras]
