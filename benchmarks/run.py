@@ -664,7 +664,9 @@ def main(argv=None):
         out += [title, '-' * len(title), ''] + report.command_table(*command_costs) + [
             '', 'This process\'s CPU per command, no session library: pymongo (%s) against '
                 'the stand-in%s, in the pinned pass above, on a small session\'s document or '
-                'value; median of %d run%s of %.2f s each. The '
+                'value; median of %d run%s of %.2f s each. pymongo sends each command in '
+                'one session kept for the thread, as pyramid_mongosession does, but on the '
+                'second row: there, in the session pymongo lends each call by itself. The '
                 'last row is how pyramid_mongosession sends a command when its client does '
                 'not bound every call itself.%s'
                 % (', '.join('%s=%s' % item for item in CLIENT_TIMEOUTS.items()),

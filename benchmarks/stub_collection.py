@@ -29,7 +29,8 @@ What it does, and no more:
   ``options.server_selection_timeout`` 5.0), as a MongoClient made with the
   benchmark's ``socketTimeoutMS``, ``connectTimeoutMS``,
   ``serverSelectionTimeoutMS`` and ``waitQueueTimeoutMS`` of 5000 has them: so
-  the library decides about its per-call timeout as it does for that client.
+  the library decides about its per-call timeout as it does for that client;
+  its client starts sessions that every call is given and ignores.
 """
 import threading
 
@@ -74,7 +75,17 @@ class _Client:
                                     connect_timeout=SOCKET_TIMEOUT,
                                     wait_queue_timeout=SOCKET_TIMEOUT, max_pool_size=100))
 
+    def start_session(self, **options):
+        return _Session()
+
     def close(self):
+        pass
+
+
+class _Session:
+    """What the library keeps of a pymongo session: something to pass and to end."""
+
+    def end_session(self):
         pass
 
 

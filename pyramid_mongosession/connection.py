@@ -3,6 +3,7 @@
 The collection is made on first use in each process (a forked worker gets a
 client of its own), never at import or configuration time. Every call goes
 through :meth:`Connection.call`, which bounds it by ``operation_timeout``,
+sends it in the calling thread's own server session (:class:`ThreadSession`),
 turns pymongo's errors into this package's (an outage, a value the server
 refused, a document too large), and fails at once while the server is known
 to be unreachable (:mod:`pyramid_mongosession.outage`).
@@ -14,14 +15,15 @@ import functools
 import logging
 import os
 import threading
+import time
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 import bson
 import pymongo
 from bson.binary import UuidRepresentation
 from pymongo.errors import (
-    AutoReconnect, DocumentTooLarge, ExecutionTimeout, NetworkTimeout, OperationFailure,
-    PyMongoError, ServerSelectionTimeoutError)
+    AutoReconnect, ConfigurationError, DocumentTooLarge, ExecutionTimeout, NetworkTimeout,
+    OperationFailure, PyMongoError, ServerSelectionTimeoutError)
 
 from .encoding import CODEC_OPTIONS
 from .exceptions import SessionBackendError, SessionValueError
@@ -71,6 +73,10 @@ def _read_once_more_on_failover(retry: bool, run: Callable[..., T], *args: Any,
         return run(*args, **kwargs)
     except ServerSelectionTimeoutError:
         raise first from None
+
+
+def _all_of(operation: Callable[..., Iterable[T]], *args: Any, **kwargs: Any) -> list[T]:
+    return list(operation(*args, **kwargs))
 
 
 class RefusedValue(SessionValueError):
@@ -182,6 +188,32 @@ class ProcessLocalCollection:
             client.close()
 
 
+#: A thread's server session is replaced when this many seconds old, long before the
+#: server could forget it (MongoDB: after 30 idle minutes; pymongo's pool: 29).
+SESSION_LIFETIME = 600.0
+
+
+class ThreadSession(threading.local):
+    """The server session in which a thread sends its calls to one process's client.
+
+    Without one, pymongo lends each call a session of its own (checked out
+    of its pool and back: about 7 µs of CPU a call). One kept by the thread
+    is the same to the server: one ``lsid`` on every call, and a
+    ``txnNumber`` one higher on each write, which is what lets a retried
+    write be applied once. A pymongo ``ClientSession`` is neither thread- nor
+    fork-safe: hence one per thread, started anew for a new process's
+    collection (a forked child). It is ended and replaced after a call that
+    failed (pymongo drops one that met a network error), and when it is
+    :data:`SESSION_LIFETIME` seconds old: a session that young cannot have
+    been idle long enough for the server to forget it, and its age costs
+    nothing to keep, where its last use would be written at every call.
+    """
+
+    process: Any = None      # the Connection's (pid, collection) it was started for
+    session: Any = None      # a pymongo ClientSession, or None: the server has no sessions
+    renew: float = 0.0       # when to replace it (time.monotonic())
+
+
 class Connection:
     """The sessions collection of this process, and the calls made to it.
 
@@ -216,6 +248,8 @@ class Connection:
         self._client_bounded = False   # whether the client bounds every call itself
         self._reader: tuple[Any, ...] | None = None   # see find_one
         self._breaker = OutageBreaker(outage_probe_interval)
+        self._thread = ThreadSession()
+        self._sessions = True   # False once the server said it has no sessions
 
     @property
     def embedded(self) -> bool:
@@ -271,28 +305,72 @@ class Connection:
 
         ``what`` says what the call does, for the error message ("store a
         session"). While the server is known to be unreachable, fail at once.
+        ``operation`` is given the thread's server session as ``session``
+        (not on the embedded backend): a pymongo method, or something that
+        hands it on to one.
         """
         breaker = self._breaker
         # While the server answers, the breaker has nothing to say or record.
         probe = breaker.admit() if breaker.down is not None else False
+        session = None
         try:
             if self._embedded:
                 with _EMBEDDED_LOCK:   # see _EMBEDDED_LOCK
                     result = operation(*args, **kwargs)
-            elif self._client_bounded:
-                result = operation(*args, **kwargs)   # the client bounds every wait itself
             else:
-                with pymongo.timeout(self.operation_timeout):
-                    result = operation(*args, **kwargs)
-        except PyMongoError as exc:
+                session = self._session()
+                if self._client_bounded:   # the client bounds every wait itself
+                    result = operation(*args, session=session, **kwargs)
+                else:
+                    with pymongo.timeout(self.operation_timeout):
+                        result = operation(*args, session=session, **kwargs)
+        except ConfigurationError as exc:
+            if session is None:
+                breaker.record(probe, exc)
+                raise mapped_error(what, exc) from exc
+            # Refused before anything was sent: this server has no sessions.
+            log.info('the server has no sessions: calls go without one (%s)', exc)
+            self._sessions = False
+            self._end_session()
+            breaker.abandon(probe)
+            return self.call(what, operation, *args, **kwargs)
+        except BaseException as exc:
+            if session is not None:
+                self._end_session()
+            if not isinstance(exc, PyMongoError):
+                breaker.abandon(probe)
+                raise
             breaker.record(probe, exc)
             raise mapped_error(what, exc) from exc
-        except BaseException:
-            breaker.abandon(probe)
-            raise
         if breaker.down is not None:
             breaker.record(probe)
         return result
+
+    def documents(self, what: str, operation: Callable[..., Iterable[Any]], *args: Any,
+                  **kwargs: Any) -> list[Any]:
+        """:meth:`call` of an operation that returns a cursor (``find``, ``aggregate``):
+        every document it yields, all read within the call."""
+        return self.call(what, _all_of, operation, *args, **kwargs)
+
+    def _session(self) -> Any:
+        """This thread's server session for this process's client (see :class:`ThreadSession`)."""
+        thread, process = self._thread, self._process
+        now = time.monotonic()
+        if thread.process is process and now < thread.renew:
+            return thread.session
+        self._end_session()
+        if process is not None and self._sessions:
+            thread.session = process[1].database.client.start_session(causal_consistency=False)
+        thread.process, thread.renew = process, now + SESSION_LIFETIME
+        return thread.session
+
+    def _end_session(self) -> None:
+        """Give up this thread's server session: ended if this process started it (pymongo
+        pools it again unless it met a network error), dropped if another process did."""
+        thread = self._thread
+        if thread.session is not None and thread.process is self._process:
+            thread.session.end_session()
+        thread.process = thread.session = None
 
     def find_one(self, what: str, query: Mapping[str, Any],
                  projection: Mapping[str, Any] | None = None) -> dict[str, Any] | None:

@@ -134,14 +134,14 @@ class Maintenance:
         if at_random:
             pipeline.insert(1, {'$sample': {'size': limit}})
         try:
-            return [doc['size'] for doc in self.connection.call(
-                'measure sessions', lambda: list(collection.aggregate(pipeline)))], None
+            return [doc['size'] for doc in self.connection.documents(
+                'measure sessions', collection.aggregate, pipeline)], None
         except (SessionBackendError, SessionValueError) as exc:
             refusal = exc.__cause__
             if not isinstance(refusal, OperationFailure):
                 raise
         raw = collection.with_options(
             codec_options=CodecOptions(document_class=RawBSONDocument))
-        sizes = [len(doc.raw) for doc in self.connection.call(
-            'read sessions', lambda: list(raw.find(_SESSIONS, limit=limit)))]
+        sizes = [len(doc.raw) for doc in self.connection.documents(
+            'read sessions', raw.find, _SESSIONS, limit=limit)]
         return sizes, (refusal.details or {}).get('errmsg') or str(refusal)

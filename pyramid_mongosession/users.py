@@ -34,8 +34,8 @@ class UserQueries:
         collection = self.connection.collection()
         query = {USER: self.codec.user_filter(userid), 'expires': {'$not': {'$lte': now}}}
         projection = dict.fromkeys(('created', 'expires') + ACCOUNT_FIELDS, 1)
-        return self.connection.call('list the sessions of a user',
-                                    lambda: list(collection.find(query, projection)))
+        return self.connection.documents('list the sessions of a user', collection.find,
+                                         query, projection)
 
     def _ending(self, userid: Any, handles: Iterable[str] | None,
                 keep: str | None) -> dict[str, Any]:
@@ -79,8 +79,8 @@ class UserQueries:
         projection = {HANDLE: 1}
         if self.codec.user_key is not None:
             projection['data.' + field_name(self.codec.user_key)] = 1
-        found = self.connection.call('find sessions to revoke',
-                                     lambda: list(collection.find(query, projection)))
+        found = self.connection.documents('find sessions to revoke', collection.find,
+                                          query, projection)
         taken = []
         for document in found:
             gone = self.connection.call('revoke a session', collection.find_one_and_delete,
@@ -97,9 +97,8 @@ class UserQueries:
         configured) is left out of ``data`` and its key listed under ``sealed``.
         """
         collection = self.connection.collection()
-        found = self.connection.call(
-            'export the sessions of a user',
-            lambda: list(collection.find({USER: self.codec.user_filter(userid)})))
+        found = self.connection.documents('export the sessions of a user', collection.find,
+                                          {USER: self.codec.user_filter(userid)})
         exported = []
         for document in found:
             data, sealed = self.codec.data_of(document)

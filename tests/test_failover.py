@@ -30,14 +30,16 @@ TIMEOUT = 1.0  # the store's operation_timeout in the hanging-primary tests
 
 class Primary:
     """A scripted replica-set primary: it answers the handshake and heartbeats
-    by itself and hands every other command to the test."""
+    by itself and hands every other command to the test. Without ``sessions``,
+    it says it has none, as servers before MongoDB 3.6 did."""
 
-    def __init__(self):
+    def __init__(self, sessions=True):
         self.server = MockupDB()
         self.port = self.server.run()
         hello = dict(setName='rs0', hosts=['localhost:%d' % self.port], secondary=False,
-                     minWireVersion=0, maxWireVersion=WIRE_VERSION,
-                     logicalSessionTimeoutMinutes=30, helloOk=True)
+                     minWireVersion=0, maxWireVersion=WIRE_VERSION, helloOk=True)
+        if sessions:
+            hello['logicalSessionTimeoutMinutes'] = 30
         self.heartbeats = [
             self.server.autoresponds('ismaster', ismaster=True, **hello),
             self.server.autoresponds('hello', isWritablePrimary=True, **hello),
@@ -75,6 +77,12 @@ class Primary:
 
     def stop(self):
         self.server.stop()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stop()
 
 
 class Background:

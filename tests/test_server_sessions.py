@@ -1,0 +1,167 @@
+"""Each thread sends its calls in one server session of its own (connection.ThreadSession).
+
+The server sees the same ``lsid`` on every call of a thread and, on a replica
+set, a ``txnNumber`` one higher on each write, as with the sessions pymongo
+lends each call; the session is replaced after a failure, when old and in a
+forked child, and a server without sessions gets calls without one.
+"""
+import json
+import os
+import threading
+
+import pytest
+from pyramid_mongosession import MongoSessionFactory, SessionBackendError
+from pyramid_mongosession import connection as connection_module
+from pyramid_mongosession.encoding import utcnow
+
+from .conftest import SECRET, CommandLog
+from .test_failover import Background, Primary
+
+
+def sent(command_log, database):
+    """``[(command, lsid, txnNumber)]`` sent to ``database`` (a name or a Database) since
+    the log was cleared."""
+    name = getattr(database, 'name', database)
+    return [(e.command_name, e.command['lsid']['id'] if 'lsid' in e.command else None,
+             e.command.get('txnNumber'))
+            for e in list(command_log.events) if e.database_name == name]
+
+
+def visits(app, count):
+    """``count`` requests of one visitor that write, read, and write without reading."""
+    app.get('/session?set=n:0')
+    for n in range(1, count):
+        app.get('/session?read=n')
+        app.get('/session?blind=1&set=n:%d' % n)
+
+
+def test_a_threads_calls_share_one_server_session(app, command_log, database):
+    app.warmed()
+    command_log.clear()
+    visits(app, 3)
+    calls = sent(command_log, database)
+    assert [name for name, _, _ in calls] == ['insert'] + ['find', 'update'] * 2
+    assert len({lsid for _, lsid, _ in calls}) == 1 and calls[0][1] is not None
+
+
+def answer_writes(request):
+    """A MockupDB responder: every index creation, insert and update succeeds."""
+    if request.command_name in ('createIndexes', 'insert', 'update'):
+        request.ok(n=1, nModified=1)
+        return True
+    return False
+
+
+def test_each_write_of_a_thread_has_the_next_txnnumber():
+    """On a replica set (retryable writes): one session, a txnNumber one higher each
+    write, so that a retried write is still told from the next."""
+    log = CommandLog()
+    with Primary() as replica_set:
+        client = replica_set.client(event_listeners=[log])
+        store = MongoSessionFactory(client['app']['sessions'], SECRET).store
+        replica_set.server.autoresponds(answer_writes)
+        done = Background(lambda: [store.insert('one', {'n': 1}, utcnow(), None)] + [
+            store.update('one', utcnow(), {'n': n}, set(), None) for n in (2, 3)]).wait()
+        client.close()
+    assert done.error is None, done.error
+    writes = [(name, lsid, number) for name, lsid, number in sent(log, 'app')
+              if name != 'createIndexes']
+    assert [name for name, _, _ in writes] == ['insert', 'update', 'update']
+    assert len({lsid for _, lsid, _ in writes}) == 1
+    numbers = [number for _, _, number in writes]
+    assert numbers == list(range(numbers[0], numbers[0] + 3))
+
+
+def test_each_thread_has_a_server_session_of_its_own(app, command_log, database):
+    app.warmed()
+    command_log.clear()
+    visits(app, 2)
+    mine = {lsid for _, lsid, _ in sent(command_log, database)}
+    command_log.clear()
+    other = Background(visits, app.visitor(), 2).wait()
+    assert other.error is None, other.error
+    theirs = {lsid for _, lsid, _ in sent(command_log, database)}
+    assert len(mine) == len(theirs) == 1 and mine != theirs
+
+
+def test_a_forked_child_starts_a_server_session_of_its_own(app, command_log, database):
+    app.warmed()
+    command_log.clear()
+    visits(app, 2)
+    [parents] = {lsid for _, lsid, _ in sent(command_log, database)}
+    reading, writing = os.pipe()
+    pid = os.fork()
+    if pid == 0:   # the child: one more visit, then the lsids it sent, as JSON
+        status = 1
+        try:
+            command_log.clear()
+            visits(app.visitor(), 2)
+            lsids = sorted({lsid.hex() for _, lsid, _ in sent(command_log, database)})
+            os.write(writing, json.dumps(lsids).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(writing)
+    with os.fdopen(reading) as answer:
+        childs = json.loads(answer.read() or 'null')
+    assert os.waitpid(pid, 0)[1] == 0
+    assert childs is not None and len(childs) == 1
+    assert childs != [parents.hex()]
+
+
+def test_a_session_is_replaced_when_old_and_after_a_failure(collection, monkeypatch):
+    factory = MongoSessionFactory(collection, SECRET)
+    store, thread = factory.store, factory.connection._thread
+    monkeypatch.setattr(connection_module, 'SESSION_LIFETIME', -1.0)   # old at once
+    store.insert('one', {'n': 1}, utcnow(), None)
+    first = thread.session
+    assert first is not None and store.load('one', utcnow()) is not None
+    assert first.has_ended and thread.session is not first
+    monkeypatch.undo()
+    store.load('one', utcnow())
+    kept = thread.session
+    assert store.load('one', utcnow()) is not None and thread.session is kept
+    with pytest.raises(SessionBackendError):
+        store.insert('one', {'n': 2}, utcnow(), None)   # a duplicate _id: the call fails
+    assert kept.has_ended
+    assert store.load('one', utcnow()).data == {'n': 1}
+    assert thread.session is not kept and not thread.session.has_ended
+
+
+def test_a_server_without_sessions_gets_calls_without_one():
+    with Primary(sessions=False) as sessionless:
+        client = sessionless.client()
+        store = MongoSessionFactory(client['app']['sessions'], SECRET).store
+        insert = Background(store.insert, 'the-session-id', {'n': 1}, utcnow(), None)
+        sessionless.receives('createIndexes').ok()
+        sessionless.receives('insert').ok(n=1)
+        assert insert.wait().error is None, insert.error
+        update = Background(store.update, 'the-session-id', utcnow(), {'n': 2}, set(), None)
+        sessionless.receives('update').ok(n=1, nModified=1)
+        assert update.wait().error is None and update.result is True
+        client.close()
+    assert all('lsid' not in request.doc for request in sessionless.received)
+
+
+def test_threads_share_nothing_but_the_server(app, command_log, database):
+    """Eight threads, each its own visitor, all at once: no call fails, and the server
+    sees one session per thread (each kept until all are done: pymongo lends a
+    finished thread's session to the next)."""
+    app.warmed()
+    command_log.clear()
+    errors = []
+    all_done = threading.Barrier(8, timeout=60)
+
+    def visitor():
+        try:
+            visits(app.visitor(), 5)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+        all_done.wait()
+    threads = [threading.Thread(target=visitor) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len({lsid for _, lsid, _ in sent(command_log, database)}) == 8
