@@ -68,7 +68,7 @@ from standin_mongo import (  # noqa: E402
 #: (``cpu_rounds`` rounds); ``ferretdb_*``: the FerretDB column (its scenarios:
 #: None for all but concurrency; its populations: the run's, or none).
 PROFILES = {
-    'full': dict(seconds=2.0, rounds=3, cpu_seconds=1.0, cpu_rounds=3, min_requests=50,
+    'full': dict(seconds=2.0, rounds=3, cpu_seconds=1.0, cpu_rounds=5, min_requests=50,
                  counted_requests=20, threads=8, per_thread=40, counted_per_thread=3, batch=25,
                  populations=(10000, 100000), populated_min_requests=1, populated_counted=1,
                  command_seconds=0.3, ferretdb_seconds=1.0, ferretdb_rounds=1,

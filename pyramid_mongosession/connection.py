@@ -193,8 +193,8 @@ class ProcessLocalCollection:
 SESSION_LIFETIME = 600.0
 
 
-class ThreadSession(threading.local):
-    """The server session in which a thread sends its calls to one process's client.
+class ThreadSession:
+    """The server session in which one thread sends its calls to one process's client.
 
     Without one, pymongo lends each call a session of its own (checked out
     of its pool and back: about 7 µs of CPU a call). One kept by the thread
@@ -209,9 +209,25 @@ class ThreadSession(threading.local):
     nothing to keep, where its last use would be written at every call.
     """
 
-    process: Any = None      # the Connection's (pid, collection) it was started for
-    session: Any = None      # a pymongo ClientSession, or None: the server has no sessions
-    renew: float = 0.0       # when to replace it (time.monotonic())
+    __slots__ = ('process', 'session', 'renew')
+
+    def __init__(self, process: Any, session: Any, renew: float) -> None:
+        self.process = process   # the Connection's (pid, collection) it was started for
+        self.session = session   # a pymongo ClientSession, or None: the server has none
+        self.renew = renew       # when to replace it (time.monotonic())
+
+    def __del__(self) -> None:
+        # Ended once given up, or once its thread has ended: a server that starts a
+        # thread per request must not leave a server session behind for each (MongoDB
+        # keeps each for 30 minutes, and refuses new ones past a million). Ending one
+        # sends nothing; pymongo pools it again, or drops it if it met a network error
+        # or if another process started it (the parent of a forked child).
+        if self.session is not None:
+            self.session.end_session()
+
+
+class _Threads(threading.local):
+    held: ThreadSession | None = None   # this thread's, for its Connection
 
 
 class Connection:
@@ -248,7 +264,7 @@ class Connection:
         self._client_bounded = False   # whether the client bounds every call itself
         self._reader: tuple[Any, ...] | None = None   # see find_one
         self._breaker = OutageBreaker(outage_probe_interval)
-        self._thread = ThreadSession()
+        self._threads = _Threads()
         self._sessions = True   # False once the server said it has no sessions
 
     @property
@@ -354,23 +370,20 @@ class Connection:
 
     def _session(self) -> Any:
         """This thread's server session for this process's client (see :class:`ThreadSession`)."""
-        thread, process = self._thread, self._process
-        now = time.monotonic()
-        if thread.process is process and now < thread.renew:
-            return thread.session
-        self._end_session()
+        threads, process = self._threads, self._process
+        held, now = threads.held, time.monotonic()
+        if held is not None and held.process is process and now < held.renew:
+            return held.session
+        threads.held = None   # ends it
+        session = None
         if process is not None and self._sessions:
-            thread.session = process[1].database.client.start_session(causal_consistency=False)
-        thread.process, thread.renew = process, now + SESSION_LIFETIME
-        return thread.session
+            session = process[1].database.client.start_session(causal_consistency=False)
+        threads.held = ThreadSession(process, session, now + SESSION_LIFETIME)
+        return session
 
     def _end_session(self) -> None:
-        """Give up this thread's server session: ended if this process started it (pymongo
-        pools it again unless it met a network error), dropped if another process did."""
-        thread = self._thread
-        if thread.session is not None and thread.process is self._process:
-            thread.session.end_session()
-        thread.process = thread.session = None
+        """Give up this thread's server session (see :meth:`ThreadSession.__del__`)."""
+        self._threads.held = None
 
     def find_one(self, what: str, query: Mapping[str, Any],
                  projection: Mapping[str, Any] | None = None) -> dict[str, Any] | None:

@@ -109,23 +109,43 @@ def test_a_forked_child_starts_a_server_session_of_its_own(app, command_log, dat
     assert childs != [parents.hex()]
 
 
+def this_threads_session(factory):
+    """The pymongo ClientSession this thread sends ``factory``'s calls in."""
+    return factory.connection._threads.held.session
+
+
 def test_a_session_is_replaced_when_old_and_after_a_failure(collection, monkeypatch):
     factory = MongoSessionFactory(collection, SECRET)
-    store, thread = factory.store, factory.connection._thread
+    store = factory.store
     monkeypatch.setattr(connection_module, 'SESSION_LIFETIME', -1.0)   # old at once
     store.insert('one', {'n': 1}, utcnow(), None)
-    first = thread.session
+    first = this_threads_session(factory)
     assert first is not None and store.load('one', utcnow()) is not None
-    assert first.has_ended and thread.session is not first
+    assert first.has_ended and this_threads_session(factory) is not first
     monkeypatch.undo()
     store.load('one', utcnow())
-    kept = thread.session
-    assert store.load('one', utcnow()) is not None and thread.session is kept
+    kept = this_threads_session(factory)
+    assert store.load('one', utcnow()) is not None and this_threads_session(factory) is kept
     with pytest.raises(SessionBackendError):
         store.insert('one', {'n': 2}, utcnow(), None)   # a duplicate _id: the call fails
     assert kept.has_ended
     assert store.load('one', utcnow()).data == {'n': 1}
-    assert thread.session is not kept and not thread.session.has_ended
+    assert this_threads_session(factory) is not kept
+    assert not this_threads_session(factory).has_ended
+
+
+def test_a_thread_that_ends_gives_its_session_back(app, command_log, database):
+    """A server that starts a thread per request leaves no server session behind
+    per thread: the next thread is lent the last one's, as pymongo pools them."""
+    app.warmed()
+
+    def lsids_of_a_thread():
+        command_log.clear()
+        thread = Background(visits, app.visitor(), 2).wait()
+        assert thread.error is None, thread.error
+        return {lsid for _, lsid, _ in sent(command_log, database)}
+    first, second = lsids_of_a_thread(), lsids_of_a_thread()
+    assert len(first) == 1 and first == second
 
 
 def test_a_server_without_sessions_gets_calls_without_one():
