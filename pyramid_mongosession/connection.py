@@ -3,7 +3,7 @@
 The collection is made on first use in each process (a forked worker gets a
 client of its own), never at import or configuration time. Every call goes
 through :meth:`Connection.call`, which bounds it by ``operation_timeout``,
-sends it in the calling thread's own server session (:class:`ThreadSession`),
+sends it in the calling thread's own server session (:mod:`.server_session`),
 turns pymongo's errors into this package's (an outage, a value the server
 refused, a document too large), and fails at once while the server is known
 to be unreachable (:mod:`pyramid_mongosession.outage`).
@@ -15,7 +15,6 @@ import functools
 import logging
 import os
 import threading
-import time
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 import bson
@@ -28,6 +27,7 @@ from pymongo.errors import (
 from .encoding import CODEC_OPTIONS
 from .exceptions import SessionBackendError, SessionValueError
 from .outage import OutageBreaker, summary, unreachable, verdict
+from .server_session import ThreadSessions
 
 log = logging.getLogger(__name__)
 
@@ -188,48 +188,6 @@ class ProcessLocalCollection:
             client.close()
 
 
-#: A thread's server session is replaced when this many seconds old, long before the
-#: server could forget it (MongoDB: after 30 idle minutes; pymongo's pool: 29).
-SESSION_LIFETIME = 600.0
-
-
-class ThreadSession:
-    """The server session in which one thread sends its calls to one process's client.
-
-    Without one, pymongo lends each call a session of its own (checked out
-    of its pool and back: about 7 µs of CPU a call). One kept by the thread
-    is the same to the server: one ``lsid`` on every call, and a
-    ``txnNumber`` one higher on each write, which is what lets a retried
-    write be applied once. A pymongo ``ClientSession`` is neither thread- nor
-    fork-safe: hence one per thread, started anew for a new process's
-    collection (a forked child). It is ended and replaced after a call that
-    failed (pymongo drops one that met a network error), and when it is
-    :data:`SESSION_LIFETIME` seconds old: a session that young cannot have
-    been idle long enough for the server to forget it, and its age costs
-    nothing to keep, where its last use would be written at every call.
-    """
-
-    __slots__ = ('process', 'session', 'renew')
-
-    def __init__(self, process: Any, session: Any, renew: float) -> None:
-        self.process = process   # the Connection's (pid, collection) it was started for
-        self.session = session   # a pymongo ClientSession, or None: the server has none
-        self.renew = renew       # when to replace it (time.monotonic())
-
-    def __del__(self) -> None:
-        # Ended once given up, or once its thread has ended: a server that starts a
-        # thread per request must not leave a server session behind for each (MongoDB
-        # keeps each for 30 minutes, and refuses new ones past a million). Ending one
-        # sends nothing; pymongo pools it again, or drops it if it met a network error
-        # or if another process started it (the parent of a forked child).
-        if self.session is not None:
-            self.session.end_session()
-
-
-class _Threads(threading.local):
-    held: ThreadSession | None = None   # this thread's, for its Connection
-
-
 class Connection:
     """The sessions collection of this process, and the calls made to it.
 
@@ -264,7 +222,7 @@ class Connection:
         self._client_bounded = False   # whether the client bounds every call itself
         self._reader: tuple[Any, ...] | None = None   # see find_one
         self._breaker = OutageBreaker(outage_probe_interval)
-        self._threads = _Threads()
+        self._threads = ThreadSessions()
         self._sessions = True   # False once the server said it has no sessions
 
     @property
@@ -334,7 +292,7 @@ class Connection:
                 with _EMBEDDED_LOCK:   # see _EMBEDDED_LOCK
                     result = operation(*args, **kwargs)
             else:
-                session = self._session()
+                session = self._threads.current(self._process, self._sessions)
                 if self._client_bounded:   # the client bounds every wait itself
                     result = operation(*args, session=session, **kwargs)
                 else:
@@ -347,12 +305,12 @@ class Connection:
             # Refused before anything was sent: this server has no sessions.
             log.info('the server has no sessions: calls go without one (%s)', exc)
             self._sessions = False
-            self._end_session()
+            self._threads.give_up()
             breaker.abandon(probe)
             return self.call(what, operation, *args, **kwargs)
         except BaseException as exc:
             if session is not None:
-                self._end_session()
+                self._threads.give_up()
             if not isinstance(exc, PyMongoError):
                 breaker.abandon(probe)
                 raise
@@ -367,23 +325,6 @@ class Connection:
         """:meth:`call` of an operation that returns a cursor (``find``, ``aggregate``):
         every document it yields, all read within the call."""
         return self.call(what, _all_of, operation, *args, **kwargs)
-
-    def _session(self) -> Any:
-        """This thread's server session for this process's client (see :class:`ThreadSession`)."""
-        threads, process = self._threads, self._process
-        held, now = threads.held, time.monotonic()
-        if held is not None and held.process is process and now < held.renew:
-            return held.session
-        threads.held = None   # ends it
-        session = None
-        if process is not None and self._sessions:
-            session = process[1].database.client.start_session(causal_consistency=False)
-        threads.held = ThreadSession(process, session, now + SESSION_LIFETIME)
-        return session
-
-    def _end_session(self) -> None:
-        """Give up this thread's server session (see :meth:`ThreadSession.__del__`)."""
-        self._threads.held = None
 
     def find_one(self, what: str, query: Mapping[str, Any],
                  projection: Mapping[str, Any] | None = None) -> dict[str, Any] | None:

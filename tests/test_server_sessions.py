@@ -1,4 +1,4 @@
-"""Each thread sends its calls in one server session of its own (connection.ThreadSession).
+"""Each thread sends its calls in one server session of its own (server_session).
 
 The server sees the same ``lsid`` on every call of a thread and, on a replica
 set, a ``txnNumber`` one higher on each write, as with the sessions pymongo
@@ -11,7 +11,7 @@ import threading
 
 import pytest
 from pyramid_mongosession import MongoSessionFactory, SessionBackendError
-from pyramid_mongosession import connection as connection_module
+from pyramid_mongosession import server_session
 from pyramid_mongosession.encoding import utcnow
 
 from .conftest import SECRET, CommandLog
@@ -117,7 +117,7 @@ def this_threads_session(factory):
 def test_a_session_is_replaced_when_old_and_after_a_failure(collection, monkeypatch):
     factory = MongoSessionFactory(collection, SECRET)
     store = factory.store
-    monkeypatch.setattr(connection_module, 'SESSION_LIFETIME', -1.0)   # old at once
+    monkeypatch.setattr(server_session, 'SESSION_LIFETIME', -1.0)   # old at once
     store.insert('one', {'n': 1}, utcnow(), None)
     first = this_threads_session(factory)
     assert first is not None and store.load('one', utcnow()) is not None
