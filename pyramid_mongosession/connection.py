@@ -27,7 +27,7 @@ from pymongo.errors import (
 from .encoding import CODEC_OPTIONS
 from .exceptions import SessionBackendError, SessionValueError
 from .outage import OutageBreaker, summary, unreachable, verdict
-from .server_session import ThreadSessions
+from .server_session import ThreadSessions, dirty, without_sessions
 
 log = logging.getLogger(__name__)
 
@@ -216,13 +216,13 @@ class Connection:
         self.operation_timeout = operation_timeout
         self.first_use: list[Callable[[Collection], object]] = []
         self._lock = threading.Lock()
-        self._process: tuple[int, Collection] | None = None   # published in one assignment
+        # (pid, collection, its threads' server sessions), published in one assignment
+        self._process: tuple[int, Collection, ThreadSessions | None] | None = None
         self._ready = False
         self._embedded = False
         self._client_bounded = False   # whether the client bounds every call itself
         self._reader: tuple[Any, ...] | None = None   # see find_one
         self._breaker = OutageBreaker(outage_probe_interval)
-        self._threads = ThreadSessions()
         self._sessions = True   # False once the server said it has no sessions
 
     @property
@@ -252,9 +252,20 @@ class Connection:
             with self._lock:
                 process = self._process
                 if process is None or process[0] != os.getpid():
-                    process = self._process = (os.getpid(), self._connect())
+                    collection = self._connect()
+                    process = self._process = (os.getpid(), collection,
+                                               self._thread_sessions(collection))
                     self._ready = False
         return process[1]
+
+    def _thread_sessions(self, collection: Collection) -> ThreadSessions | None:
+        """The store of this process's threads' server sessions; None for the embedded
+        backend, and for unacknowledged writes (``w=0``), which pymongo sends in no
+        session a caller gives."""
+        concern = getattr(collection, 'write_concern', None)
+        if self._embedded or not getattr(concern, 'acknowledged', True):
+            return None
+        return ThreadSessions(collection.database.client)
 
     def _connect(self) -> Collection:
         try:   # a MongoClient connects in the background: nothing here waits
@@ -286,39 +297,47 @@ class Connection:
         breaker = self._breaker
         # While the server answers, the breaker has nothing to say or record.
         probe = breaker.admit() if breaker.down is not None else False
-        session = None
+        process, session = self._process, None
+        threads = process[2] if process is not None else None
         try:
             if self._embedded:
                 with _EMBEDDED_LOCK:   # see _EMBEDDED_LOCK
                     result = operation(*args, **kwargs)
             else:
-                session = self._threads.current(self._process, self._sessions)
-                if self._client_bounded:   # the client bounds every wait itself
-                    result = operation(*args, session=session, **kwargs)
-                else:
-                    with pymongo.timeout(self.operation_timeout):
-                        result = operation(*args, session=session, **kwargs)
-        except ConfigurationError as exc:
-            if session is None:
-                breaker.record(probe, exc)
-                raise mapped_error(what, exc) from exc
-            # Refused before anything was sent: this server has no sessions.
-            log.info('the server has no sessions: calls go without one (%s)', exc)
-            self._sessions = False
-            self._threads.give_up()
-            breaker.abandon(probe)
-            return self.call(what, operation, *args, **kwargs)
+                session = threads.current(self._sessions) if threads is not None else None
+                result = self._send(operation, session, args, kwargs)
         except BaseException as exc:
-            if session is not None:
-                self._threads.give_up()
+            if session is not None and self._failed_in(threads, session, exc):
+                breaker.abandon(probe)
+                return self.call(what, operation, *args, **kwargs)
             if not isinstance(exc, PyMongoError):
                 breaker.abandon(probe)
                 raise
             breaker.record(probe, exc)
             raise mapped_error(what, exc) from exc
+        if session is not None and dirty(session):
+            threads.give_up()   # type: ignore[union-attr]
         if breaker.down is not None:
             breaker.record(probe)
         return result
+
+    def _send(self, operation: Callable[..., T], session: Any, args: tuple[Any, ...],
+              kwargs: dict[str, Any]) -> T:
+        if self._client_bounded:   # the client bounds every wait itself
+            return operation(*args, session=session, **kwargs)
+        with pymongo.timeout(self.operation_timeout):
+            return operation(*args, session=session, **kwargs)
+
+    def _failed_in(self, threads: Any, session: Any, exc: BaseException) -> bool:
+        """End the thread's session after a failed call. True if the failure says the
+        server has no sessions (refused before anything was sent): from then on, calls
+        go without one, and this one is tried again so."""
+        threads.give_up()
+        if isinstance(exc, ConfigurationError) and without_sessions(session):
+            log.info('the server has no sessions: calls go without one')
+            self._sessions = False
+            return True
+        return False
 
     def documents(self, what: str, operation: Callable[..., Iterable[Any]], *args: Any,
                   **kwargs: Any) -> list[Any]:
@@ -395,7 +414,10 @@ class Connection:
 
     def close(self) -> None:
         """Close the MongoClient this connection created, if it created one."""
+        process, self._process = self._process, None
+        if process is not None and process[2] is not None:
+            # Back to pymongo's pool first, so that closing the client ends them.
+            process[2].end_all()
         close = getattr(self._get_collection, 'close', None)
         if close is not None:
             close()
-        self._process = None

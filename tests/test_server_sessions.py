@@ -9,8 +9,11 @@ import json
 import os
 import threading
 
+import pymongo
+
 import pytest
 from pyramid_mongosession import MongoSessionFactory, SessionBackendError
+from pyramid_mongosession.connection import ProcessLocalCollection
 from pyramid_mongosession import server_session
 from pyramid_mongosession.encoding import utcnow
 
@@ -111,7 +114,7 @@ def test_a_forked_child_starts_a_server_session_of_its_own(app, command_log, dat
 
 def this_threads_session(factory):
     """The pymongo ClientSession this thread sends ``factory``'s calls in."""
-    return factory.connection._threads.held.session
+    return factory.connection._process[2].local.held.session
 
 
 def test_a_session_is_replaced_when_old_and_after_a_failure(collection, monkeypatch):
@@ -185,3 +188,79 @@ def test_threads_share_nothing_but_the_server(app, command_log, database):
         thread.join()
     assert errors == []
     assert len({lsid for _, lsid, _ in sent(command_log, database)}) == 8
+
+
+def test_the_threads_store_is_made_when_the_process_connects(collection, monkeypatch):
+    """gevent patches threading.local in a worker that imported the application before
+    (gunicorn --preload -k gevent): the store made then must be the patched kind, or
+    greenlets would share one session and send concurrent writes under one txnNumber."""
+    factory = MongoSessionFactory(collection, SECRET)   # imported and configured...
+    made = []
+
+    class PatchedLocal(threading.local):   # ...then patched, as gevent does
+        def __init__(self):
+            made.append(self)
+    monkeypatch.setattr(threading, 'local', PatchedLocal)
+    factory.store.insert('one', {'n': 1}, utcnow(), None)
+    assert made and factory.connection._process[2].local is made[0]
+
+
+def test_a_session_that_met_a_network_error_is_replaced_even_if_the_retry_succeeded():
+    with Primary() as replica_set:
+        client = replica_set.client()
+        factory = MongoSessionFactory(client['app']['sessions'], SECRET)
+
+        def load():
+            factory.store.load('the-session-id', utcnow())
+            return factory.connection._process[2].local.held
+        first = Background(load)
+        replica_set.receives('createIndexes').ok()
+        replica_set.receives('find').hangup()   # the first try meets a network error
+        replica_set.receives('find').ok(cursor={'id': 0, 'ns': 'app.sessions',
+                                                'firstBatch': []})
+        first.wait()
+        client.close()
+    assert first.error is None, first.error
+    assert first.result is None   # the dirty session was given up: the next call starts one
+
+
+def test_a_configuration_error_that_is_not_about_sessions_is_an_error(collection):
+    factory = MongoSessionFactory(collection, SECRET)
+    factory.store.insert('one', {'n': 1}, utcnow(), None)
+
+    def refused(session=None):
+        raise pymongo.errors.ConfigurationError('not about sessions')
+    with pytest.raises(SessionBackendError, match='not about sessions'):
+        factory.connection.call('do something', refused)
+    assert factory.connection._sessions   # the server's sessions are still used
+    assert factory.store.load('one', utcnow()) is not None
+
+
+def test_closing_the_connection_ends_the_threads_sessions(mongodb_url, database):
+    """Every thread's server session goes back to pymongo's pool, which the client ends
+    on close (endSessions), instead of the server keeping each one for 30 minutes: a
+    thread's that is still running included."""
+    log = CommandLog()
+    sessions = ProcessLocalCollection(database.name, 'sessions', [mongodb_url],
+                                      {'event_listeners': [log]})
+    factory = MongoSessionFactory(sessions, SECRET)
+    factory.store.insert('one', {'n': 1}, utcnow(), None)
+    loaded, done = threading.Event(), threading.Event()
+
+    def still_running():
+        factory.store.load('one', utcnow())
+        loaded.set()
+        done.wait(30)
+    other = threading.Thread(target=still_running)
+    other.start()
+    try:
+        assert loaded.wait(30)
+        used = {e.command['lsid']['id'] for e in log.events if 'lsid' in e.command}
+        assert len(used) == 2
+        log.clear()
+        factory.connection.close()
+    finally:
+        done.set()
+        other.join()
+    ended = [e.command['endSessions'] for e in log.events if e.command_name == 'endSessions']
+    assert used <= {lsid['id'] for batch in ended for lsid in batch}
