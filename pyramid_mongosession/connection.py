@@ -307,7 +307,8 @@ class Connection:
                 session = threads.current(self._sessions) if threads is not None else None
                 result = self._send(operation, session, args, kwargs)
         except BaseException as exc:
-            if session is not None and self._failed_in(threads, session, exc):
+            if session is not None and self._failed_in(
+                    threads, session, exc):   # type: ignore[arg-type]
                 breaker.abandon(probe)
                 return self.call(what, operation, *args, **kwargs)
             if not isinstance(exc, PyMongoError):
@@ -328,7 +329,7 @@ class Connection:
         with pymongo.timeout(self.operation_timeout):
             return operation(*args, session=session, **kwargs)
 
-    def _failed_in(self, threads: Any, session: Any, exc: BaseException) -> bool:
+    def _failed_in(self, threads: ThreadSessions, session: Any, exc: BaseException) -> bool:
         """End the thread's session after a failed call. True if the failure says the
         server has no sessions (refused before anything was sent): from then on, calls
         go without one, and this one is tried again so."""

@@ -264,3 +264,21 @@ def test_closing_the_connection_ends_the_threads_sessions(mongodb_url, database)
         other.join()
     ended = [e.command['endSessions'] for e in log.events if e.command_name == 'endSessions']
     assert used <= {lsid['id'] for batch in ended for lsid in batch}
+
+
+def test_unacknowledged_writes_go_without_a_session():
+    """pymongo refuses an explicit session with w=0: such a client's calls get none,
+    and its writes are sent (not refused as from a server without sessions). Played
+    by a scripted primary: neither FerretDB 1.x nor mongo-java-server keeps to the
+    protocol of unacknowledged writes."""
+    with Primary() as replica_set:
+        client = replica_set.client(w=0)
+        factory = MongoSessionFactory(client['app']['sessions'], SECRET)
+        insert = Background(factory.store.insert, 'the-session-id', {'n': 1}, utcnow(), None)
+        replica_set.receives('createIndexes')   # unacknowledged: no answer awaited
+        sent = replica_set.receives('insert')
+        assert insert.wait().error is None, insert.error
+        client.close()
+    assert sent.doc['documents'][0]['data'] == {'n': 1}
+    assert 'lsid' not in sent.doc
+    assert factory.connection._sessions   # not taken for a server without sessions
